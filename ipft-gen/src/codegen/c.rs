@@ -1,0 +1,195 @@
+//! BPF C from templates/bpf/tracer.bpf.c.hbs.
+
+use std::collections::BTreeSet;
+
+use handlebars::Handlebars;
+use serde::Serialize;
+
+use super::{event, Plan};
+use crate::probe::Backend;
+use crate::table::{self, ProbeEntry, TypedKind};
+
+/// The tracer template, embedded so ipft-gen is self-contained.
+pub const TRACER_TEMPLATE: &str = include_str!("../../../templates/bpf/tracer.bpf.c.hbs");
+/// Minimal CO-RE header for builds without a vmlinux.h (the generic object).
+pub const CORE_HEADER: &str = include_str!("../../../templates/bpf/ipft_core.h");
+
+/// Template rendering failed (a bug in a template, reported with its cause).
+#[derive(Debug, thiserror::Error)]
+#[error("template error: {0}")]
+pub struct TemplateError(String);
+
+#[derive(Serialize)]
+struct Kprobe {
+    section: &'static str,
+    multi: bool,
+    prog: String,
+    skb_pos: u8,
+    skb_reg: u8,
+    reason_pos: Option<u8>,
+    reason_reg: Option<u8>,
+}
+
+#[derive(Serialize)]
+struct Typed {
+    comment: String,
+    section: String,
+    prog: String,
+    skb_pos: u8,
+    reason_pos: Option<u8>,
+    is_return: bool,
+    probe: String,
+}
+
+#[derive(Serialize)]
+struct Context<'a> {
+    version: &'a str,
+    btf_source: &'a str,
+    btf_checksum: &'a str,
+    release: Option<&'a str>,
+    profile: &'a str,
+    probe_count: usize,
+    mode: &'a str,
+    core_header: &'a str,
+    event_struct: String,
+    extension_hook: String,
+    kprobes: Vec<Kprobe>,
+    typed: Vec<Typed>,
+}
+
+fn kprobe(multi: bool, skb_pos: u8, reason_pos: Option<u8>) -> Kprobe {
+    Kprobe {
+        section: if multi { "kprobe.multi" } else { "kprobe" },
+        multi,
+        prog: table::kprobe_program(multi, skb_pos, reason_pos),
+        skb_pos,
+        skb_reg: skb_pos + 1,
+        reason_pos,
+        reason_reg: reason_pos.map(|r| r + 1),
+    }
+}
+
+/// C string-literal safe text (BTF names are C identifiers, but be strict).
+fn c_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "_.-:".contains(c) { c } else { '_' })
+        .collect()
+}
+
+/// Text safe inside a C block comment.
+fn comment_safe(s: &str) -> String {
+    s.replace("*/", "* /").replace(['\n', '\r'], " ")
+}
+
+fn render(ctx: &Context<'_>) -> Result<String, TemplateError> {
+    let mut hb = Handlebars::new();
+    hb.register_escape_fn(handlebars::no_escape);
+    hb.set_strict_mode(true);
+    hb.register_template_string("tracer", TRACER_TEMPLATE)
+        .map_err(|e| TemplateError(e.to_string()))?;
+    hb.render("tracer", ctx).map_err(|e| TemplateError(e.to_string()))
+}
+
+/// One program per typed probe, kprobe programs per position in use.
+pub fn render_specialised(plan: &Plan<'_>, table: &[ProbeEntry]) -> Result<String, TemplateError> {
+    let mut kprobes = BTreeSet::new();
+    let mut typed = Vec::new();
+    for (i, e) in table.iter().enumerate() {
+        let where_ = match &e.module {
+            Some(m) => format!("{}:{}", m, e.name),
+            None => e.name.to_string(),
+        };
+        let mut push = |kind: TypedKind, prog: &str| {
+            typed.push(Typed {
+                comment: format!(
+                    "{} {}: skb in argument {}{}",
+                    kind.section(),
+                    c_safe(&where_),
+                    e.skb_pos,
+                    e.reason_pos.map(|r| format!(", drop reason in argument {r}")).unwrap_or_default()
+                ),
+                section: format!("{}/{}", kind.section(), c_safe(&e.name)),
+                prog: prog.to_string(),
+                skb_pos: e.skb_pos,
+                reason_pos: e.reason_pos,
+                is_return: kind == TypedKind::Return,
+                probe: i.to_string(),
+            })
+        };
+        match e.backend {
+            Backend::TpBtf => push(TypedKind::Tracepoint, &e.program),
+            Backend::Fentry => {
+                push(TypedKind::Entry, &e.program);
+                if let Some(r) = &e.return_program {
+                    push(TypedKind::Return, r);
+                }
+            }
+            Backend::Kprobe => {
+                kprobes.insert((false, e.skb_pos, e.reason_pos));
+            }
+            Backend::KprobeMulti => {
+                kprobes.insert((true, e.skb_pos, e.reason_pos));
+            }
+        }
+    }
+    render(&Context {
+        version: env!("CARGO_PKG_VERSION"),
+        btf_source: &comment_safe(&plan.identity.source),
+        btf_checksum: &plan.identity.checksum,
+        release: plan.identity.release.as_deref(),
+        profile: &c_safe(plan.profile),
+        probe_count: table.len(),
+        mode: "specialised",
+        core_header: "vmlinux.h",
+        event_struct: event::c_struct(),
+        extension_hook: String::new(),
+        kprobes: kprobes.into_iter().map(|(m, s, r)| kprobe(m, s, r)).collect(),
+        typed,
+    })
+}
+
+/// The generic object of the `ipft` command: kprobe programs for every
+/// register position and typed programs for every position, with the probe
+/// index taken from rodata (typed) or the attach cookie (kprobe).
+pub fn render_generic() -> Result<String, TemplateError> {
+    let mut kprobes = Vec::new();
+    for multi in [false, true] {
+        for pos in 0..crate::probe::KPROBE_MAX_REG_ARGS {
+            kprobes.push(kprobe(multi, pos, None));
+        }
+        for &(s, r) in table::GENERIC_REASON_PAIRS {
+            kprobes.push(kprobe(multi, s, Some(r)));
+        }
+    }
+    let mut typed = Vec::new();
+    for kind in [TypedKind::Tracepoint, TypedKind::Entry, TypedKind::Return] {
+        let mut pairs: Vec<(u8, Option<u8>)> =
+            (0..=table::GENERIC_MAX_SKB_POS).map(|p| (p, None)).collect();
+        pairs.extend(table::GENERIC_REASON_PAIRS.iter().map(|&(s, r)| (s, Some(r))));
+        for (skb_pos, reason_pos) in pairs {
+            typed.push(Typed {
+                comment: format!("generic {}: skb in argument {skb_pos}; target set at load", kind.section()),
+                section: kind.section().to_string(),
+                prog: table::generic_program(kind, skb_pos, reason_pos),
+                skb_pos,
+                reason_pos,
+                is_return: kind == TypedKind::Return,
+                probe: "CONFIG.probe".into(),
+            });
+        }
+    }
+    render(&Context {
+        version: env!("CARGO_PKG_VERSION"),
+        btf_source: "none (CO-RE, ipft_core.h)",
+        btf_checksum: "-",
+        release: None,
+        profile: "generic",
+        probe_count: 0,
+        mode: "generic",
+        core_header: "ipft_core.h",
+        event_struct: event::c_struct(),
+        extension_hook: String::new(),
+        kprobes,
+        typed,
+    })
+}

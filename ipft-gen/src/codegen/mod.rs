@@ -1,0 +1,87 @@
+//! Stage 3, code generation: a probe set becomes BPF C (handlebars templates
+//! from templates/bpf) and Rust bindings (quote + prettyplease).
+//!
+//! Output is deterministic: same BTF, profile and options give byte-identical
+//! files. Names from BTF never become C or Rust identifiers; programs are
+//! named by index and BTF names only appear inside string literals.
+
+pub mod c;
+pub mod event;
+pub mod rust;
+
+use crate::btf::BtfIdentity;
+use crate::probe::{Backend, Probe, ProbeKind};
+use crate::table::{self, ObjectMode, ProbeEntry, TypedKind};
+use std::borrow::Cow;
+
+/// What to generate.
+pub struct Plan<'a> {
+    /// Profile name, for headers.
+    pub profile: &'a str,
+    /// Where the BTF came from.
+    pub identity: &'a BtfIdentity,
+    /// Backend for function probes (tracepoints always use tp_btf).
+    pub function_backend: Backend,
+    /// Probes, in table order.
+    pub probes: &'a [Probe],
+    /// Also generate fexit programs (function_graph) with fentry.
+    pub returns: bool,
+}
+
+impl Plan<'_> {
+    /// The probe table for this plan (specialised programs).
+    pub fn table(&self) -> Vec<ProbeEntry> {
+        self.probes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let backend = match p.kind {
+                    ProbeKind::Tracepoint => Backend::TpBtf,
+                    ProbeKind::Function => self.function_backend,
+                };
+                let reason_pos = p.drop_reason_pos;
+                let (program, return_program) = match backend {
+                    Backend::TpBtf => (table::typed_program(TypedKind::Tracepoint, i), None),
+                    Backend::Fentry => (
+                        table::typed_program(TypedKind::Entry, i),
+                        self.returns.then(|| table::typed_program(TypedKind::Return, i)),
+                    ),
+                    Backend::Kprobe => (table::kprobe_program(false, p.skb_pos(), reason_pos), None),
+                    Backend::KprobeMulti => {
+                        (table::kprobe_program(true, p.skb_pos(), reason_pos), None)
+                    }
+                };
+                ProbeEntry {
+                    name: Cow::Owned(p.name.clone()),
+                    module: p.module.clone().map(Cow::Owned),
+                    kind: p.kind,
+                    backend,
+                    skb_pos: p.skb_pos(),
+                    reason_pos,
+                    btf_id: p.btf_id,
+                    program: Cow::Owned(program),
+                    return_program: return_program.map(Cow::Owned),
+                    frees_skb: p.frees_skb(),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Everything generated for one plan.
+pub struct Generated {
+    /// BPF C source.
+    pub c: String,
+    /// Rust bindings (event mirror, table, identity).
+    pub rust: String,
+    /// The table, also written as JSON for tools.
+    pub table: Vec<ProbeEntry>,
+}
+
+/// Generate C and Rust for a plan.
+pub fn generate(plan: &Plan<'_>) -> Result<Generated, c::TemplateError> {
+    let table = plan.table();
+    let c = c::render_specialised(plan, &table)?;
+    let rust = rust::render(plan.identity, &table, ObjectMode::Specialised);
+    Ok(Generated { c, rust, table })
+}

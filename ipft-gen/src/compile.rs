@@ -1,0 +1,170 @@
+//! Stage 4, build: vmlinux.h with bpftool, the BPF object with clang, and the
+//! tracer binary with cargo (a small crate that links ipft-runtime).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::codegen::Generated;
+
+/// A build step failed; the message names the tool, the file and the error.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A tool is missing.
+    #[error("{tool} not found ({source}); run scripts/setup")]
+    Missing {
+        /// Tool name.
+        tool: String,
+        /// Spawn error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A tool ran and failed.
+    #[error("{tool} failed on {file}:\n{log}")]
+    Failed {
+        /// Tool name.
+        tool: String,
+        /// Input file.
+        file: PathBuf,
+        /// Last lines of its output.
+        log: String,
+    },
+    /// Writing an output failed.
+    #[error("{0}: {1}")]
+    Io(PathBuf, #[source] std::io::Error),
+}
+
+/// Last `n` lines of a tool's output.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn run(tool: &str, cmd: &mut Command, file: &Path) -> Result<Vec<u8>, BuildError> {
+    let out = cmd.output().map_err(|source| BuildError::Missing {
+        tool: tool.into(),
+        source,
+    })?;
+    if !out.status.success() {
+        let mut log = String::from_utf8_lossy(&out.stderr).into_owned();
+        log.push_str(&String::from_utf8_lossy(&out.stdout));
+        return Err(BuildError::Failed {
+            tool: tool.into(),
+            file: file.to_path_buf(),
+            log: tail(&log, 30),
+        });
+    }
+    Ok(out.stdout)
+}
+
+fn write(path: &Path, data: &[u8]) -> Result<(), BuildError> {
+    fs::write(path, data).map_err(|e| BuildError::Io(path.to_path_buf(), e))
+}
+
+/// Write C, Rust and the JSON table into `out`.
+pub fn write_sources(out: &Path, g: &Generated) -> Result<(), BuildError> {
+    fs::create_dir_all(out).map_err(|e| BuildError::Io(out.to_path_buf(), e))?;
+    write(&out.join("tracer.bpf.c"), g.c.as_bytes())?;
+    write(&out.join("probe_set.rs"), g.rust.as_bytes())?;
+    let json = serde_json::to_string_pretty(&g.table).expect("table serialises");
+    write(&out.join("probes.json"), json.as_bytes())
+}
+
+/// `bpftool btf dump file BTF format c > out/vmlinux.h` (unless present and
+/// generated from the same checksum).
+pub fn vmlinux_h(btf_file: &Path, checksum: &str, out: &Path) -> Result<PathBuf, BuildError> {
+    let header = out.join("vmlinux.h");
+    let stamp = out.join("vmlinux.h.checksum");
+    if header.exists() && fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == checksum) {
+        return Ok(header);
+    }
+    let bpftool = find_tool("bpftool");
+    let c = run(
+        "bpftool",
+        Command::new(&bpftool).args(["btf", "dump", "file"]).arg(btf_file).args(["format", "c"]),
+        btf_file,
+    )?;
+    write(&header, &c)?;
+    write(&stamp, checksum.as_bytes())?;
+    Ok(header)
+}
+
+/// Debian keeps bpftool in /usr/sbin, often not on a user's PATH.
+pub fn find_tool(name: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/sbin", "/usr/local/sbin"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    PathBuf::from(name)
+}
+
+/// clang -O2 -g -target bpf. `include` dirs are searched for headers.
+pub fn compile_bpf(src: &Path, obj: &Path, include: &[&Path]) -> Result<(), BuildError> {
+    let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
+    let mut cmd = Command::new(&clang);
+    cmd.args(["-O2", "-g", "-target", "bpf", "-D__TARGET_ARCH_x86", "-Wall", "-Wno-unused-function"]);
+    for dir in include {
+        cmd.arg("-I").arg(dir);
+    }
+    cmd.arg("-c").arg(src).arg("-o").arg(obj);
+    run("clang", &mut cmd, src).map(|_| ())
+}
+
+/// Where the ipft-runtime crate lives (for the generated crate's path
+/// dependency): $IPFT_RUNTIME_DIR or the workspace this ipft-gen was built in.
+pub fn runtime_dir() -> PathBuf {
+    std::env::var_os("IPFT_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../ipft-runtime"))
+}
+
+/// Write the tracer crate into `out/crate` and build it with cargo; the
+/// binary is copied to `out/ipft-<profile>`. The workspace target dir is
+/// shared so dependencies are compiled once.
+pub fn build_tracer(out: &Path, profile: &str) -> Result<PathBuf, BuildError> {
+    let krate = out.join("crate");
+    let src = krate.join("src");
+    fs::create_dir_all(&src).map_err(|e| BuildError::Io(src.clone(), e))?;
+    let runtime = runtime_dir();
+    let runtime = runtime.canonicalize().unwrap_or(runtime);
+    let macros = runtime.join("../ipft-macros");
+    let bin = format!("ipft-{}", sanitize(profile));
+    let manifest = format!(
+        "[package]\nname = \"{bin}\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n\
+         [dependencies]\nipft-runtime = {{ path = \"{}\" }}\nipft-macros = {{ path = \"{}\" }}\n\n\
+         [profile.release]\nopt-level = 3\n\n[workspace]\n",
+        runtime.display(),
+        macros.display()
+    );
+    write(&krate.join("Cargo.toml"), manifest.as_bytes())?;
+    let main = "// Generated by ipft-gen: a tracer for exactly the probe set in ../.\n\
+                ipft_macros::include_probe_set!(\"..\");\n\n\
+                fn main() {\n    std::process::exit(ipft_runtime::tracer_main(&PROBE_SET));\n}\n";
+    write(&src.join("main.rs"), main.as_bytes())?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| runtime.join("../target"));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(
+        "cargo",
+        Command::new(cargo)
+            .args(["build", "--release", "--quiet", "--manifest-path"])
+            .arg(krate.join("Cargo.toml"))
+            .env("CARGO_TARGET_DIR", &target),
+        &krate.join("Cargo.toml"),
+    )?;
+    let built = target.join("release").join(&bin);
+    let dest = out.join(&bin);
+    fs::copy(&built, &dest).map_err(|e| BuildError::Io(built.clone(), e))?;
+    Ok(dest)
+}
+
+fn sanitize(s: &str) -> String {
+    let s: String = s
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c.to_ascii_lowercase() } else { '-' })
+        .collect();
+    if s.is_empty() { "custom".into() } else { s }
+}

@@ -1,0 +1,246 @@
+//! `ipft-gen`: list skb probes of a kernel, or generate and build a tracer.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use ipft_gen::codegen::{self, Plan};
+use ipft_gen::compile;
+use ipft_gen::discover::{discover, BtfInput, Discovery};
+use ipft_gen::probe::{compile_regex, Backend, Filter, ProbeKind, Profile};
+
+/// Generate a packet tracer specialised to one kernel and one probe set.
+#[derive(Parser)]
+#[command(name = "ipft-gen", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    gen: GenArgs,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List every traceable skb probe (name, module, kind, skb positions, nargs, backends).
+    List(ListArgs),
+}
+
+#[derive(Args, Clone)]
+struct Source {
+    /// Raw BTF or ELF (vmlinux, .ko) with a .BTF section [default: running kernel].
+    #[arg(long, value_name = "FILE", conflicts_with = "btf_dir")]
+    btf: Option<PathBuf>,
+    /// Directory laid out like /sys/kernel/btf (vmlinux + one file per module).
+    #[arg(long, value_name = "DIR")]
+    btf_dir: Option<PathBuf>,
+    /// Profile: a shipped name (ip, tcp, udp, netfilter, bridge, xmit, drop, tracepoints, all) or a TOML file.
+    #[arg(long, short = 'p')]
+    profile: Option<String>,
+    /// Only probes whose name matches.
+    #[arg(long, short = 'r')]
+    regex: Option<String>,
+    /// Only probes in modules matching (vmlinux for the kernel image).
+    #[arg(long)]
+    module_regex: Option<String>,
+}
+
+#[derive(Args)]
+struct ListArgs {
+    #[command(flatten)]
+    src: Source,
+    /// JSON array instead of lines.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct GenArgs {
+    #[command(flatten)]
+    src: Source,
+    /// Output directory.
+    #[arg(long, short = 'o', value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Function backend: auto, kprobe, kprobe-multi, fentry (tracepoints use tp_btf).
+    #[arg(long, short = 'b', default_value = "auto")]
+    backend: String,
+    /// Compile the BPF object and build the ipft-<profile> binary.
+    #[arg(long)]
+    build: bool,
+    /// Print timings of each stage on stderr.
+    #[arg(long)]
+    timings: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Some(Cmd::List(a)) => list(a),
+        None => generate(cli.gen),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ipft-gen: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn input(s: &Source) -> BtfInput {
+    match (&s.btf, &s.btf_dir) {
+        (Some(f), _) => BtfInput::File(f.clone()),
+        (None, Some(d)) => BtfInput::Dir(d.clone()),
+        (None, None) => BtfInput::Running,
+    }
+}
+
+fn load(s: &Source, default_profile: Option<&str>) -> Result<(Discovery, Option<Profile>)> {
+    let profile = s
+        .profile
+        .as_deref()
+        .or(default_profile)
+        .map(Profile::load)
+        .transpose()?;
+    let filter = Filter {
+        regex: s.regex.as_deref().map(|r| compile_regex("-r", r)).transpose().map_err(anyhow::Error::msg)?,
+        module_regex: s
+            .module_regex
+            .as_deref()
+            .map(|r| compile_regex("--module-regex", r))
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
+    };
+    let d = discover(&input(s), profile.as_ref(), &filter)?;
+    if let Some(note) = d.symbols.as_ref().and_then(|s| s.note.as_ref()) {
+        eprintln!("{note}");
+    }
+    if d.probes.is_empty() {
+        bail!(
+            "no probe matches (profile {}, regex {}, module regex {}; {} dropped as untraceable)",
+            profile.as_ref().map_or("none", |p| p.name.as_str()),
+            s.regex.as_deref().unwrap_or("none"),
+            s.module_regex.as_deref().unwrap_or("none"),
+            d.untraceable
+        );
+    }
+    Ok((d, profile))
+}
+
+fn list(a: ListArgs) -> Result<()> {
+    let (d, _) = load(&a.src, None)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&d.probes)?);
+        return Ok(());
+    }
+    for p in &d.probes {
+        let pos: Vec<String> = p.skb_positions.iter().map(u8::to_string).collect();
+        let be: Vec<&str> = p.backends.iter().map(|b| b.name()).collect();
+        println!(
+            "{:<48} {:<16} {:<10} skb={:<6} nargs={:<2}{}{} {}",
+            p.name,
+            p.module.as_deref().unwrap_or("vmlinux"),
+            p.kind,
+            pos.join(","),
+            p.nargs,
+            if p.variadic { " variadic" } else { "" },
+            if p.byval { " byval" } else { "" },
+            be.join(",")
+        );
+    }
+    eprintln!(
+        "{} probes ({} untraceable dropped; scanned {} types, {} functions)",
+        d.probes.len(),
+        d.untraceable,
+        d.stats.types,
+        d.stats.funcs
+    );
+    Ok(())
+}
+
+/// auto: on the running kernel the fastest it offers; for another kernel's
+/// BTF kprobe, the backend every kernel since 5.15 attaches by name.
+fn choose_backend(arg: &str, d: &Discovery) -> Result<Option<Backend>> {
+    let running = d.availability;
+    if arg == "auto" {
+        return Ok(match running {
+            None => Some(Backend::Kprobe),
+            Some(a) if a.fentry => Some(Backend::Fentry),
+            Some(a) if a.kprobe_multi => Some(Backend::KprobeMulti),
+            Some(a) if a.kprobe => Some(Backend::Kprobe),
+            Some(_) => None,
+        });
+    }
+    match Backend::parse(arg) {
+        Some(Backend::TpBtf) => Ok(None),
+        Some(b) => Ok(Some(b)),
+        None => bail!("unknown backend '{arg}' (auto, kprobe, kprobe-multi, fentry, tp_btf)"),
+    }
+}
+
+fn generate(a: GenArgs) -> Result<()> {
+    let Some(out) = a.out.clone() else {
+        bail!("missing -o DIR (or use `ipft-gen list`)");
+    };
+    let t0 = Instant::now();
+    let (d, profile) = load(&a.src, Some("ip"))?;
+    let profile = profile.expect("default profile");
+    let t_discover = t0.elapsed();
+    let backend = choose_backend(&a.backend, &d)?;
+    if backend.is_none() {
+        eprintln!("ipft-gen: no function backend available on this kernel: tracing tracepoints only");
+    }
+    let probes: Vec<_> = d
+        .probes
+        .iter()
+        .filter(|p| match p.kind {
+            ProbeKind::Tracepoint => true,
+            ProbeKind::Function => backend.is_some_and(|b| p.backends.contains(&b)),
+        })
+        .cloned()
+        .collect();
+    if probes.is_empty() {
+        bail!("no probe of profile {} is reachable with backend {}", profile.name, a.backend);
+    }
+    let plan = Plan {
+        profile: &profile.name,
+        identity: &d.kernel.identity,
+        function_backend: backend.unwrap_or(Backend::Kprobe),
+        probes: &probes,
+        returns: backend == Some(Backend::Fentry),
+    };
+    let g = codegen::generate(&plan)?;
+    compile::write_sources(&out, &g)?;
+    let t_gen = t0.elapsed();
+    eprintln!(
+        "ipft-gen: {} probes ({} functions via {}, {} tracepoints) -> {}",
+        probes.len(),
+        probes.iter().filter(|p| p.kind == ProbeKind::Function).count(),
+        backend.map_or("-", |b| b.name()),
+        probes.iter().filter(|p| p.kind == ProbeKind::Tracepoint).count(),
+        out.display()
+    );
+    if a.timings {
+        eprintln!("timing: discover {:?}, generate+write {:?}", t_discover, t_gen - t_discover);
+    }
+    if a.build {
+        let btf_file = match &a.src {
+            Source { btf: Some(f), .. } => f.clone(),
+            Source { btf_dir: Some(d), .. } => d.join("vmlinux"),
+            _ => PathBuf::from(ipft_gen::btf::SYS_BTF_DIR).join("vmlinux"),
+        };
+        let t = Instant::now();
+        compile::vmlinux_h(&btf_file, &d.kernel.identity.checksum, &out)?;
+        compile::compile_bpf(&out.join("tracer.bpf.c"), &out.join("tracer.bpf.o"), &[&out])
+            .context("compiling the generated BPF C")?;
+        let t_clang = t.elapsed();
+        let bin = compile::build_tracer(&out, &profile.name)?;
+        if a.timings {
+            eprintln!("timing: bpftool+clang {:?}, cargo {:?}", t_clang, t.elapsed() - t_clang);
+        }
+        println!("{}", bin.display());
+    }
+    Ok(())
+}

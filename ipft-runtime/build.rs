@@ -1,0 +1,60 @@
+//! Build script: renders the event mirror and the generic BPF object from the
+//! same definitions ipft-gen uses, and generates the man page and shell
+//! completions of `ipft`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use clap::CommandFactory;
+
+include!("src/args_def.rs");
+
+fn main() {
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for f in ["templates/bpf/tracer.bpf.c.hbs", "templates/bpf/ipft_core.h", "ipft-gen/src/codegen", "src/args_def.rs"] {
+        println!("cargo:rerun-if-changed={}", root.join(f).display());
+    }
+    println!("cargo:rerun-if-changed=src/args_def.rs");
+    println!("cargo:rerun-if-env-changed=CLANG");
+
+    // Event mirror.
+    let event = ipft_gen::codegen::event::rust_struct("Event");
+    let file: syn_file::File = syn_file::parse2(event).expect("event parses");
+    std::fs::write(out.join("event.rs"), prettyplease_file::unparse(&file)).unwrap();
+
+    // Generic object, compiled now so `ipft` needs no clang at run time.
+    let c = ipft_gen::codegen::c::render_generic().expect("generic template renders");
+    std::fs::write(out.join("generic.bpf.c"), c).unwrap();
+    std::fs::write(out.join("ipft_core.h"), ipft_gen::codegen::c::CORE_HEADER).unwrap();
+    let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
+    let res = Command::new(&clang)
+        .args(["-O2", "-g", "-target", "bpf", "-D__TARGET_ARCH_x86", "-Wall", "-Wno-unused-function"])
+        .arg("-I")
+        .arg(&out)
+        .arg("-c")
+        .arg(out.join("generic.bpf.c"))
+        .arg("-o")
+        .arg(out.join("generic.bpf.o"))
+        .output();
+    match res {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!(
+            "clang failed on {}:\n{}",
+            out.join("generic.bpf.c").display(),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => panic!("clang not found ({e}): run scripts/setup"),
+    }
+
+    // Man page and completions for `ipft`.
+    let mut cmd = IpftArgs::command();
+    let man_dir = out.join("man");
+    std::fs::create_dir_all(&man_dir).unwrap();
+    let mut buf = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut buf).unwrap();
+    std::fs::write(man_dir.join("ipft.1"), buf).unwrap();
+    for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+        clap_complete::generate_to(shell, &mut cmd, "ipft", &man_dir).unwrap();
+    }
+}

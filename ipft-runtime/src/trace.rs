@@ -1,0 +1,484 @@
+//! Stages 6 and 7 driven end to end: validate flags, pick probes and backend,
+//! attach, read the ring buffer, aggregate, print, detach.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use ipft_gen::discover::{discover, BtfInput};
+use ipft_gen::probe::{compile_regex, Backend, Filter, ProbeKind, Profile};
+use libbpf_rs::RingBufferBuilder;
+
+use crate::aggregate::{AggregateConfig, Aggregator, Packet};
+use crate::args::{parse_u32, IpftArgs};
+use crate::load::{self, Config, LoadError, Session};
+use crate::output::{json::JsonSink, text::TextSink, Names, Sink};
+use crate::{generic, Event, ProbeEntry, ProbeSetSpec};
+
+/// Where the probes come from.
+pub enum Source {
+    /// Discovered from the running kernel, generic object (`ipft`).
+    Generic,
+    /// Compiled into the binary (generated tracer).
+    Compiled(&'static ProbeSetSpec),
+}
+
+/// Exit code for bad input and set-up failures, as ipftrace2.
+pub const EXIT_USAGE: i32 = 2;
+
+/// Run and map errors to one line on stderr and an exit code.
+pub fn main_with(args: IpftArgs, source: Source) -> i32 {
+    match run(args, source) {
+        Ok(code) => code,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            eprintln!("ipft: {msg}");
+            EXIT_USAGE
+        }
+    }
+}
+
+struct Validated {
+    mark: u32,
+    mask: u32,
+    filter: Filter,
+    profile: Option<Profile>,
+    backend: Option<Backend>,
+    json: bool,
+    graph: bool,
+    out: Box<dyn Write>,
+}
+
+fn validate(a: &IpftArgs) -> Result<Validated> {
+    let json = match a.output.as_str() {
+        "aggregate" => false,
+        "json" => true,
+        o => bail!("unknown output '{o}' (aggregate, json)"),
+    };
+    let graph = match a.tracer.as_str() {
+        "function" => false,
+        "function_graph" => true,
+        t => bail!("unknown tracer '{t}' (function, function_graph)"),
+    };
+    let backend = match a.backend.as_str() {
+        "auto" => None,
+        b => Some(Backend::parse(b).ok_or_else(|| {
+            anyhow!("unknown backend '{b}' (auto, kprobe, kprobe-multi, fentry, tp_btf)")
+        })?),
+    };
+    if graph && matches!(backend, Some(Backend::Kprobe | Backend::KprobeMulti | Backend::TpBtf)) {
+        bail!("-t function_graph needs returns: use -b fentry (or auto)");
+    }
+    let mark = match &a.mark {
+        None if a.list => 0,
+        None => bail!("-m/--mark is required (the skb->mark of the packets to trace)"),
+        Some(m) => parse_u32(m).ok_or_else(|| anyhow!("invalid mark '{m}'"))?,
+    };
+    if mark == 0 && !a.list {
+        bail!("mark 0 would match every unmarked packet: choose a non-zero mark");
+    }
+    let mask = parse_u32(&a.mask).ok_or_else(|| anyhow!("invalid mask '{}'", a.mask))?;
+    if mask == 0 {
+        bail!("mask 0 matches every packet: choose a non-zero mask");
+    }
+    if a.extension.is_some() {
+        bail!("-e/--extension: extensions are not implemented in this version");
+    }
+    let filter = Filter {
+        regex: a.regex.as_deref().map(|r| compile_regex("-r", r)).transpose().map_err(anyhow::Error::msg)?,
+        module_regex: a
+            .module_regex
+            .as_deref()
+            .map(|r| compile_regex("--module-regex", r))
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
+    };
+    let profile = a.profile.as_deref().map(Profile::load).transpose()?;
+    let out: Box<dyn Write> = match &a.output_file {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot write output file {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
+    Ok(Validated { mark, mask, filter, profile, backend, json, graph, out })
+}
+
+fn run(a: IpftArgs, source: Source) -> Result<i32> {
+    let v = validate(&a)?;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("must be run as root (loading BPF programs needs CAP_BPF and CAP_PERFMON)");
+    }
+    if a.list {
+        return list(&v).map(|_| 0);
+    }
+    load::capture_libbpf_log();
+    let cfg = Config { mark: v.mark, mask: v.mask, wakeup_bytes: 1 << 16 };
+    let t0 = Instant::now();
+    let (session, table, note) = match source {
+        Source::Generic => attach_generic(&v, cfg)?,
+        Source::Compiled(spec) => attach_compiled(spec, &v, cfg)?,
+    };
+    let t_attach = t0.elapsed();
+    summary(&session, &table, note.as_deref());
+    if a.timings {
+        eprintln!("timing: discover+load+attach {:.3}s", t_attach.as_secs_f64());
+    }
+    let reasons = drop_reasons(&table);
+    let code = trace_loop(&a, v, session, &table, &reasons)?;
+    Ok(code)
+}
+
+fn list(v: &Validated) -> Result<()> {
+    let d = discover(&BtfInput::Running, v.profile.as_ref(), &v.filter)?;
+    let syms = d.symbols.as_ref();
+    let mut out = std::io::stdout().lock();
+    let r: std::io::Result<()> = (|| {
+        writeln!(out, "{:<48} {:<16} {:<18} {}", "NAME", "MODULE", "ADDR", "SKB_POSITION")?;
+        for p in &d.probes {
+            let addr = match p.kind {
+                ProbeKind::Function => syms.and_then(|s| s.text.get(&p.name)).map_or(0, |e| e.0),
+                ProbeKind::Tracepoint => 0,
+            };
+            let name = match p.kind {
+                ProbeKind::Function => p.name.clone(),
+                ProbeKind::Tracepoint => format!("tp_btf:{}", p.name),
+            };
+            writeln!(
+                out,
+                "{:<48} {:<16} 0x{:016x} {}",
+                name,
+                p.module.as_deref().unwrap_or("vmlinux"),
+                addr,
+                p.skb_pos() + 1
+            )?;
+        }
+        Ok(())
+    })();
+    match r {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+fn progress_bar(total: usize) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::with_draw_target(Some(total as u64), indicatif::ProgressDrawTarget::stderr());
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("Attaching {bar:40} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    pb
+}
+
+fn attach_generic(v: &Validated, cfg: Config) -> Result<(Session, Vec<ProbeEntry>, Option<String>)> {
+    let all_profile;
+    let profile = match &v.profile {
+        Some(p) => p,
+        None => {
+            all_profile = Profile::load("all")?;
+            &all_profile
+        }
+    };
+    let d = discover(&BtfInput::Running, Some(profile), &v.filter)?;
+    if let Some(n) = d.symbols.as_ref().and_then(|s| s.note.as_ref()) {
+        eprintln!("{n}");
+    }
+    if d.probes.is_empty() {
+        bail!("no function or tracepoint matches the selection ({} dropped as untraceable)", d.untraceable);
+    }
+    let avail = d.availability.unwrap_or_default();
+    let candidates: Vec<Backend> = match v.backend {
+        Some(Backend::TpBtf) => vec![],
+        Some(b) => vec![b],
+        None => [
+            (Backend::Fentry, avail.fentry),
+            (Backend::KprobeMulti, avail.kprobe_multi),
+            (Backend::Kprobe, avail.kprobe),
+        ]
+        .into_iter()
+        .filter(|(_, ok)| *ok)
+        .map(|(b, _)| b)
+        .collect(),
+    };
+    let has_functions = d.probes.iter().any(|p| p.kind == ProbeKind::Function);
+    let mut why_not = Vec::new();
+    if has_functions {
+        for b in &candidates {
+            let (table, _skipped) = generic::table_for(&d.probes, Some(*b));
+            if !table.iter().any(|e| e.backend == *b) {
+                why_not.push(format!("{b}: no selected function reachable"));
+                continue;
+            }
+            let pb = progress_bar(table.len());
+            let r = Session::generic(crate::GENERIC_OBJECT, &table, cfg, v.graph, &mut |n| pb.set_position(n as u64));
+            pb.finish_and_clear();
+            match r {
+                Ok(s) if s.attached.iter().any(|&i| table[i].backend == *b) => return Ok((s, table, None)),
+                Ok(s) => {
+                    let first = s.failed.first().map(|f| f.1.clone()).unwrap_or_default();
+                    why_not.push(format!("{b}: {first}"));
+                    if v.backend.is_some() {
+                        bail!("backend {b} is unsupported by this kernel: {first}");
+                    }
+                }
+                Err(LoadError::Unavailable { backend, reason }) => {
+                    if v.backend.is_some() {
+                        bail!("backend {backend} is unsupported by this kernel: {reason}");
+                    }
+                    why_not.push(format!("{backend}: {reason}"));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Some(b) = v.backend.filter(|b| *b != Backend::TpBtf) {
+            if candidates.is_empty() || why_not.is_empty() {
+                bail!("backend {b} is unsupported by this kernel");
+            }
+        }
+    }
+    // No function backend: BTF tracepoints (of the profile, else all of them).
+    let mut probes: Vec<_> = d.probes.iter().filter(|p| p.kind == ProbeKind::Tracepoint).cloned().collect();
+    let mut note = None;
+    if has_functions {
+        let reason = if why_not.is_empty() {
+            "no kprobe, kprobe-multi or fentry support found".to_string()
+        } else {
+            why_not.join("; ")
+        };
+        if probes.is_empty() {
+            let tp = Profile::load("tracepoints")?;
+            let d2 = discover(&BtfInput::Running, Some(&tp), &v.filter)?;
+            probes = d2.probes;
+        }
+        note = Some(format!("function probes unavailable ({reason}); tracing {} skb tracepoints with tp_btf", probes.len()));
+    }
+    if v.graph {
+        bail!("-t function_graph needs fentry/fexit, which this kernel refuses");
+    }
+    if probes.is_empty() {
+        bail!("no function backend works here and no tracepoint matches the selection");
+    }
+    let (table, _) = generic::table_for(&probes, None);
+    let pb = progress_bar(table.len());
+    let s = Session::generic(crate::GENERIC_OBJECT, &table, cfg, false, &mut |n| pb.set_position(n as u64))?;
+    pb.finish_and_clear();
+    Ok((s, table, note))
+}
+
+fn attach_compiled(spec: &'static ProbeSetSpec, v: &Validated, cfg: Config) -> Result<(Session, Vec<ProbeEntry>, Option<String>)> {
+    let mut note = None;
+    if let Ok(bytes) = std::fs::read("/sys/kernel/btf/vmlinux") {
+        let running = ipft_gen::btf::checksum(&bytes);
+        if running != spec.identity.checksum {
+            note = Some(format!(
+                "warning: generated for BTF {} ({}), running kernel BTF is {running}; relying on CO-RE",
+                spec.identity.checksum,
+                spec.identity.release.as_deref().unwrap_or(&spec.identity.source)
+            ));
+        }
+    }
+    let compiled_backend = spec.probes.iter().find(|e| e.backend != Backend::TpBtf).map(|e| e.backend);
+    if let Some(b) = v.backend {
+        if b != Backend::TpBtf && Some(b) != compiled_backend {
+            bail!(
+                "this tracer was generated for backend {}; regenerate with ipft-gen -b {b}",
+                compiled_backend.map_or("tp_btf", |b| b.name())
+            );
+        }
+    }
+    let selected: Vec<usize> = spec
+        .probes
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| {
+            let module = e.module.as_deref().unwrap_or("vmlinux");
+            v.filter.regex.as_ref().is_none_or(|r| r.is_match(&e.name))
+                && v.filter.module_regex.as_ref().is_none_or(|r| r.is_match(module))
+                && (v.backend != Some(Backend::TpBtf) || e.backend == Backend::TpBtf)
+        })
+        .map(|(i, _)| i)
+        .collect();
+    if selected.is_empty() {
+        bail!("no probe of this tracer matches the selection");
+    }
+    if v.graph && !spec.probes.iter().any(|e| e.return_program.is_some()) {
+        bail!("-t function_graph needs a tracer generated with -b fentry");
+    }
+    let pb = progress_bar(selected.len());
+    let s = Session::specialised(spec.object, spec.probes, &selected, cfg, v.graph, &mut |n| pb.set_position(n as u64))?;
+    pb.finish_and_clear();
+    if s.attached.is_empty() {
+        let first = s.failed.first().map(|f| f.1.clone()).unwrap_or_default();
+        bail!("no probe could be attached: {first}");
+    }
+    Ok((s, spec.probes.to_vec(), note))
+}
+
+fn summary(s: &Session, table: &[ProbeEntry], note: Option<&str>) {
+    if let Some(n) = note {
+        eprintln!("{n}");
+    }
+    let mut groups: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (i, why) in &s.failed {
+        groups.entry(why.as_str()).or_default().push(&table[*i].name);
+    }
+    let backends: Vec<&str> = {
+        let mut b: Vec<&str> = s.attached.iter().map(|&i| table[i].backend.name()).collect();
+        b.sort();
+        b.dedup();
+        b
+    };
+    eprintln!(
+        "Total {} probes, attached {} ({}), failed {}",
+        s.attached.len() + s.failed.len(),
+        s.attached.len(),
+        backends.join("+"),
+        s.failed.len()
+    );
+    let mut groups: Vec<_> = groups.into_iter().collect();
+    groups.sort();
+    for (why, names) in groups {
+        let shown: Vec<&str> = names.iter().take(5).copied().collect();
+        eprintln!(
+            "  failed ({why}): {} {}{}",
+            names.len(),
+            shown.join(", "),
+            if names.len() > 5 { ", ..." } else { "" }
+        );
+    }
+    eprintln!("Trace ready!");
+}
+
+/// Drop reason names from the running kernel's `enum skb_drop_reason`,
+/// read only when some probe carries a reason.
+fn drop_reasons(table: &[ProbeEntry]) -> HashMap<u64, String> {
+    if !table.iter().any(|e| e.reason_pos.is_some()) {
+        return HashMap::new();
+    }
+    let Ok(k) = ipft_gen::btf::KernelBtf::from_file(std::path::Path::new("/sys/kernel/btf/vmlinux")) else {
+        return HashMap::new();
+    };
+    ipft_gen::btf::enum_values(&k, "skb_drop_reason")
+        .into_iter()
+        .map(|(v, n)| (v, n.trim_start_matches("SKB_DROP_REASON_").to_string()))
+        .collect()
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn trace_loop(
+    a: &IpftArgs,
+    mut v: Validated,
+    mut session: Session,
+    table: &[ProbeEntry],
+    reasons: &HashMap<u64, String>,
+) -> Result<i32> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handlers")?;
+    }
+    if let Some(f) = &a.ready_file {
+        std::fs::write(f, b"ready\n").with_context(|| format!("writing ready file {}", f.display()))?;
+    }
+    let names = Names { probes: table, drop_reasons: reasons, graph: v.graph };
+    let mut sink: Box<dyn Sink> = if v.json {
+        Box::new(JsonSink::new(std::mem::replace(&mut v.out, Box::new(std::io::sink()))))
+    } else {
+        Box::new(TextSink::new(std::mem::replace(&mut v.out, Box::new(std::io::sink()))))
+    };
+    let frees: Vec<bool> = table.iter().map(|e| e.frees_skb).collect();
+    let pending: RefCell<Vec<Event>> = RefCell::new(Vec::with_capacity(4096));
+    let mut agg = Aggregator::new(AggregateConfig {
+        idle: Duration::from_millis(a.idle_ms),
+        max_events_per_packet: a.max_events,
+        max_packets: a.max_packets,
+    });
+    let mut packets = 0u64;
+    let mut bad_records = 0u64;
+    let mut io_err: Option<std::io::Error> = None;
+    let deadline = a.duration.map(|s| Instant::now() + Duration::from_secs_f64(s));
+    let mut lost_reported = 0u64;
+    let mut last_loss_check = Instant::now();
+    {
+        let events_map = session
+            .main_object()
+            .maps()
+            .find(|m| m.name() == "ipft_events")
+            .ok_or_else(|| anyhow!("ring buffer map missing from the object"))?;
+        let mut rb = RingBufferBuilder::new();
+        rb.add(&events_map, |data: &[u8]| {
+            match Event::decode(data) {
+                Some(e) => pending.borrow_mut().push(e),
+                None => bad_records += 1,
+            }
+            0
+        })?;
+        let rb = rb.build()?;
+        let mut emit = |p: Packet, sink: &mut Box<dyn Sink>, packets: &mut u64, io_err: &mut Option<std::io::Error>| {
+            if io_err.is_none() {
+                if let Err(e) = sink.packet(&p, &names) {
+                    *io_err = Some(e);
+                }
+            }
+            *packets += 1;
+        };
+        loop {
+            let done = stop.load(Ordering::Relaxed)
+                || deadline.is_some_and(|d| Instant::now() >= d)
+                || a.count.is_some_and(|c| packets >= c)
+                || io_err.is_some();
+            if done {
+                break;
+            }
+            let _ = rb.poll(Duration::from_millis(100));
+            let batch = std::mem::take(&mut *pending.borrow_mut());
+            for e in batch {
+                let f = frees.get(e.probe as usize).copied().unwrap_or(false);
+                agg.push(e, f, &mut |p| emit(p, &mut sink, &mut packets, &mut io_err));
+            }
+            agg.flush_idle(monotonic_ns(), &mut |p| emit(p, &mut sink, &mut packets, &mut io_err));
+            if last_loss_check.elapsed() >= Duration::from_secs(1) {
+                last_loss_check = Instant::now();
+                let lost = load::lost_events(session.main_object());
+                if lost > lost_reported {
+                    eprintln!("ipft: lost {} events (ring buffer full), {lost} in total", lost - lost_reported);
+                    lost_reported = lost;
+                    let _ = sink.lost(lost);
+                }
+            }
+        }
+        // Drain what is queued, then stop tracing before printing the rest.
+        let _ = rb.consume();
+        for e in std::mem::take(&mut *pending.borrow_mut()) {
+            let f = frees.get(e.probe as usize).copied().unwrap_or(false);
+            agg.push(e, f, &mut |p| emit(p, &mut sink, &mut packets, &mut io_err));
+        }
+        let lost = load::lost_events(session.main_object());
+        lost_reported = lost_reported.max(lost);
+        session.detach();
+        agg.finish(&mut |p| emit(p, &mut sink, &mut packets, &mut io_err));
+    }
+    let _ = sink.finish();
+    if let Some(e) = io_err {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            bail!("writing output: {e}");
+        }
+    }
+    eprintln!("Got {packets} traces");
+    if lost_reported > 0 || bad_records > 0 {
+        eprintln!("Lost {lost_reported} events (ring buffer full), {bad_records} malformed records");
+        if a.strict_loss {
+            return Ok(1);
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,79 @@
+# Helpers sourced by the guest scenarios (busybox sh, run by /init in
+# /results/<scenario>). Scenarios do not use `set -e`: they record what
+# happened (files in the current directory) and the host judges; a failing
+# step must not skip the teardown or the evidence of the steps after it.
+set -u
+
+# Debian's busybox sh runs its own applets before searching PATH
+# (FEATURE_SH_STANDALONE): call the real iproute2 and iptables explicitly.
+ip() { /usr/sbin/ip "$@"; }
+iptables() { /usr/sbin/iptables "$@"; }
+
+IPFT=${IPFT:-/usr/bin/ipft}
+BACKEND=${BACKEND:-kprobe}
+MARK=0xdeadbeef
+
+uptime_ms() { awk '{printf "%d\n", $1 * 1000}' /proc/uptime; }
+
+# ns_lo NAME: a fresh namespace with only loopback, up.
+ns_lo() {
+    ip netns add "$1"
+    ip -n "$1" link set lo up
+}
+
+# veth_pair NS1 NS2 ADDR1 ADDR2: two namespaces joined by a veth pair.
+veth_pair() {
+    ns_lo "$1"; ns_lo "$2"
+    ip link add "v$1" netns "$1" type veth peer name "v$2" netns "$2"
+    ip -n "$1" addr add "$3/24" dev "v$1"
+    ip -n "$2" addr add "$4/24" dev "v$2"
+    ip -n "$1" link set "v$1" up
+    ip -n "$2" link set "v$2" up
+}
+
+# ipft_start NAME ARGS...: start the tracer in the background with JSON output
+# to NAME.json (stdout/stderr to NAME.stdout/NAME.stderr) and wait until it
+# creates its ready file. Records the command (NAME.cmd) and the attach time
+# in ms (NAME.attach_ms). Returns 1 if it exits or is not ready in 240 s.
+ipft_start() {
+    IPFT_NAME=$1; shift
+    rm -f "/tmp/ready.$IPFT_NAME"
+    echo "$IPFT -m $MARK -b $BACKEND -o json --output-file $IPFT_NAME.json --ready-file /tmp/ready.$IPFT_NAME $*" >"$IPFT_NAME.cmd"
+    t0=$(uptime_ms)
+    "$IPFT" -m "$MARK" -b "$BACKEND" -o json --output-file "$IPFT_NAME.json" \
+        --ready-file "/tmp/ready.$IPFT_NAME" "$@" >"$IPFT_NAME.stdout" 2>"$IPFT_NAME.stderr" &
+    IPFT_PID=$!
+    echo "$IPFT_PID" >>/tmp/lab.pids
+    n=0
+    while [ ! -e "/tmp/ready.$IPFT_NAME" ]; do
+        if ! kill -0 "$IPFT_PID" 2>/dev/null; then
+            wait "$IPFT_PID"; echo $? >"$IPFT_NAME.rc"
+            echo "exited before ready" >"$IPFT_NAME.notready"
+            return 1
+        fi
+        n=$((n + 1))
+        if [ $n -ge 1200 ]; then
+            echo "not ready after 240 s" >"$IPFT_NAME.notready"
+            return 1
+        fi
+        sleep 0.2
+    done
+    echo $(($(uptime_ms) - t0)) >"$IPFT_NAME.attach_ms"
+}
+
+# ipft_stop [SIGNAL]: stop the tracer started last (default SIGINT), wait for
+# it and record its exit code (NAME.rc) and the detach time (NAME.detach_ms).
+ipft_stop() {
+    # Give the consumer a moment to drain the ring buffer of the last events.
+    sleep 0.5
+    t0=$(uptime_ms)
+    kill -"${1:-INT}" "$IPFT_PID" 2>/dev/null
+    n=0
+    while kill -0 "$IPFT_PID" 2>/dev/null && [ $n -lt 600 ]; do sleep 0.2; n=$((n + 1)); done
+    echo $(($(uptime_ms) - t0)) >"$IPFT_NAME.detach_ms"
+    if kill -0 "$IPFT_PID" 2>/dev/null; then
+        echo "still running 120 s after SIG${1:-INT}" >"$IPFT_NAME.hung"
+        kill -9 "$IPFT_PID"
+    fi
+    wait "$IPFT_PID"; echo $? >"$IPFT_NAME.rc"
+}
