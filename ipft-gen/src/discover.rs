@@ -58,6 +58,11 @@ pub fn discover(
     };
     let (all, stats) = btf::scan(&kernel)?;
     let release = kernel.identity.release.clone();
+    // A vmlinux function to aim feature probes at.
+    let target = all
+        .iter()
+        .find(|p| p.module.is_none() && p.kind == crate::probe::ProbeKind::Function && p.name == "ip_rcv")
+        .map(|p| (p.name.clone(), p.btf_id));
     let mut probes: Vec<Probe> = all
         .into_iter()
         .filter(|p| profile.is_none_or(|pr| pr.keeps(p, release.as_deref())) && filter.keeps(p))
@@ -65,7 +70,13 @@ pub fn discover(
     let (untraceable, availability, symbols) = match input {
         BtfInput::Running => {
             let syms = KernelSymbols::running().map_err(DiscoverError::Kallsyms)?;
-            let avail = syms.availability(release.as_deref());
+            let mut avail = syms.availability(release.as_deref());
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } == 0 {
+                if let Some((name, id)) = &target {
+                    syms.confirm(&mut avail, (name, *id));
+                }
+            }
             let dropped = syms.resolve(&mut probes, &avail);
             (dropped, Some(avail), Some(syms))
         }

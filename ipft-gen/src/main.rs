@@ -69,6 +69,10 @@ struct GenArgs {
     /// Compile the BPF object and build the ipft-<profile> binary.
     #[arg(long)]
     build: bool,
+    /// Where the running kernel allows no function probe, generate for its
+    /// skb tracepoints (the `tracepoints` profile) instead.
+    #[arg(long)]
+    fallback_tracepoints: bool,
     /// Print timings of each stage on stderr.
     #[arg(long)]
     timings: bool,
@@ -163,9 +167,8 @@ fn list(a: ListArgs) -> Result<()> {
 /// auto: on the running kernel the fastest it offers; for another kernel's
 /// BTF kprobe, the backend every kernel since 5.15 attaches by name.
 fn choose_backend(arg: &str, d: &Discovery) -> Result<Option<Backend>> {
-    let running = d.availability;
     if arg == "auto" {
-        return Ok(match running {
+        return Ok(match &d.availability {
             None => Some(Backend::Kprobe),
             Some(a) if a.fentry => Some(Backend::Fentry),
             Some(a) if a.kprobe_multi => Some(Backend::KprobeMulti),
@@ -185,13 +188,28 @@ fn generate(a: GenArgs) -> Result<()> {
         bail!("missing -o DIR (or use `ipft-gen list`)");
     };
     let t0 = Instant::now();
-    let (d, profile) = load(&a.src, Some("ip"))?;
-    let profile = profile.expect("default profile");
-    let t_discover = t0.elapsed();
+    let (mut d, profile) = load(&a.src, Some("ip"))?;
+    let mut profile = profile.expect("default profile");
     let backend = choose_backend(&a.backend, &d)?;
     if backend.is_none() {
-        eprintln!("ipft-gen: no function backend available on this kernel: tracing tracepoints only");
+        let why: Vec<String> = d
+            .availability
+            .iter()
+            .flat_map(|a| a.refused.iter().map(|(b, r)| format!("{b}: {r}")))
+            .collect();
+        eprintln!(
+            "ipft-gen: no function backend works on this kernel ({}): {}",
+            if why.is_empty() { "none found".to_string() } else { why.join("; ") },
+            if a.fallback_tracepoints { "using the tracepoints profile" } else { "tracing the profile's tracepoints only" }
+        );
+        if a.fallback_tracepoints {
+            let src = Source { profile: Some("tracepoints".into()), ..a.src.clone() };
+            let (d2, p2) = load(&src, None)?;
+            d = d2;
+            profile = p2.expect("tracepoints profile");
+        }
     }
+    let t_discover = t0.elapsed();
     let probes: Vec<_> = d
         .probes
         .iter()

@@ -28,8 +28,10 @@ pub struct KernelSymbols {
 }
 
 /// What the running kernel offers.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Availability {
+    /// Why a backend was found unusable (backend, reason), from feature probes.
+    pub refused: Vec<(Backend, String)>,
     /// kprobe PMU present (CONFIG_KPROBES).
     pub kprobe: bool,
     /// kprobe-multi (CONFIG_FPROBE).
@@ -107,11 +109,35 @@ impl KernelSymbols {
             .and_then(parse_release)
             .is_some_and(|v| v >= (6, 6));
         Availability {
+            refused: Vec::new(),
             kprobe: Path::new("/sys/bus/event_source/devices/kprobe").exists(),
             kprobe_multi: has("fprobe_register") || has("register_fprobe"),
             fentry: has("register_ftrace_direct") || has("register_ftrace_direct_multi"),
             fentry_max_args: if new_trampoline { 12 } else { 6 },
         }
+    }
+
+    /// Confirm each backend with a real load + attach (needs root), using
+    /// `probe` (a vmlinux function: name and BTF id) as the target.
+    pub fn confirm(&self, a: &mut Availability, probe: (&str, u32)) {
+        use super::feature;
+        let mut refused = Vec::new();
+        for (b, on) in [
+            (Backend::Fentry, &mut a.fentry),
+            (Backend::KprobeMulti, &mut a.kprobe_multi),
+            (Backend::Kprobe, &mut a.kprobe),
+        ] {
+            let r = match b {
+                Backend::Fentry => feature::fentry(probe.1),
+                Backend::KprobeMulti => feature::kprobe_multi(probe.0),
+                _ => feature::kprobe(),
+            };
+            if let Err(e) = r {
+                refused.push((b, e));
+                *on = false;
+            }
+        }
+        a.refused = refused;
     }
 
     /// Fill `backends` of each probe and drop the unreachable ones. Returns
@@ -157,6 +183,7 @@ pub fn static_backends(p: &Probe, release: Option<&str>) -> Vec<Backend> {
         .and_then(parse_release)
         .map_or(12, |v| if v >= (6, 6) { 12 } else { 6 });
     let a = Availability {
+        refused: Vec::new(),
         kprobe: true,
         kprobe_multi: true,
         fentry: true,
@@ -199,6 +226,7 @@ mod tests {
     #[test]
     fn backend_rules() {
         let a = Availability {
+            refused: Vec::new(),
             kprobe: true,
             kprobe_multi: false,
             fentry: true,

@@ -1,6 +1,7 @@
 //! Stage 2, probe set: which probes to trace and with which backend.
 
 pub mod availability;
+pub mod feature;
 mod profile;
 
 pub use availability::{KernelSymbols, Availability, KPROBE_MAX_REG_ARGS};

@@ -113,7 +113,7 @@ impl Profile {
         let raw: Raw = toml::from_str(text).map_err(|e| {
             let line = e
                 .span()
-                .map_or(1, |s| text[..s.start.min(text.len())].lines().count().max(1));
+                .map_or(1, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
             invalid(line, e.message().to_string())
         })?;
         let line_of = |needle: &str| {
