@@ -26,6 +26,18 @@ struct Cli {
 enum Cmd {
     /// List every traceable skb probe (name, module, kind, skb positions, nargs, backends).
     List(ListArgs),
+    /// Measure discovery and code generation (medians of several runs) beside bpftool.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// BTF file to measure on.
+    #[arg(long, default_value = "/sys/kernel/btf/vmlinux")]
+    btf: PathBuf,
+    /// Runs per measurement.
+    #[arg(long, default_value_t = 11)]
+    runs: usize,
 }
 
 #[derive(Args, Clone)]
@@ -82,6 +94,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Some(Cmd::List(a)) => list(a),
+        Some(Cmd::Bench(a)) => bench(a),
         None => generate(cli.gen),
     };
     match r {
@@ -260,5 +273,63 @@ fn generate(a: GenArgs) -> Result<()> {
         }
         println!("{}", bin.display());
     }
+    Ok(())
+}
+
+fn median_ms(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    let mut v = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        f()?;
+        v.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    v.sort_by(f64::total_cmp);
+    Ok(v[v.len() / 2])
+}
+
+/// Numbers for issues 3 and 4: discovery vs `bpftool btf dump -j`, and
+/// discovery + generation of profile `all` up to C and Rust on disk.
+fn bench(a: BenchArgs) -> Result<()> {
+    let src = Source { btf: Some(a.btf.clone()), btf_dir: None, profile: None, regex: None, module_regex: None };
+    let mut n = 0;
+    let discovery = median_ms(a.runs, || {
+        let d = discover(&input(&src), None, &Filter::default())?;
+        n = d.probes.len();
+        Ok(())
+    })?;
+    let bpftool = compile::find_tool("bpftool");
+    let dump = median_ms(a.runs, || {
+        let o = std::process::Command::new(&bpftool)
+            .args(["btf", "dump", "file"])
+            .arg(&a.btf)
+            .arg("-j")
+            .output()
+            .context("running bpftool")?;
+        if !o.status.success() {
+            bail!("bpftool failed");
+        }
+        Ok(())
+    })?;
+    let out = std::env::temp_dir().join(format!("ipft-gen-bench-{}", std::process::id()));
+    let all = Profile::load("all")?;
+    let mut generated = 0;
+    let codegen = median_ms(a.runs, || {
+        let d = discover(&input(&src), Some(&all), &Filter::default())?;
+        let probes: Vec<_> = d.probes.iter().filter(|p| p.kind == ProbeKind::Tracepoint || p.backends.contains(&Backend::Fentry)).cloned().collect();
+        generated = probes.len();
+        let plan = Plan {
+            profile: "all",
+            identity: &d.kernel.identity,
+            function_backend: Backend::Fentry,
+            probes: &probes,
+            returns: true,
+        };
+        compile::write_sources(&out, &codegen::generate(&plan)?)?;
+        Ok(())
+    })?;
+    let _ = std::fs::remove_dir_all(&out);
+    println!("discovery ({n} probes) from {}: {discovery:.1} ms (median of {})", a.btf.display(), a.runs);
+    println!("bpftool btf dump -j, same file:      {dump:.1} ms  (ratio ipft/bpftool {:.2})", discovery / dump);
+    println!("ipft-gen profile all ({generated} probes, fentry) to C + Rust on disk: {codegen:.1} ms");
     Ok(())
 }
