@@ -16,6 +16,7 @@
 
 pub mod aggregate;
 pub mod args;
+pub mod bench;
 pub mod event;
 pub mod generic;
 pub mod load;

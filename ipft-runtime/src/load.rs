@@ -440,7 +440,9 @@ fn load_error(e: &libbpf_rs::Error, log: &str, refused: &HashSet<String>) -> Loa
 fn open(object: &[u8]) -> Result<OpenObject, LoadError> {
     let mut b = ObjectBuilder::default();
     b.name("ipft").map_err(|e| LoadError::Open(format!("{e:#}")))?;
-    b.open_memory(object).map_err(|e| LoadError::Open(format!("{e:#}")))
+    take_log();
+    b.open_memory(object)
+        .map_err(|e| LoadError::Open(format!("{e:#}\n{}", tail(&take_log(), 10))))
 }
 
 fn set_config(open: &mut OpenObject, bytes: [u8; 24]) {

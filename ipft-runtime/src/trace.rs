@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use ipft_gen::discover::{discover, BtfInput};
 use ipft_gen::probe::{compile_regex, Backend, Filter, ProbeKind, Profile};
-use libbpf_rs::RingBufferBuilder;
+use libbpf_rs::{MapCore, RingBufferBuilder};
 
 use crate::aggregate::{AggregateConfig, Aggregator, Packet};
 use crate::args::{parse_u32, IpftArgs};
@@ -190,7 +190,19 @@ fn attach_generic(v: &Validated, cfg: Config) -> Result<(Session, Vec<ProbeEntry
     if d.probes.is_empty() {
         bail!("no function or tracepoint matches the selection ({} dropped as untraceable)", d.untraceable);
     }
-    let avail = d.availability.unwrap_or_default();
+    let avail = d.availability.clone().unwrap_or_default();
+    let refused = |b: Backend| {
+        avail
+            .refused
+            .iter()
+            .find(|(x, _)| *x == b)
+            .map(|(_, r)| r.clone())
+    };
+    if let Some(b) = v.backend.filter(|b| b.for_functions()) {
+        if let Some(r) = refused(b) {
+            bail!("backend {b} is unsupported by this kernel: {r}");
+        }
+    }
     let candidates: Vec<Backend> = match v.backend {
         Some(Backend::TpBtf) => vec![],
         Some(b) => vec![b],
@@ -205,7 +217,7 @@ fn attach_generic(v: &Validated, cfg: Config) -> Result<(Session, Vec<ProbeEntry
         .collect(),
     };
     let has_functions = d.probes.iter().any(|p| p.kind == ProbeKind::Function);
-    let mut why_not = Vec::new();
+    let mut why_not: Vec<String> = avail.refused.iter().map(|(b, r)| format!("{b}: {r}")).collect();
     if has_functions {
         for b in &candidates {
             let (table, _skipped) = generic::table_for(&d.probes, Some(*b));
@@ -221,29 +233,22 @@ fn attach_generic(v: &Validated, cfg: Config) -> Result<(Session, Vec<ProbeEntry
                 Ok(s) => {
                     let first = s.failed.first().map(|f| f.1.clone()).unwrap_or_default();
                     why_not.push(format!("{b}: {first}"));
-                    if v.backend.is_some() {
-                        bail!("backend {b} is unsupported by this kernel: {first}");
-                    }
                 }
-                Err(LoadError::Unavailable { backend, reason }) => {
-                    if v.backend.is_some() {
-                        bail!("backend {backend} is unsupported by this kernel: {reason}");
-                    }
-                    why_not.push(format!("{backend}: {reason}"));
-                }
+                Err(LoadError::Unavailable { backend, reason }) => why_not.push(format!("{backend}: {reason}")),
                 Err(e) => return Err(e.into()),
             }
         }
-        if let Some(b) = v.backend.filter(|b| *b != Backend::TpBtf) {
-            if candidates.is_empty() || why_not.is_empty() {
-                bail!("backend {b} is unsupported by this kernel");
-            }
-        }
+    }
+    if let Some(b) = v.backend.filter(|b| b.for_functions()) {
+        bail!(
+            "backend {b} cannot trace the selection on this kernel: {}",
+            if why_not.is_empty() { "no selected function is reachable with it".to_string() } else { why_not.join("; ") }
+        );
     }
     // No function backend: BTF tracepoints (of the profile, else all of them).
     let mut probes: Vec<_> = d.probes.iter().filter(|p| p.kind == ProbeKind::Tracepoint).cloned().collect();
     let mut note = None;
-    if has_functions {
+    if v.backend.is_none() && (has_functions || d.untraceable > 0) {
         let reason = if why_not.is_empty() {
             "no kprobe, kprobe-multi or fentry support found".to_string()
         } else {
@@ -423,7 +428,7 @@ fn trace_loop(
             0
         })?;
         let rb = rb.build()?;
-        let mut emit = |p: Packet, sink: &mut Box<dyn Sink>, packets: &mut u64, io_err: &mut Option<std::io::Error>| {
+        let emit = |p: Packet, sink: &mut Box<dyn Sink>, packets: &mut u64, io_err: &mut Option<std::io::Error>| {
             if io_err.is_none() {
                 if let Err(e) = sink.packet(&p, &names) {
                     *io_err = Some(e);

@@ -1,0 +1,201 @@
+//! `-o json`: JSON Lines, one object per event, packets in emission order
+//! and events of a packet in timestamp order.
+//!
+//! ```json
+//! {"packet_id":1,"skb":"0xffff888004b3c100","timestamp":1234567890123,"cpu":0,"module":null,"function":"ip_rcv","is_return":false}
+//! {"packet_id":1,"skb":"0xffff888004b3c100","timestamp":1234567890456,"cpu":0,"module":null,"function":"kfree_skb_reason","is_return":false,"drop_reason":"NO_SOCKET"}
+//! ```
+//!
+//! | key | type | meaning |
+//! |---|---|---|
+//! | `packet_id` | number | 1, 2, 3... in order of the packets' first events; the events of one packet share it |
+//! | `skb` | string | skb address, lowercase hex with `0x`; reused by later packets after a free |
+//! | `timestamp` | number | `bpf_ktime_get_ns()` (CLOCK_MONOTONIC, ns) |
+//! | `cpu` | number | CPU of the hit |
+//! | `module` | string or null | module of the function, `null` for vmlinux |
+//! | `function` | string | function or tracepoint name (`probe#N` if the table has no entry N) |
+//! | `is_return` | bool | hit at function return (`-t function_graph`) |
+//! | `drop_reason` | string | only on events carrying a drop reason: its name, or the decimal value if unknown |
+//!
+//! Keys appear in this order. A packet cut at the per-packet event limit
+//! continues later with the same `packet_id`. Readers should ignore keys
+//! they do not know; new ones may be added. The same schema is in
+//! `docs/json.md`.
+
+use std::io::{self, Write};
+
+use serde::{Serialize, Serializer};
+
+use super::{Named, Names, Out, Sink};
+use crate::aggregate::Packet;
+
+/// JSON Lines writer; see the [module docs](self).
+pub struct JsonSink {
+    out: Out,
+}
+
+impl JsonSink {
+    /// Write to `w` (buffered).
+    pub fn new(w: Box<dyn Write>) -> Self {
+        JsonSink { out: Out::new(w) }
+    }
+}
+
+/// One line. Borrowed fields and `Display`-serialized ones: no allocation
+/// per event.
+#[derive(Serialize)]
+struct Record<'a> {
+    packet_id: u64,
+    skb: Hex,
+    timestamp: u64,
+    cpu: u16,
+    module: Option<&'a str>,
+    function: AsStr<Named<'a>>,
+    is_return: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    drop_reason: Option<AsStr<Named<'a>>>,
+}
+
+struct Hex(u64);
+
+impl Serialize for Hex {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{:#x}", self.0))
+    }
+}
+
+/// Serialize through `Display` as a JSON string (escaped by serde_json).
+struct AsStr<T>(T);
+
+impl<T: std::fmt::Display> Serialize for AsStr<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+impl Sink for JsonSink {
+    fn packet(&mut self, p: &Packet, names: &Names) -> io::Result<()> {
+        self.out.run(|w| {
+            for e in &p.events {
+                let rec = Record {
+                    packet_id: p.id,
+                    skb: Hex(p.skb),
+                    timestamp: e.tstamp,
+                    cpu: e.cpu,
+                    module: names.module(e.probe),
+                    function: AsStr(names.function(e.probe)),
+                    is_return: e.is_return(),
+                    drop_reason: e.drop_reason().map(|r| AsStr(names.reason(r))),
+                };
+                serde_json::to_writer(&mut *w, &rec)?;
+                w.write_all(b"\n")?;
+            }
+            Ok(())
+        })
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.out.closed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::event::{Event, F_REASON, F_RETURN};
+    use crate::output::testutil::{probe, Broken, Shared};
+
+    #[test]
+    fn lines_parse_back_and_escape_odd_names() {
+        let probes = [
+            probe("ip_rcv", None),
+            probe("we\"ird\\name\n\u{1}", Some("veth")),
+            probe("kfree_skb_reason", None),
+        ];
+        let reasons = HashMap::from([(5, "NO\"SOCKET".to_string())]);
+        let names = Names {
+            probes: &probes,
+            drop_reasons: &reasons,
+            graph: true,
+        };
+        let e = |probe, flags, aux| Event {
+            skb: 0xffff_8880_0000_0100,
+            tstamp: 10 + u64::from(probe),
+            aux,
+            probe,
+            cpu: 3,
+            flags,
+            ext_len: 0,
+        };
+        let p = Packet {
+            id: 7,
+            skb: 0xffff_8880_0000_0100,
+            events: vec![
+                e(0, 0, 0),
+                e(1, F_RETURN, 0),
+                e(2, F_REASON, 5),
+                e(2, F_REASON, 9),
+            ],
+            truncated: false,
+        };
+        let buf = Shared::default();
+        let mut sink = JsonSink::new(Box::new(buf.clone()));
+        sink.packet(&p, &names).unwrap();
+        sink.finish().unwrap();
+        let text = buf.text();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let base = |ts, module: Value, function: &str, ret| {
+            json!({"packet_id": 7, "skb": "0xffff888000000100", "timestamp": ts, "cpu": 3,
+                   "module": module, "function": function, "is_return": ret})
+        };
+        let mut r1 = base(12, Value::Null, "kfree_skb_reason", false);
+        r1["drop_reason"] = json!("NO\"SOCKET");
+        let mut r2 = r1.clone();
+        r2["drop_reason"] = json!("9");
+        assert_eq!(
+            lines,
+            [
+                base(10, Value::Null, "ip_rcv", false),
+                base(11, json!("veth"), "we\"ird\\name\n\u{1}", true),
+                r1,
+                r2,
+            ]
+        );
+        // Key order is part of the schema.
+        assert!(text.starts_with(
+            "{\"packet_id\":7,\"skb\":\"0xffff888000000100\",\"timestamp\":10,\"cpu\":3,\
+             \"module\":null,\"function\":\"ip_rcv\",\"is_return\":false}\n"
+        ));
+        assert!(!text.lines().next().unwrap().contains("drop_reason"));
+    }
+
+    #[test]
+    fn broken_pipe_is_quiet() {
+        let mut sink = JsonSink::new(Box::new(Broken));
+        let names = Names {
+            probes: &[],
+            drop_reasons: &HashMap::new(),
+            graph: false,
+        };
+        let p = Packet {
+            id: 1,
+            skb: 1,
+            events: vec![Event::default(); 10_000],
+            truncated: false,
+        };
+        sink.packet(&p, &names).unwrap();
+        assert!(sink.is_closed());
+        sink.finish().unwrap();
+    }
+}
