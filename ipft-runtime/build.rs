@@ -12,7 +12,12 @@ include!("src/args_def.rs");
 fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap());
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for f in ["templates/bpf/tracer.bpf.c.hbs", "templates/bpf/ipft_core.h", "ipft-gen/src/codegen", "src/args_def.rs"] {
+    for f in [
+        "templates/bpf/tracer.bpf.c.hbs",
+        "templates/bpf/ipft_core.h",
+        "ipft-gen/src/codegen",
+        "src/args_def.rs",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }
     println!("cargo:rerun-if-changed=src/args_def.rs");
@@ -29,7 +34,15 @@ fn main() {
     std::fs::write(out.join("ipft_core.h"), ipft_gen::codegen::c::CORE_HEADER).unwrap();
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
     let res = Command::new(&clang)
-        .args(["-O2", "-g", "-target", "bpf", "-D__TARGET_ARCH_x86", "-Wall", "-Wno-unused-function"])
+        .args([
+            "-O2",
+            "-g",
+            "-target",
+            "bpf",
+            "-D__TARGET_ARCH_x86",
+            "-Wall",
+            "-Wno-unused-function",
+        ])
         .arg("-I")
         .arg(&out)
         .arg("-c")
@@ -54,7 +67,11 @@ fn main() {
     let mut buf = Vec::new();
     clap_mangen::Man::new(cmd.clone()).render(&mut buf).unwrap();
     std::fs::write(man_dir.join("ipft.1"), buf).unwrap();
-    for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
         clap_complete::generate_to(shell, &mut cmd, "ipft", &man_dir).unwrap();
     }
 }

@@ -81,7 +81,10 @@ pub fn vmlinux_h(btf_file: &Path, checksum: &str, out: &Path) -> Result<PathBuf,
     let bpftool = find_tool("bpftool");
     let c = run(
         "bpftool",
-        Command::new(&bpftool).args(["btf", "dump", "file"]).arg(btf_file).args(["format", "c"]),
+        Command::new(&bpftool)
+            .args(["btf", "dump", "file"])
+            .arg(btf_file)
+            .args(["format", "c"]),
         btf_file,
     )?;
     write(&header, &c)?;
@@ -104,7 +107,15 @@ pub fn find_tool(name: &str) -> PathBuf {
 pub fn compile_bpf(src: &Path, obj: &Path, include: &[&Path]) -> Result<(), BuildError> {
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
     let mut cmd = Command::new(&clang);
-    cmd.args(["-O2", "-g", "-target", "bpf", "-D__TARGET_ARCH_x86", "-Wall", "-Wno-unused-function"]);
+    cmd.args([
+        "-O2",
+        "-g",
+        "-target",
+        "bpf",
+        "-D__TARGET_ARCH_x86",
+        "-Wall",
+        "-Wno-unused-function",
+    ]);
     for dir in include {
         cmd.arg("-I").arg(dir);
     }
@@ -164,7 +175,17 @@ pub fn build_tracer(out: &Path, profile: &str) -> Result<PathBuf, BuildError> {
 fn sanitize(s: &str) -> String {
     let s: String = s
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
-    if s.is_empty() { "custom".into() } else { s }
+    if s.is_empty() {
+        "custom".into()
+    } else {
+        s
+    }
 }

@@ -61,7 +61,9 @@ pub fn discover(
     // A vmlinux function to aim feature probes at.
     let target = all
         .iter()
-        .find(|p| p.module.is_none() && p.kind == crate::probe::ProbeKind::Function && p.name == "ip_rcv")
+        .find(|p| {
+            p.module.is_none() && p.kind == crate::probe::ProbeKind::Function && p.name == "ip_rcv"
+        })
         .map(|p| (p.name.clone(), p.btf_id));
     let mut probes: Vec<Probe> = all
         .into_iter()

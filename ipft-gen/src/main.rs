@@ -122,7 +122,12 @@ fn load(s: &Source, default_profile: Option<&str>) -> Result<(Discovery, Option<
         .map(Profile::load)
         .transpose()?;
     let filter = Filter {
-        regex: s.regex.as_deref().map(|r| compile_regex("-r", r)).transpose().map_err(anyhow::Error::msg)?,
+        regex: s
+            .regex
+            .as_deref()
+            .map(|r| compile_regex("-r", r))
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
         module_regex: s
             .module_regex
             .as_deref()
@@ -212,11 +217,22 @@ fn generate(a: GenArgs) -> Result<()> {
             .collect();
         eprintln!(
             "ipft-gen: no function backend works on this kernel ({}): {}",
-            if why.is_empty() { "none found".to_string() } else { why.join("; ") },
-            if a.fallback_tracepoints { "using the tracepoints profile" } else { "tracing the profile's tracepoints only" }
+            if why.is_empty() {
+                "none found".to_string()
+            } else {
+                why.join("; ")
+            },
+            if a.fallback_tracepoints {
+                "using the tracepoints profile"
+            } else {
+                "tracing the profile's tracepoints only"
+            }
         );
         if a.fallback_tracepoints {
-            let src = Source { profile: Some("tracepoints".into()), ..a.src.clone() };
+            let src = Source {
+                profile: Some("tracepoints".into()),
+                ..a.src.clone()
+            };
             let (d2, p2) = load(&src, None)?;
             d = d2;
             profile = p2.expect("tracepoints profile");
@@ -233,7 +249,11 @@ fn generate(a: GenArgs) -> Result<()> {
         .cloned()
         .collect();
     if probes.is_empty() {
-        bail!("no probe of profile {} is reachable with backend {}", profile.name, a.backend);
+        bail!(
+            "no probe of profile {} is reachable with backend {}",
+            profile.name,
+            a.backend
+        );
     }
     let plan = Plan {
         profile: &profile.name,
@@ -248,28 +268,48 @@ fn generate(a: GenArgs) -> Result<()> {
     eprintln!(
         "ipft-gen: {} probes ({} functions via {}, {} tracepoints) -> {}",
         probes.len(),
-        probes.iter().filter(|p| p.kind == ProbeKind::Function).count(),
+        probes
+            .iter()
+            .filter(|p| p.kind == ProbeKind::Function)
+            .count(),
         backend.map_or("-", |b| b.name()),
-        probes.iter().filter(|p| p.kind == ProbeKind::Tracepoint).count(),
+        probes
+            .iter()
+            .filter(|p| p.kind == ProbeKind::Tracepoint)
+            .count(),
         out.display()
     );
     if a.timings {
-        eprintln!("timing: discover {:?}, generate+write {:?}", t_discover, t_gen - t_discover);
+        eprintln!(
+            "timing: discover {:?}, generate+write {:?}",
+            t_discover,
+            t_gen - t_discover
+        );
     }
     if a.build {
         let btf_file = match &a.src {
             Source { btf: Some(f), .. } => f.clone(),
-            Source { btf_dir: Some(d), .. } => d.join("vmlinux"),
+            Source {
+                btf_dir: Some(d), ..
+            } => d.join("vmlinux"),
             _ => PathBuf::from(ipft_gen::btf::SYS_BTF_DIR).join("vmlinux"),
         };
         let t = Instant::now();
         compile::vmlinux_h(&btf_file, &d.kernel.identity.checksum, &out)?;
-        compile::compile_bpf(&out.join("tracer.bpf.c"), &out.join("tracer.bpf.o"), &[&out])
-            .context("compiling the generated BPF C")?;
+        compile::compile_bpf(
+            &out.join("tracer.bpf.c"),
+            &out.join("tracer.bpf.o"),
+            &[&out],
+        )
+        .context("compiling the generated BPF C")?;
         let t_clang = t.elapsed();
         let bin = compile::build_tracer(&out, &profile.name)?;
         if a.timings {
-            eprintln!("timing: bpftool+clang {:?}, cargo {:?}", t_clang, t.elapsed() - t_clang);
+            eprintln!(
+                "timing: bpftool+clang {:?}, cargo {:?}",
+                t_clang,
+                t.elapsed() - t_clang
+            );
         }
         println!("{}", bin.display());
     }
@@ -290,7 +330,13 @@ fn median_ms(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
 /// Numbers for issues 3 and 4: discovery vs `bpftool btf dump -j`, and
 /// discovery + generation of profile `all` up to C and Rust on disk.
 fn bench(a: BenchArgs) -> Result<()> {
-    let src = Source { btf: Some(a.btf.clone()), btf_dir: None, profile: None, regex: None, module_regex: None };
+    let src = Source {
+        btf: Some(a.btf.clone()),
+        btf_dir: None,
+        profile: None,
+        regex: None,
+        module_regex: None,
+    };
     let mut n = 0;
     let discovery = median_ms(a.runs, || {
         let d = discover(&input(&src), None, &Filter::default())?;
@@ -315,7 +361,12 @@ fn bench(a: BenchArgs) -> Result<()> {
     let mut generated = 0;
     let codegen = median_ms(a.runs, || {
         let d = discover(&input(&src), Some(&all), &Filter::default())?;
-        let probes: Vec<_> = d.probes.iter().filter(|p| p.kind == ProbeKind::Tracepoint || p.backends.contains(&Backend::Fentry)).cloned().collect();
+        let probes: Vec<_> = d
+            .probes
+            .iter()
+            .filter(|p| p.kind == ProbeKind::Tracepoint || p.backends.contains(&Backend::Fentry))
+            .cloned()
+            .collect();
         generated = probes.len();
         let plan = Plan {
             profile: "all",
@@ -328,8 +379,17 @@ fn bench(a: BenchArgs) -> Result<()> {
         Ok(())
     })?;
     let _ = std::fs::remove_dir_all(&out);
-    println!("discovery ({n} probes) from {}: {discovery:.1} ms (median of {})", a.btf.display(), a.runs);
-    println!("bpftool btf dump -j, same file:      {dump:.1} ms  (ratio ipft/bpftool {:.2})", discovery / dump);
-    println!("ipft-gen profile all ({generated} probes, fentry) to C + Rust on disk: {codegen:.1} ms");
+    println!(
+        "discovery ({n} probes) from {}: {discovery:.1} ms (median of {})",
+        a.btf.display(),
+        a.runs
+    );
+    println!(
+        "bpftool btf dump -j, same file:      {dump:.1} ms  (ratio ipft/bpftool {:.2})",
+        discovery / dump
+    );
+    println!(
+        "ipft-gen profile all ({generated} probes, fentry) to C + Rust on disk: {codegen:.1} ms"
+    );
     Ok(())
 }

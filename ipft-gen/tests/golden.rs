@@ -51,12 +51,20 @@ fn check(name: &str, actual: &str) {
     }
     let expected = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (run with IPFT_BLESS=1)", path.display()));
-    assert!(expected == actual, "{} differs from generated output (IPFT_BLESS=1 to accept)", path.display());
+    assert!(
+        expected == actual,
+        "{} differs from generated output (IPFT_BLESS=1 to accept)",
+        path.display()
+    );
 }
 
 #[test]
 fn golden_fentry_and_kprobe() {
-    for (b, tag) in [(Backend::Fentry, "fentry"), (Backend::Kprobe, "kprobe"), (Backend::KprobeMulti, "kprobe-multi")] {
+    for (b, tag) in [
+        (Backend::Fentry, "fentry"),
+        (Backend::Kprobe, "kprobe"),
+        (Backend::KprobeMulti, "kprobe-multi"),
+    ] {
         let g = generate(b);
         check(&format!("mini-{tag}.bpf.c"), &g.c);
         check(&format!("mini-{tag}.rs"), &g.rust);
@@ -76,17 +84,38 @@ fn deterministic() {
 #[test]
 fn positions_and_flags() {
     let (_, probes) = mini();
-    let get = |n: &str| probes.iter().find(|p| p.name == n).unwrap_or_else(|| panic!("{n} missing"));
+    let get = |n: &str| {
+        probes
+            .iter()
+            .find(|p| p.name == n)
+            .unwrap_or_else(|| panic!("{n} missing"))
+    };
     assert_eq!(get("ip_finish_output").skb_positions, vec![2]);
-    assert_eq!(get("const_skb").skb_positions, vec![0], "const struct sk_buff * is an skb");
-    assert_eq!(get("typedef_skb").skb_positions, vec![1], "typedef + const + volatile stripped");
+    assert_eq!(
+        get("const_skb").skb_positions,
+        vec![0],
+        "const struct sk_buff * is an skb"
+    );
+    assert_eq!(
+        get("typedef_skb").skb_positions,
+        vec![1],
+        "typedef + const + volatile stripped"
+    );
     assert_eq!(get("two_skbs").skb_positions, vec![0, 1]);
     assert_eq!(get("sixth_skb").skb_positions, vec![5]);
     assert!(get("variadic_skb").variadic);
     assert_eq!(get("kfree_skb_reason").drop_reason_pos, Some(1));
-    let tp = probes.iter().find(|p| p.name == "kfree_skb" && p.kind == ProbeKind::Tracepoint).unwrap();
-    assert_eq!((tp.skb_positions.clone(), tp.drop_reason_pos, tp.nargs), (vec![0], Some(2), 3));
-    assert!(!probes.iter().any(|p| p.name == "no_skb" || p.name == "no_skb_tp"));
+    let tp = probes
+        .iter()
+        .find(|p| p.name == "kfree_skb" && p.kind == ProbeKind::Tracepoint)
+        .unwrap();
+    assert_eq!(
+        (tp.skb_positions.clone(), tp.drop_reason_pos, tp.nargs),
+        (vec![0], Some(2), 3)
+    );
+    assert!(!probes
+        .iter()
+        .any(|p| p.name == "no_skb" || p.name == "no_skb_tp"));
     assert!(!get("variadic_skb").backends.contains(&Backend::Fentry));
 }
 

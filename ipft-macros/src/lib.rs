@@ -26,7 +26,9 @@ use syn::{parse_macro_input, LitStr};
 #[proc_macro]
 pub fn include_probe_set(input: TokenStream) -> TokenStream {
     let lit = parse_macro_input!(input as LitStr);
-    let base = std::env::var("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_default();
+    let base = std::env::var("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_default();
     let dir = base.join(lit.value());
     let rs = dir.join("probe_set.rs");
     let obj = dir.join("tracer.bpf.o");

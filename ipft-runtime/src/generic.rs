@@ -35,7 +35,10 @@ pub fn table_for(probes: &[Probe], function_backend: Option<Backend>) -> (Vec<Pr
                 skipped += 1;
                 continue;
             }
-            Backend::TpBtf => (table::generic_program(TypedKind::Tracepoint, skb, reason), None),
+            Backend::TpBtf => (
+                table::generic_program(TypedKind::Tracepoint, skb, reason),
+                None,
+            ),
             Backend::Fentry => (
                 table::generic_program(TypedKind::Entry, skb, reason),
                 Some(table::generic_program(TypedKind::Return, skb, reason)),

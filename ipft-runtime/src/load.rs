@@ -78,7 +78,10 @@ pub fn capture_libbpf_log() {
 }
 
 fn take_log() -> String {
-    LIBBPF_LOG.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default()
+    LIBBPF_LOG
+        .lock()
+        .map(|mut l| std::mem::take(&mut *l))
+        .unwrap_or_default()
 }
 
 fn tail(s: &str, n: usize) -> String {
@@ -91,9 +94,11 @@ fn failed_program(log: &str) -> Option<String> {
     log.lines().rev().find_map(|l| {
         let rest = l.split("prog '").nth(1)?;
         let name = rest.split('\'').next()?;
-        (l.contains("failed to load") || l.contains("failed to find") || l.contains("load failed")
+        (l.contains("failed to load")
+            || l.contains("failed to find")
+            || l.contains("load failed")
             || l.contains("failed"))
-            .then(|| name.to_string())
+        .then(|| name.to_string())
     })
 }
 
@@ -204,7 +209,10 @@ impl Session {
             }
             match e.backend {
                 Backend::KprobeMulti => {
-                    kprobe_multi.entry(e.program.to_string()).or_default().push(i);
+                    kprobe_multi
+                        .entry(e.program.to_string())
+                        .or_default()
+                        .push(i);
                     continue;
                 }
                 _ => {
@@ -249,7 +257,9 @@ impl Session {
             p.set_autoload(kprobe_progs.contains(name.as_str()));
         }
         take_log();
-        let main = open_main.load().map_err(|e| load_error(&e, &take_log(), &HashSet::new()))?;
+        let main = open_main
+            .load()
+            .map_err(|e| load_error(&e, &take_log(), &HashSet::new()))?;
         s.objects.push(main);
         let mut kprobe_multi: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         let mut done = 0;
@@ -261,7 +271,10 @@ impl Session {
                     s.record(i, r);
                 }
                 Backend::KprobeMulti => {
-                    kprobe_multi.entry(e.program.to_string()).or_default().push(i);
+                    kprobe_multi
+                        .entry(e.program.to_string())
+                        .or_default()
+                        .push(i);
                     continue;
                 }
                 Backend::TpBtf | Backend::Fentry => {
@@ -272,8 +285,14 @@ impl Session {
                                 // The first copy already fails to load: the
                                 // backend itself is unusable here.
                                 return Err(match le {
-                                    LoadError::Load { error, .. } if error.contains("os error 1)") || error.contains("os error 524") => {
-                                        LoadError::Unavailable { backend: e.backend, reason: error.clone() }
+                                    LoadError::Load { error, .. }
+                                        if error.contains("os error 1)")
+                                            || error.contains("os error 524") =>
+                                    {
+                                        LoadError::Unavailable {
+                                            backend: e.backend,
+                                            reason: error.clone(),
+                                        }
                                     }
                                     _ => clone_load_error(le),
                                 });
@@ -312,14 +331,24 @@ impl Session {
     }
 
     /// Attach one probe whose program lives in object `o`.
-    fn attach_one(&mut self, o: usize, e: &ProbeEntry, id: usize, graph: bool) -> Result<(), String> {
+    fn attach_one(
+        &mut self,
+        o: usize,
+        e: &ProbeEntry,
+        id: usize,
+        graph: bool,
+    ) -> Result<(), String> {
         let obj = &self.objects[o];
-        let prog = Self::prog(obj, &e.program).ok_or_else(|| format!("program {} missing", e.program))?;
+        let prog =
+            Self::prog(obj, &e.program).ok_or_else(|| format!("program {} missing", e.program))?;
         let link = match e.backend {
             Backend::Kprobe => prog.attach_kprobe_with_opts(
                 false,
                 e.name.as_ref(),
-                KprobeOpts { cookie: id as u64, ..Default::default() },
+                KprobeOpts {
+                    cookie: id as u64,
+                    ..Default::default()
+                },
             ),
             Backend::TpBtf | Backend::Fentry => prog.attach_trace(),
             Backend::KprobeMulti => unreachable!("grouped"),
@@ -336,7 +365,13 @@ impl Session {
         Ok(())
     }
 
-    fn attach_multi(&mut self, o: usize, prog: &str, table: &[ProbeEntry], ids: &[usize]) -> Result<(), String> {
+    fn attach_multi(
+        &mut self,
+        o: usize,
+        prog: &str,
+        table: &[ProbeEntry],
+        ids: &[usize],
+    ) -> Result<(), String> {
         let obj = &self.objects[o];
         let p = Self::prog(obj, prog).ok_or_else(|| format!("program {prog} missing"))?;
         let opts = KprobeMultiOpts {
@@ -345,7 +380,9 @@ impl Session {
             retprobe: false,
             ..Default::default()
         };
-        let link = p.attach_kprobe_multi_with_opts(opts).map_err(|e| reason(&e))?;
+        let link = p
+            .attach_kprobe_multi_with_opts(opts)
+            .map_err(|e| reason(&e))?;
         self.links.push(link);
         Ok(())
     }
@@ -361,7 +398,11 @@ impl Session {
     ) -> Result<(), TypedError> {
         let mut open = open(object).map_err(TypedError::Fatal)?;
         set_config(&mut open, cfg.bytes(id as u32));
-        let ret = if graph { e.return_program.as_deref() } else { None };
+        let ret = if graph {
+            e.return_program.as_deref()
+        } else {
+            None
+        };
         for mut p in open.progs_mut() {
             let name = p.name().to_string_lossy().into_owned();
             let on = name == e.program || Some(name.as_str()) == ret;
@@ -375,8 +416,12 @@ impl Session {
         let main = &self.objects[0];
         for mut m in open.maps_mut() {
             let name = m.name().to_string_lossy().into_owned();
-            if let Some(src) = main.maps().find(|x| x.name() == name.as_str() && !name.contains(".rodata")) {
-                m.reuse_fd(src.as_fd()).map_err(|err| TypedError::Probe(reason(&err)))?;
+            if let Some(src) = main
+                .maps()
+                .find(|x| x.name() == name.as_str() && !name.contains(".rodata"))
+            {
+                m.reuse_fd(src.as_fd())
+                    .map_err(|err| TypedError::Probe(reason(&err)))?;
             }
         }
         take_log();
@@ -415,7 +460,11 @@ impl std::fmt::Display for TypedError {
 fn clone_load_error(e: &LoadError) -> LoadError {
     match e {
         LoadError::Open(s) => LoadError::Open(s.clone()),
-        LoadError::Load { program, error, log } => LoadError::Load {
+        LoadError::Load {
+            program,
+            error,
+            log,
+        } => LoadError::Load {
             program: program.clone(),
             error: error.clone(),
             log: log.clone(),
@@ -439,7 +488,8 @@ fn load_error(e: &libbpf_rs::Error, log: &str, refused: &HashSet<String>) -> Loa
 
 fn open(object: &[u8]) -> Result<OpenObject, LoadError> {
     let mut b = ObjectBuilder::default();
-    b.name("ipft").map_err(|e| LoadError::Open(format!("{e:#}")))?;
+    b.name("ipft")
+        .map_err(|e| LoadError::Open(format!("{e:#}")))?;
     take_log();
     b.open_memory(object)
         .map_err(|e| LoadError::Open(format!("{e:#}\n{}", tail(&take_log(), 10))))

@@ -70,7 +70,12 @@ fn validate(a: &IpftArgs) -> Result<Validated> {
             anyhow!("unknown backend '{b}' (auto, kprobe, kprobe-multi, fentry, tp_btf)")
         })?),
     };
-    if graph && matches!(backend, Some(Backend::Kprobe | Backend::KprobeMulti | Backend::TpBtf)) {
+    if graph
+        && matches!(
+            backend,
+            Some(Backend::Kprobe | Backend::KprobeMulti | Backend::TpBtf)
+        )
+    {
         bail!("-t function_graph needs returns: use -b fentry (or auto)");
     }
     let mark = match &a.mark {
@@ -89,7 +94,12 @@ fn validate(a: &IpftArgs) -> Result<Validated> {
         bail!("-e/--extension: extensions are not implemented in this version");
     }
     let filter = Filter {
-        regex: a.regex.as_deref().map(|r| compile_regex("-r", r)).transpose().map_err(anyhow::Error::msg)?,
+        regex: a
+            .regex
+            .as_deref()
+            .map(|r| compile_regex("-r", r))
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
         module_regex: a
             .module_regex
             .as_deref()
@@ -100,11 +110,21 @@ fn validate(a: &IpftArgs) -> Result<Validated> {
     let profile = a.profile.as_deref().map(Profile::load).transpose()?;
     let out: Box<dyn Write> = match &a.output_file {
         Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("cannot write output file {}", p.display()))?,
+            std::fs::File::create(p)
+                .with_context(|| format!("cannot write output file {}", p.display()))?,
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout())),
     };
-    Ok(Validated { mark, mask, filter, profile, backend, json, graph, out })
+    Ok(Validated {
+        mark,
+        mask,
+        filter,
+        profile,
+        backend,
+        json,
+        graph,
+        out,
+    })
 }
 
 fn run(a: IpftArgs, source: Source) -> Result<i32> {
@@ -117,7 +137,11 @@ fn run(a: IpftArgs, source: Source) -> Result<i32> {
         return list(&v).map(|_| 0);
     }
     load::capture_libbpf_log();
-    let cfg = Config { mark: v.mark, mask: v.mask, wakeup_bytes: 1 << 16 };
+    let cfg = Config {
+        mark: v.mark,
+        mask: v.mask,
+        wakeup_bytes: 1 << 16,
+    };
     let t0 = Instant::now();
     let (session, table, note) = match source {
         Source::Generic => attach_generic(&v, cfg)?,
@@ -126,7 +150,10 @@ fn run(a: IpftArgs, source: Source) -> Result<i32> {
     let t_attach = t0.elapsed();
     summary(&session, &table, note.as_deref());
     if a.timings {
-        eprintln!("timing: discover+load+attach {:.3}s", t_attach.as_secs_f64());
+        eprintln!(
+            "timing: discover+load+attach {:.3}s",
+            t_attach.as_secs_f64()
+        );
     }
     let reasons = drop_reasons(&table);
     let code = trace_loop(&a, v, session, &table, &reasons)?;
@@ -138,7 +165,11 @@ fn list(v: &Validated) -> Result<()> {
     let syms = d.symbols.as_ref();
     let mut out = std::io::stdout().lock();
     let r: std::io::Result<()> = (|| {
-        writeln!(out, "{:<48} {:<16} {:<18} {}", "NAME", "MODULE", "ADDR", "SKB_POSITION")?;
+        writeln!(
+            out,
+            "{:<48} {:<16} {:<18} SKB_POSITION",
+            "NAME", "MODULE", "ADDR"
+        )?;
         for p in &d.probes {
             let addr = match p.kind {
                 ProbeKind::Function => syms.and_then(|s| s.text.get(&p.name)).map_or(0, |e| e.0),
@@ -166,7 +197,10 @@ fn list(v: &Validated) -> Result<()> {
 }
 
 fn progress_bar(total: usize) -> indicatif::ProgressBar {
-    let pb = indicatif::ProgressBar::with_draw_target(Some(total as u64), indicatif::ProgressDrawTarget::stderr());
+    let pb = indicatif::ProgressBar::with_draw_target(
+        Some(total as u64),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
     pb.set_style(
         indicatif::ProgressStyle::with_template("Attaching {bar:40} {pos}/{len} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -174,7 +208,10 @@ fn progress_bar(total: usize) -> indicatif::ProgressBar {
     pb
 }
 
-fn attach_generic(v: &Validated, cfg: Config) -> Result<(Session, Vec<ProbeEntry>, Option<String>)> {
+fn attach_generic(
+    v: &Validated,
+    cfg: Config,
+) -> Result<(Session, Vec<ProbeEntry>, Option<String>)> {
     let all_profile;
     let profile = match &v.profile {
         Some(p) => p,
@@ -184,11 +221,11 @@ fn attach_generic(v: &Validated, cfg: Config) -> Result<(Session, Vec<ProbeEntry
         }
     };
     let d = discover(&BtfInput::Running, Some(profile), &v.filter)?;
-    if let Some(n) = d.symbols.as_ref().and_then(|s| s.note.as_ref()) {
-        eprintln!("{n}");
-    }
     if d.probes.is_empty() {
-        bail!("no function or tracepoint matches the selection ({} dropped as untraceable)", d.untraceable);
+        bail!(
+            "no function or tracepoint matches the selection ({} dropped as untraceable)",
+            d.untraceable
+        );
     }
     let avail = d.availability.clone().unwrap_or_default();
     let refused = |b: Backend| {
@@ -217,7 +254,11 @@ fn attach_generic(v: &Validated, cfg: Config) -> Result<(Session, Vec<ProbeEntry
         .collect(),
     };
     let has_functions = d.probes.iter().any(|p| p.kind == ProbeKind::Function);
-    let mut why_not: Vec<String> = avail.refused.iter().map(|(b, r)| format!("{b}: {r}")).collect();
+    let mut why_not: Vec<String> = avail
+        .refused
+        .iter()
+        .map(|(b, r)| format!("{b}: {r}"))
+        .collect();
     if has_functions {
         for b in &candidates {
             let (table, _skipped) = generic::table_for(&d.probes, Some(*b));
@@ -226,15 +267,21 @@ fn attach_generic(v: &Validated, cfg: Config) -> Result<(Session, Vec<ProbeEntry
                 continue;
             }
             let pb = progress_bar(table.len());
-            let r = Session::generic(crate::GENERIC_OBJECT, &table, cfg, v.graph, &mut |n| pb.set_position(n as u64));
+            let r = Session::generic(crate::GENERIC_OBJECT, &table, cfg, v.graph, &mut |n| {
+                pb.set_position(n as u64)
+            });
             pb.finish_and_clear();
             match r {
-                Ok(s) if s.attached.iter().any(|&i| table[i].backend == *b) => return Ok((s, table, None)),
+                Ok(s) if s.attached.iter().any(|&i| table[i].backend == *b) => {
+                    return Ok((s, table, None))
+                }
                 Ok(s) => {
                     let first = s.failed.first().map(|f| f.1.clone()).unwrap_or_default();
                     why_not.push(format!("{b}: {first}"));
                 }
-                Err(LoadError::Unavailable { backend, reason }) => why_not.push(format!("{backend}: {reason}")),
+                Err(LoadError::Unavailable { backend, reason }) => {
+                    why_not.push(format!("{backend}: {reason}"))
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -242,11 +289,20 @@ fn attach_generic(v: &Validated, cfg: Config) -> Result<(Session, Vec<ProbeEntry
     if let Some(b) = v.backend.filter(|b| b.for_functions()) {
         bail!(
             "backend {b} cannot trace the selection on this kernel: {}",
-            if why_not.is_empty() { "no selected function is reachable with it".to_string() } else { why_not.join("; ") }
+            if why_not.is_empty() {
+                "no selected function is reachable with it".to_string()
+            } else {
+                why_not.join("; ")
+            }
         );
     }
     // No function backend: BTF tracepoints (of the profile, else all of them).
-    let mut probes: Vec<_> = d.probes.iter().filter(|p| p.kind == ProbeKind::Tracepoint).cloned().collect();
+    let mut probes: Vec<_> = d
+        .probes
+        .iter()
+        .filter(|p| p.kind == ProbeKind::Tracepoint)
+        .cloned()
+        .collect();
     let mut note = None;
     if v.backend.is_none() && (has_functions || d.untraceable > 0) {
         let reason = if why_not.is_empty() {
@@ -259,7 +315,10 @@ fn attach_generic(v: &Validated, cfg: Config) -> Result<(Session, Vec<ProbeEntry
             let d2 = discover(&BtfInput::Running, Some(&tp), &v.filter)?;
             probes = d2.probes;
         }
-        note = Some(format!("function probes unavailable ({reason}); tracing {} skb tracepoints with tp_btf", probes.len()));
+        note = Some(format!(
+            "function probes unavailable ({reason}); tracing {} skb tracepoints with tp_btf",
+            probes.len()
+        ));
     }
     if v.graph {
         bail!("-t function_graph needs fentry/fexit, which this kernel refuses");
@@ -269,12 +328,18 @@ fn attach_generic(v: &Validated, cfg: Config) -> Result<(Session, Vec<ProbeEntry
     }
     let (table, _) = generic::table_for(&probes, None);
     let pb = progress_bar(table.len());
-    let s = Session::generic(crate::GENERIC_OBJECT, &table, cfg, false, &mut |n| pb.set_position(n as u64))?;
+    let s = Session::generic(crate::GENERIC_OBJECT, &table, cfg, false, &mut |n| {
+        pb.set_position(n as u64)
+    })?;
     pb.finish_and_clear();
     Ok((s, table, note))
 }
 
-fn attach_compiled(spec: &'static ProbeSetSpec, v: &Validated, cfg: Config) -> Result<(Session, Vec<ProbeEntry>, Option<String>)> {
+fn attach_compiled(
+    spec: &'static ProbeSetSpec,
+    v: &Validated,
+    cfg: Config,
+) -> Result<(Session, Vec<ProbeEntry>, Option<String>)> {
     let mut note = None;
     if let Ok(bytes) = std::fs::read("/sys/kernel/btf/vmlinux") {
         let running = ipft_gen::btf::checksum(&bytes);
@@ -286,7 +351,11 @@ fn attach_compiled(spec: &'static ProbeSetSpec, v: &Validated, cfg: Config) -> R
             ));
         }
     }
-    let compiled_backend = spec.probes.iter().find(|e| e.backend != Backend::TpBtf).map(|e| e.backend);
+    let compiled_backend = spec
+        .probes
+        .iter()
+        .find(|e| e.backend != Backend::TpBtf)
+        .map(|e| e.backend);
     if let Some(b) = v.backend {
         if b != Backend::TpBtf && Some(b) != compiled_backend {
             bail!(
@@ -302,7 +371,10 @@ fn attach_compiled(spec: &'static ProbeSetSpec, v: &Validated, cfg: Config) -> R
         .filter(|(_, e)| {
             let module = e.module.as_deref().unwrap_or("vmlinux");
             v.filter.regex.as_ref().is_none_or(|r| r.is_match(&e.name))
-                && v.filter.module_regex.as_ref().is_none_or(|r| r.is_match(module))
+                && v.filter
+                    .module_regex
+                    .as_ref()
+                    .is_none_or(|r| r.is_match(module))
                 && (v.backend != Some(Backend::TpBtf) || e.backend == Backend::TpBtf)
         })
         .map(|(i, _)| i)
@@ -314,7 +386,14 @@ fn attach_compiled(spec: &'static ProbeSetSpec, v: &Validated, cfg: Config) -> R
         bail!("-t function_graph needs a tracer generated with -b fentry");
     }
     let pb = progress_bar(selected.len());
-    let s = Session::specialised(spec.object, spec.probes, &selected, cfg, v.graph, &mut |n| pb.set_position(n as u64))?;
+    let s = Session::specialised(
+        spec.object,
+        spec.probes,
+        &selected,
+        cfg,
+        v.graph,
+        &mut |n| pb.set_position(n as u64),
+    )?;
     pb.finish_and_clear();
     if s.attached.is_empty() {
         let first = s.failed.first().map(|f| f.1.clone()).unwrap_or_default();
@@ -329,10 +408,17 @@ fn summary(s: &Session, table: &[ProbeEntry], note: Option<&str>) {
     }
     let mut groups: HashMap<&str, Vec<&str>> = HashMap::new();
     for (i, why) in &s.failed {
-        groups.entry(why.as_str()).or_default().push(&table[*i].name);
+        groups
+            .entry(why.as_str())
+            .or_default()
+            .push(&table[*i].name);
     }
     let backends: Vec<&str> = {
-        let mut b: Vec<&str> = s.attached.iter().map(|&i| table[i].backend.name()).collect();
+        let mut b: Vec<&str> = s
+            .attached
+            .iter()
+            .map(|&i| table[i].backend.name())
+            .collect();
         b.sort();
         b.dedup();
         b
@@ -364,7 +450,9 @@ fn drop_reasons(table: &[ProbeEntry]) -> HashMap<u64, String> {
     if !table.iter().any(|e| e.reason_pos.is_some()) {
         return HashMap::new();
     }
-    let Ok(k) = ipft_gen::btf::KernelBtf::from_file(std::path::Path::new("/sys/kernel/btf/vmlinux")) else {
+    let Ok(k) =
+        ipft_gen::btf::KernelBtf::from_file(std::path::Path::new("/sys/kernel/btf/vmlinux"))
+    else {
         return HashMap::new();
     };
     ipft_gen::btf::enum_values(&k, "skb_drop_reason")
@@ -374,7 +462,10 @@ fn drop_reasons(table: &[ProbeEntry]) -> HashMap<u64, String> {
 }
 
 fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid pointer to a timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -389,18 +480,41 @@ fn trace_loop(
 ) -> Result<i32> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handlers")?;
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing signal handlers")?;
     }
     if let Some(f) = &a.ready_file {
-        std::fs::write(f, b"ready\n").with_context(|| format!("writing ready file {}", f.display()))?;
+        std::fs::write(f, b"ready\n")
+            .with_context(|| format!("writing ready file {}", f.display()))?;
     }
-    let names = Names { probes: table, drop_reasons: reasons, graph: v.graph };
-    let mut sink: Box<dyn Sink> = if v.json {
-        Box::new(JsonSink::new(std::mem::replace(&mut v.out, Box::new(std::io::sink()))))
-    } else {
-        Box::new(TextSink::new(std::mem::replace(&mut v.out, Box::new(std::io::sink()))))
+    let names = Names {
+        probes: table,
+        drop_reasons: reasons,
+        graph: v.graph,
     };
+    let mut sink: Box<dyn Sink> = if v.json {
+        Box::new(JsonSink::new(std::mem::replace(
+            &mut v.out,
+            Box::new(std::io::sink()),
+        )))
+    } else {
+        Box::new(TextSink::new(std::mem::replace(
+            &mut v.out,
+            Box::new(std::io::sink()),
+        )))
+    };
+    // A journey ends at the free; with returns traced, at the return of the
+    // freeing function, so that return does not open a one-event packet.
     let frees: Vec<bool> = table.iter().map(|e| e.frees_skb).collect();
+    let has_return: Vec<bool> = table
+        .iter()
+        .map(|e| v.graph && e.return_program.is_some())
+        .collect();
+    let ends = |e: &Event| {
+        let p = e.probe as usize;
+        frees.get(p).copied().unwrap_or(false)
+            && (e.is_return() || !has_return.get(p).copied().unwrap_or(false))
+    };
     let pending: RefCell<Vec<Event>> = RefCell::new(Vec::with_capacity(4096));
     let mut agg = Aggregator::new(AggregateConfig {
         idle: Duration::from_millis(a.idle_ms),
@@ -410,7 +524,9 @@ fn trace_loop(
     let mut packets = 0u64;
     let mut bad_records = 0u64;
     let mut io_err: Option<std::io::Error> = None;
-    let deadline = a.duration.map(|s| Instant::now() + Duration::from_secs_f64(s));
+    let deadline = a
+        .duration
+        .map(|s| Instant::now() + Duration::from_secs_f64(s));
     let mut lost_reported = 0u64;
     let mut last_loss_check = Instant::now();
     {
@@ -428,7 +544,10 @@ fn trace_loop(
             0
         })?;
         let rb = rb.build()?;
-        let emit = |p: Packet, sink: &mut Box<dyn Sink>, packets: &mut u64, io_err: &mut Option<std::io::Error>| {
+        let emit = |p: Packet,
+                    sink: &mut Box<dyn Sink>,
+                    packets: &mut u64,
+                    io_err: &mut Option<std::io::Error>| {
             if io_err.is_none() {
                 if let Err(e) = sink.packet(&p, &names) {
                     *io_err = Some(e);
@@ -440,31 +559,37 @@ fn trace_loop(
             let done = stop.load(Ordering::Relaxed)
                 || deadline.is_some_and(|d| Instant::now() >= d)
                 || a.count.is_some_and(|c| packets >= c)
-                || io_err.is_some();
+                || io_err.is_some()
+                || sink.is_closed();
             if done {
                 break;
             }
             let _ = rb.poll(Duration::from_millis(100));
             let batch = std::mem::take(&mut *pending.borrow_mut());
             for e in batch {
-                let f = frees.get(e.probe as usize).copied().unwrap_or(false);
+                let f = ends(&e);
                 agg.push(e, f, &mut |p| emit(p, &mut sink, &mut packets, &mut io_err));
             }
-            agg.flush_idle(monotonic_ns(), &mut |p| emit(p, &mut sink, &mut packets, &mut io_err));
+            agg.flush_idle(monotonic_ns(), &mut |p| {
+                emit(p, &mut sink, &mut packets, &mut io_err)
+            });
             if last_loss_check.elapsed() >= Duration::from_secs(1) {
                 last_loss_check = Instant::now();
                 let lost = load::lost_events(session.main_object());
                 if lost > lost_reported {
-                    eprintln!("ipft: lost {} events (ring buffer full), {lost} in total", lost - lost_reported);
+                    eprintln!(
+                        "ipft: lost {} events (ring buffer full), {lost} in total",
+                        lost - lost_reported
+                    );
+                    let _ = sink.lost(lost - lost_reported);
                     lost_reported = lost;
-                    let _ = sink.lost(lost);
                 }
             }
         }
         // Drain what is queued, then stop tracing before printing the rest.
         let _ = rb.consume();
         for e in std::mem::take(&mut *pending.borrow_mut()) {
-            let f = frees.get(e.probe as usize).copied().unwrap_or(false);
+            let f = ends(&e);
             agg.push(e, f, &mut |p| emit(p, &mut sink, &mut packets, &mut io_err));
         }
         let lost = load::lost_events(session.main_object());
@@ -480,7 +605,9 @@ fn trace_loop(
     }
     eprintln!("Got {packets} traces");
     if lost_reported > 0 || bad_records > 0 {
-        eprintln!("Lost {lost_reported} events (ring buffer full), {bad_records} malformed records");
+        eprintln!(
+            "Lost {lost_reported} events (ring buffer full), {bad_records} malformed records"
+        );
         if a.strict_loss {
             return Ok(1);
         }

@@ -99,7 +99,9 @@ impl KernelBtf {
                 path: path.to_path_buf(),
                 reason,
             })?;
-            guard(path, || Btf::from_file_with_backend(path, btf_rs::Backend::Mmap))?
+            guard(path, || {
+                Btf::from_file_with_backend(path, btf_rs::Backend::Mmap)
+            })?
         } else {
             parse(path, &bytes, None)?
         };
@@ -244,10 +246,7 @@ fn check_header(b: &[u8]) -> Result<(), String> {
 
 /// Run a btf-rs call, turning both its errors and any panic on malformed
 /// input into [`BtfError::Corrupt`].
-pub(crate) fn guard<T>(
-    path: &Path,
-    f: impl FnOnce() -> btf_rs::Result<T>,
-) -> Result<T, BtfError> {
+pub(crate) fn guard<T>(path: &Path, f: impl FnOnce() -> btf_rs::Result<T>) -> Result<T, BtfError> {
     let corrupt = |reason: String| BtfError::Corrupt {
         path: path.to_path_buf(),
         reason,

@@ -57,9 +57,7 @@ pub fn scan(k: &KernelBtf) -> Result<(Vec<Probe>, ScanStats), super::BtfError> {
         path,
         reason: format!("walking types: {reason}"),
     })?;
-    probes.sort_by(|a, b| {
-        (&a.module, a.kind, &a.name).cmp(&(&b.module, b.kind, &b.name))
-    });
+    probes.sort_by(|a, b| (&a.module, a.kind, &a.name).cmp(&(&b.module, b.kind, &b.name)));
     probes.dedup_by(|a, b| a.module == b.module && a.kind == b.kind && a.name == b.name);
     Ok((probes, stats))
 }
@@ -85,7 +83,9 @@ fn scan_one(
                     continue;
                 };
                 if let Some(mut p) = probe_from_proto(btf, &proto, 0, &mut memo) {
-                    let Ok(name) = btf.resolve_name(f) else { continue };
+                    let Ok(name) = btf.resolve_name(f) else {
+                        continue;
+                    };
                     stats.skb_funcs += 1;
                     p.name = name;
                     p.module = module.map(str::to_string);
@@ -96,7 +96,9 @@ fn scan_one(
             }
             Type::Typedef(t) => {
                 // Tracepoints: typedef void (*btf_trace_<name>)(void *, args...);
-                let Ok(name) = btf.resolve_name(t) else { continue };
+                let Ok(name) = btf.resolve_name(t) else {
+                    continue;
+                };
                 let Some(tp) = name.strip_prefix("btf_trace_") else {
                     continue;
                 };
@@ -141,9 +143,7 @@ fn probe_from_proto(
         let pos = nargs;
         nargs = nargs.saturating_add(1);
         let tid = param.get_type_id().unwrap_or(0);
-        let class = *memo
-            .entry(tid)
-            .or_insert_with(|| classify(btf, tid));
+        let class = *memo.entry(tid).or_insert_with(|| classify(btf, tid));
         match class {
             Param::Skb => p.skb_positions.push(pos),
             Param::DropReason => {

@@ -72,7 +72,13 @@ fn kprobe(multi: bool, skb_pos: u8, reason_pos: Option<u8>) -> Kprobe {
 /// C string-literal safe text (BTF names are C identifiers, but be strict).
 fn c_safe(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "_.-:".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-:".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -87,7 +93,8 @@ fn render(ctx: &Context<'_>) -> Result<String, TemplateError> {
     hb.set_strict_mode(true);
     hb.register_template_string("tracer", TRACER_TEMPLATE)
         .map_err(|e| TemplateError(e.to_string()))?;
-    hb.render("tracer", ctx).map_err(|e| TemplateError(e.to_string()))
+    hb.render("tracer", ctx)
+        .map_err(|e| TemplateError(e.to_string()))
 }
 
 /// One program per typed probe, kprobe programs per position in use.
@@ -106,7 +113,9 @@ pub fn render_specialised(plan: &Plan<'_>, table: &[ProbeEntry]) -> Result<Strin
                     kind.section(),
                     c_safe(&where_),
                     e.skb_pos,
-                    e.reason_pos.map(|r| format!(", drop reason in argument {r}")).unwrap_or_default()
+                    e.reason_pos
+                        .map(|r| format!(", drop reason in argument {r}"))
+                        .unwrap_or_default()
                 ),
                 section: format!("{}/{}", kind.section(), c_safe(&e.name)),
                 prog: prog.to_string(),
@@ -143,7 +152,10 @@ pub fn render_specialised(plan: &Plan<'_>, table: &[ProbeEntry]) -> Result<Strin
         core_header: "vmlinux.h",
         event_struct: event::c_struct(),
         extension_hook: String::new(),
-        kprobes: kprobes.into_iter().map(|(m, s, r)| kprobe(m, s, r)).collect(),
+        kprobes: kprobes
+            .into_iter()
+            .map(|(m, s, r)| kprobe(m, s, r))
+            .collect(),
         typed,
     })
 }
@@ -163,12 +175,20 @@ pub fn render_generic() -> Result<String, TemplateError> {
     }
     let mut typed = Vec::new();
     for kind in [TypedKind::Tracepoint, TypedKind::Entry, TypedKind::Return] {
-        let mut pairs: Vec<(u8, Option<u8>)> =
-            (0..=table::GENERIC_MAX_SKB_POS).map(|p| (p, None)).collect();
-        pairs.extend(table::GENERIC_REASON_PAIRS.iter().map(|&(s, r)| (s, Some(r))));
+        let mut pairs: Vec<(u8, Option<u8>)> = (0..=table::GENERIC_MAX_SKB_POS)
+            .map(|p| (p, None))
+            .collect();
+        pairs.extend(
+            table::GENERIC_REASON_PAIRS
+                .iter()
+                .map(|&(s, r)| (s, Some(r))),
+        );
         for (skb_pos, reason_pos) in pairs {
             typed.push(Typed {
-                comment: format!("generic {}: skb in argument {skb_pos}; target set at load", kind.section()),
+                comment: format!(
+                    "generic {}: skb in argument {skb_pos}; target set at load",
+                    kind.section()
+                ),
                 section: kind.section().to_string(),
                 prog: table::generic_program(kind, skb_pos, reason_pos),
                 skb_pos,

@@ -21,13 +21,55 @@ pub struct Field {
 /// `struct ipft_event`, in wire order. Keep it naturally aligned and a
 /// multiple of 8 bytes so no padding is implied.
 pub const EVENT_FIELDS: &[Field] = &[
-    Field { name: "skb", c_type: "__u64", rust_type: "u64", size: 8, doc: "skb address (packet identity until freed)" },
-    Field { name: "tstamp", c_type: "__u64", rust_type: "u64", size: 8, doc: "bpf_ktime_get_ns() at the hit" },
-    Field { name: "aux", c_type: "__u64", rust_type: "u64", size: 8, doc: "drop reason when flags has REASON" },
-    Field { name: "probe", c_type: "__u32", rust_type: "u32", size: 4, doc: "index into the probe table" },
-    Field { name: "cpu", c_type: "__u16", rust_type: "u16", size: 2, doc: "CPU of the hit" },
-    Field { name: "flags", c_type: "__u8", rust_type: "u8", size: 1, doc: "1 = return (fexit), 2 = aux is a drop reason" },
-    Field { name: "ext_len", c_type: "__u8", rust_type: "u8", size: 1, doc: "bytes of extension payload after the header" },
+    Field {
+        name: "skb",
+        c_type: "__u64",
+        rust_type: "u64",
+        size: 8,
+        doc: "skb address (packet identity until freed)",
+    },
+    Field {
+        name: "tstamp",
+        c_type: "__u64",
+        rust_type: "u64",
+        size: 8,
+        doc: "bpf_ktime_get_ns() at the hit",
+    },
+    Field {
+        name: "aux",
+        c_type: "__u64",
+        rust_type: "u64",
+        size: 8,
+        doc: "drop reason when flags has REASON",
+    },
+    Field {
+        name: "probe",
+        c_type: "__u32",
+        rust_type: "u32",
+        size: 4,
+        doc: "index into the probe table",
+    },
+    Field {
+        name: "cpu",
+        c_type: "__u16",
+        rust_type: "u16",
+        size: 2,
+        doc: "CPU of the hit",
+    },
+    Field {
+        name: "flags",
+        c_type: "__u8",
+        rust_type: "u8",
+        size: 1,
+        doc: "1 = return (fexit), 2 = aux is a drop reason",
+    },
+    Field {
+        name: "ext_len",
+        c_type: "__u8",
+        rust_type: "u8",
+        size: 1,
+        doc: "bytes of extension payload after the header",
+    },
 ];
 
 /// Offsets of each field.
@@ -51,9 +93,14 @@ pub fn size() -> usize {
 
 /// The C definition.
 pub fn c_struct() -> String {
-    let mut s = String::from("/* Wire event; the Rust mirror asserts the same layout. */\nstruct ipft_event {\n");
+    let mut s = String::from(
+        "/* Wire event; the Rust mirror asserts the same layout. */\nstruct ipft_event {\n",
+    );
     for (f, off) in EVENT_FIELDS.iter().zip(offsets()) {
-        s.push_str(&format!("\t{} {};\t/* @{off}: {} */\n", f.c_type, f.name, f.doc));
+        s.push_str(&format!(
+            "\t{} {};\t/* @{off}: {} */\n",
+            f.c_type, f.name, f.doc
+        ));
     }
     s.push_str("};");
     s

@@ -44,9 +44,12 @@ impl Plan<'_> {
                     Backend::TpBtf => (table::typed_program(TypedKind::Tracepoint, i), None),
                     Backend::Fentry => (
                         table::typed_program(TypedKind::Entry, i),
-                        self.returns.then(|| table::typed_program(TypedKind::Return, i)),
+                        self.returns
+                            .then(|| table::typed_program(TypedKind::Return, i)),
                     ),
-                    Backend::Kprobe => (table::kprobe_program(false, p.skb_pos(), reason_pos), None),
+                    Backend::Kprobe => {
+                        (table::kprobe_program(false, p.skb_pos(), reason_pos), None)
+                    }
                     Backend::KprobeMulti => {
                         (table::kprobe_program(true, p.skb_pos(), reason_pos), None)
                     }

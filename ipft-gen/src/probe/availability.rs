@@ -105,9 +105,7 @@ impl KernelSymbols {
     /// with a real attach before it relies on one).
     pub fn availability(&self, release: Option<&str>) -> Availability {
         let has = |s: &str| self.text.contains_key(s);
-        let new_trampoline = release
-            .and_then(parse_release)
-            .is_some_and(|v| v >= (6, 6));
+        let new_trampoline = release.and_then(parse_release).is_some_and(|v| v >= (6, 6));
         Availability {
             refused: Vec::new(),
             kprobe: Path::new("/sys/bus/event_source/devices/kprobe").exists(),
@@ -140,20 +138,26 @@ impl KernelSymbols {
         a.refused = refused;
     }
 
-    /// Fill `backends` of each probe and drop the unreachable ones. Returns
-    /// how many were dropped.
+    /// Fill `backends` of each probe and drop functions the kernel cannot
+    /// attach by name (inlined, notrace, renamed clones). Functions no
+    /// backend of this kernel reaches stay, with an empty list, so listings
+    /// show them. Returns how many were dropped.
     pub fn resolve(&self, probes: &mut Vec<Probe>, avail: &Availability) -> usize {
         let before = probes.len();
+        probes.retain(|p| p.kind == ProbeKind::Tracepoint || self.attachable(&p.name));
         for p in probes.iter_mut() {
             p.backends = backends_for(p, avail, |n| self.attachable(n));
         }
-        probes.retain(|p| !p.backends.is_empty());
         before - probes.len()
     }
 }
 
 /// Backends able to reach a probe, given kernel features and symbol presence.
-pub fn backends_for(p: &Probe, a: &Availability, attachable: impl Fn(&str) -> bool) -> Vec<Backend> {
+pub fn backends_for(
+    p: &Probe,
+    a: &Availability,
+    attachable: impl Fn(&str) -> bool,
+) -> Vec<Backend> {
     let mut out = Vec::new();
     match p.kind {
         ProbeKind::Tracepoint => out.push(Backend::TpBtf),
@@ -241,7 +245,10 @@ mod tests {
         assert!(backends_for(&p, &a, |_| true).is_empty());
         p.skb_positions = vec![2];
         p.nargs = 3;
-        assert_eq!(backends_for(&p, &a, |_| true), vec![Backend::Fentry, Backend::Kprobe]);
+        assert_eq!(
+            backends_for(&p, &a, |_| true),
+            vec![Backend::Fentry, Backend::Kprobe]
+        );
         assert!(backends_for(&p, &a, |_| false).is_empty());
     }
 }

@@ -21,7 +21,11 @@ fn errno_msg(ret: i32) -> String {
     std::io::Error::from_raw_os_error(-ret).to_string()
 }
 
-fn load(prog_type: sys::bpf_prog_type, attach: sys::bpf_attach_type, btf_id: u32) -> Result<i32, String> {
+fn load(
+    prog_type: sys::bpf_prog_type,
+    attach: sys::bpf_attach_type,
+    btf_id: u32,
+) -> Result<i32, String> {
     let insns = insns();
     // SAFETY: zeroed opts with sz set is how libbpf expects callers to init.
     let mut opts: sys::bpf_prog_load_opts = unsafe { std::mem::zeroed() };
@@ -32,7 +36,14 @@ fn load(prog_type: sys::bpf_prog_type, attach: sys::bpf_attach_type, btf_id: u32
     let name = CString::new("ipft_probe").unwrap();
     // SAFETY: pointers are valid for the call.
     let fd = unsafe {
-        sys::bpf_prog_load(prog_type, name.as_ptr(), license.as_ptr(), insns.as_ptr(), 2, &mut opts)
+        sys::bpf_prog_load(
+            prog_type,
+            name.as_ptr(),
+            license.as_ptr(),
+            insns.as_ptr(),
+            2,
+            &mut opts,
+        )
     };
     if fd < 0 {
         return Err(format!("load: {}", errno_msg(fd)));

@@ -4,7 +4,7 @@ pub mod availability;
 pub mod feature;
 mod profile;
 
-pub use availability::{KernelSymbols, Availability, KPROBE_MAX_REG_ARGS};
+pub use availability::{Availability, KernelSymbols, KPROBE_MAX_REG_ARGS};
 pub use profile::{Profile, ProfileError};
 
 use std::fmt;
@@ -168,7 +168,10 @@ impl Filter {
     pub fn keeps(&self, p: &Probe) -> bool {
         let module = p.module.as_deref().unwrap_or("vmlinux");
         self.regex.as_ref().is_none_or(|r| r.is_match(&p.name))
-            && self.module_regex.as_ref().is_none_or(|r| r.is_match(module))
+            && self
+                .module_regex
+                .as_ref()
+                .is_none_or(|r| r.is_match(module))
     }
 }
 

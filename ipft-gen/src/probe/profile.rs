@@ -25,9 +25,15 @@ pub const SHIPPED: &[(&str, &str)] = &[
     ("bridge", include_str!("../../../profiles/bridge.toml")),
     ("drop", include_str!("../../../profiles/drop.toml")),
     ("ip", include_str!("../../../profiles/ip.toml")),
-    ("netfilter", include_str!("../../../profiles/netfilter.toml")),
+    (
+        "netfilter",
+        include_str!("../../../profiles/netfilter.toml"),
+    ),
     ("tcp", include_str!("../../../profiles/tcp.toml")),
-    ("tracepoints", include_str!("../../../profiles/tracepoints.toml")),
+    (
+        "tracepoints",
+        include_str!("../../../profiles/tracepoints.toml"),
+    ),
     ("udp", include_str!("../../../profiles/udp.toml")),
     ("xmit", include_str!("../../../profiles/xmit.toml")),
 ];
@@ -111,9 +117,9 @@ impl Profile {
             msg,
         };
         let raw: Raw = toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map_or(1, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let line = e.span().map_or(1, |s| {
+                text[..s.start.min(text.len())].matches('\n').count() + 1
+            });
             invalid(line, e.message().to_string())
         })?;
         let line_of = |needle: &str| {
@@ -124,21 +130,31 @@ impl Profile {
         let compile = |list: &[String]| -> Result<Vec<Regex>, ProfileError> {
             list.iter()
                 .map(|r| {
-                    Regex::new(r)
-                        .map_err(|e| invalid(line_of(r), format!("invalid regex '{r}': {}", last_line(&e))))
+                    Regex::new(r).map_err(|e| {
+                        invalid(
+                            line_of(r),
+                            format!("invalid regex '{r}': {}", last_line(&e)),
+                        )
+                    })
                 })
                 .collect()
         };
         let version = |v: &Option<String>| -> Result<Option<(u32, u32)>, ProfileError> {
             match v {
                 None => Ok(None),
-                Some(s) => parse_release(s)
-                    .map(Some)
-                    .ok_or_else(|| invalid(line_of(s), format!("bad kernel version '{s}' (want MAJOR.MINOR)"))),
+                Some(s) => parse_release(s).map(Some).ok_or_else(|| {
+                    invalid(
+                        line_of(s),
+                        format!("bad kernel version '{s}' (want MAJOR.MINOR)"),
+                    )
+                }),
             }
         };
         if raw.functions.is_empty() && raw.tracepoints.is_empty() {
-            return Err(invalid(1, "profile selects nothing: set `functions` or `tracepoints`".into()));
+            return Err(invalid(
+                1,
+                "profile selects nothing: set `functions` or `tracepoints`".into(),
+            ));
         }
         if raw.name.is_empty() {
             return Err(invalid(line_of("name"), "empty name".into()));
@@ -149,7 +165,10 @@ impl Profile {
             modules: match &raw.modules {
                 None => None,
                 Some(m) => Some(Regex::new(m).map_err(|e| {
-                    invalid(line_of(m), format!("invalid regex '{m}': {}", last_line(&e)))
+                    invalid(
+                        line_of(m),
+                        format!("invalid regex '{m}': {}", last_line(&e)),
+                    )
                 })?),
             },
             tracepoints: compile(&raw.tracepoints)?,
@@ -186,12 +205,18 @@ impl Profile {
             ProbeKind::Function => &self.functions,
             ProbeKind::Tracepoint => &self.tracepoints,
         };
-        include.iter().any(|r| r.is_match(&p.name)) && !self.exclude.iter().any(|r| r.is_match(&p.name))
+        include.iter().any(|r| r.is_match(&p.name))
+            && !self.exclude.iter().any(|r| r.is_match(&p.name))
     }
 }
 
 fn last_line(e: &regex::Error) -> String {
-    e.to_string().lines().last().unwrap_or("").trim().to_string()
+    e.to_string()
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim()
+        .to_string()
 }
 
 #[cfg(test)]
@@ -208,19 +233,32 @@ mod tests {
 
     #[test]
     fn errors_name_the_line() {
-        let e = Profile::parse("x.toml", "name = \"x\"\ndescription = \"d\"\nfunctions = [\"(\"]\n").unwrap_err();
+        let e = Profile::parse(
+            "x.toml",
+            "name = \"x\"\ndescription = \"d\"\nfunctions = [\"(\"]\n",
+        )
+        .unwrap_err();
         assert!(e.to_string().starts_with("x.toml:3: invalid regex"), "{e}");
-        let e = Profile::parse("x.toml", "name = \"x\"\ndescription = \"d\"\nbogus = 1\n").unwrap_err();
+        let e =
+            Profile::parse("x.toml", "name = \"x\"\ndescription = \"d\"\nbogus = 1\n").unwrap_err();
         assert!(e.to_string().starts_with("x.toml:3:"), "{e}");
         let e = Profile::parse("x.toml", "name = \"x\"\ndescription = \"d\"\n").unwrap_err();
         assert!(e.to_string().contains("selects nothing"), "{e}");
-        assert!(matches!(Profile::load("nope"), Err(ProfileError::Unknown(..))));
+        assert!(matches!(
+            Profile::load("nope"),
+            Err(ProfileError::Unknown(..))
+        ));
     }
 
     #[test]
     fn selection() {
         let p = Profile::parse("t", "name=\"t\"\ndescription=\"d\"\nfunctions=[\"^ip_\"]\nexclude=[\"^ip_vs\"]\nmodules=\"^vmlinux$\"\nmin_kernel=\"6.1\"\n").unwrap();
-        let f = |n: &str, m: Option<&str>| Probe { name: n.into(), module: m.map(Into::into), skb_positions: vec![0], ..Default::default() };
+        let f = |n: &str, m: Option<&str>| Probe {
+            name: n.into(),
+            module: m.map(Into::into),
+            skb_positions: vec![0],
+            ..Default::default()
+        };
         assert!(p.keeps(&f("ip_rcv", None), Some("6.1.0")));
         assert!(!p.keeps(&f("ip_rcv", None), Some("5.10.0")));
         assert!(!p.keeps(&f("ip_vs_in", None), None));

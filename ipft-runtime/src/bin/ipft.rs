@@ -5,5 +5,8 @@ use clap::Parser;
 
 fn main() {
     let args = ipft_runtime::args::IpftArgs::parse();
-    std::process::exit(ipft_runtime::trace::main_with(args, ipft_runtime::trace::Source::Generic));
+    std::process::exit(ipft_runtime::trace::main_with(
+        args,
+        ipft_runtime::trace::Source::Generic,
+    ));
 }

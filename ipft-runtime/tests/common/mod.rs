@@ -27,7 +27,11 @@ pub fn sh(cmd: &str) -> Output {
 
 pub fn must(cmd: &str) {
     let o = sh(cmd);
-    assert!(o.status.success(), "{cmd}: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// A network namespace removed on drop.
@@ -37,7 +41,9 @@ impl Netns {
     pub fn new(tag: &str) -> Netns {
         let name = format!("ipft-t-{tag}-{}", std::process::id());
         let _ = sh(&format!("ip netns del {name} 2>/dev/null"));
-        must(&format!("ip netns add {name} && ip -n {name} link set lo up"));
+        must(&format!(
+            "ip netns add {name} && ip -n {name} link set lo up"
+        ));
         Netns(name)
     }
 
@@ -82,7 +88,10 @@ impl Tracer {
                 let err = t.stderr();
                 panic!("tracer exited before ready ({st}): {err}");
             }
-            assert!(t0.elapsed() < Duration::from_secs(60), "tracer not ready after 60 s");
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "tracer not ready after 60 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         t
@@ -120,6 +129,20 @@ pub fn our_bpf_objects() -> Vec<String> {
         .collect()
 }
 
+/// Wait (up to 5 s: the kernel frees programs after an RCU grace period)
+/// until nothing of ours is loaded; returns what is left.
+pub fn wait_detached() -> Vec<String> {
+    let mut left = our_bpf_objects();
+    for _ in 0..50 {
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        left = our_bpf_objects();
+    }
+    left
+}
+
 /// JSON events parsed from `-o json` output.
 pub fn events(out: &str) -> Vec<serde_json::Value> {
     out.lines()
@@ -134,7 +157,10 @@ pub fn journeys(evs: &[serde_json::Value]) -> Vec<Vec<String>> {
     for e in evs {
         by.entry(e["packet_id"].as_u64().unwrap())
             .or_default()
-            .push((e["timestamp"].as_u64().unwrap(), e["function"].as_str().unwrap().to_string()));
+            .push((
+                e["timestamp"].as_u64().unwrap(),
+                e["function"].as_str().unwrap().to_string(),
+            ));
     }
     by.into_values()
         .map(|mut v| {
