@@ -12,6 +12,11 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+/* libbpf < 1.2 (Debian bookworm) stops at PARM5; x86_64 passes the 6th in r9. */
+#ifndef PT_REGS_PARM6
+#define PT_REGS_PARM6(x) (((struct pt_regs *)(x))->r9)
+#endif
+
 /* Wire event; the Rust mirror asserts the same layout. */
 struct ipft_event {
 	__u64 skb;	/* @0: skb address (packet identity until freed) */
@@ -101,7 +106,8 @@ int ipft_f0(__u64 *ctx)
 	/* Typed BTF argument: a direct load, no helper call on the miss path. */
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
-	if (!ipft_match(skb->mark))
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb || !ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 0, 0, 0);
 }
@@ -113,7 +119,8 @@ int ipft_x0(__u64 *ctx)
 	/* Typed BTF argument: a direct load, no helper call on the miss path. */
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
-	if (!ipft_match(skb->mark))
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb || !ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 0, IPFT_F_RETURN, 0);
 }
@@ -125,7 +132,8 @@ int ipft_f1(__u64 *ctx)
 	/* Typed BTF argument: a direct load, no helper call on the miss path. */
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
-	if (!ipft_match(skb->mark))
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb || !ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 1, 0, 0);
 }
@@ -137,7 +145,8 @@ int ipft_x1(__u64 *ctx)
 	/* Typed BTF argument: a direct load, no helper call on the miss path. */
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
-	if (!ipft_match(skb->mark))
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb || !ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 1, IPFT_F_RETURN, 0);
 }
@@ -149,7 +158,8 @@ int ipft_f2(__u64 *ctx)
 	/* Typed BTF argument: a direct load, no helper call on the miss path. */
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
-	if (!ipft_match(skb->mark))
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb || !ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 2, 0, 0);
 }
@@ -161,7 +171,8 @@ int ipft_x2(__u64 *ctx)
 	/* Typed BTF argument: a direct load, no helper call on the miss path. */
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
-	if (!ipft_match(skb->mark))
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb || !ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 2, IPFT_F_RETURN, 0);
 }
@@ -173,7 +184,8 @@ int ipft_f3(__u64 *ctx)
 	/* Typed BTF argument: a direct load, no helper call on the miss path. */
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
-	if (!ipft_match(skb->mark))
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb || !ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 3, 0, 0);
 }
@@ -185,7 +197,8 @@ int ipft_x3(__u64 *ctx)
 	/* Typed BTF argument: a direct load, no helper call on the miss path. */
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
-	if (!ipft_match(skb->mark))
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb || !ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 3, IPFT_F_RETURN, 0);
 }
@@ -197,7 +210,8 @@ int ipft_f4(__u64 *ctx)
 	/* Typed BTF argument: a direct load, no helper call on the miss path. */
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
-	if (!ipft_match(skb->mark))
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb || !ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 4, 0, 0);
 }
@@ -209,7 +223,8 @@ int ipft_x4(__u64 *ctx)
 	/* Typed BTF argument: a direct load, no helper call on the miss path. */
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
-	if (!ipft_match(skb->mark))
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb || !ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 4, IPFT_F_RETURN, 0);
 }
@@ -221,7 +236,8 @@ int ipft_f5(__u64 *ctx)
 	/* Typed BTF argument: a direct load, no helper call on the miss path. */
 	struct sk_buff *skb = (struct sk_buff *)ctx[2];
 
-	if (!ipft_match(skb->mark))
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb || !ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 5, 0, 0);
 }
@@ -233,7 +249,8 @@ int ipft_x5(__u64 *ctx)
 	/* Typed BTF argument: a direct load, no helper call on the miss path. */
 	struct sk_buff *skb = (struct sk_buff *)ctx[2];
 
-	if (!ipft_match(skb->mark))
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb || !ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 5, IPFT_F_RETURN, 0);
 }
@@ -245,7 +262,8 @@ int ipft_f6(__u64 *ctx)
 	/* Typed BTF argument: a direct load, no helper call on the miss path. */
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
-	if (!ipft_match(skb->mark))
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb || !ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 6, 0, 0);
 }
@@ -257,7 +275,8 @@ int ipft_x6(__u64 *ctx)
 	/* Typed BTF argument: a direct load, no helper call on the miss path. */
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
-	if (!ipft_match(skb->mark))
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb || !ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 6, IPFT_F_RETURN, 0);
 }
@@ -269,7 +288,8 @@ int ipft_f7(__u64 *ctx)
 	/* Typed BTF argument: a direct load, no helper call on the miss path. */
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
-	if (!ipft_match(skb->mark))
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb || !ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 7, 0 | IPFT_F_REASON, ctx[1]);
 }
@@ -281,7 +301,8 @@ int ipft_x7(__u64 *ctx)
 	/* Typed BTF argument: a direct load, no helper call on the miss path. */
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
-	if (!ipft_match(skb->mark))
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb || !ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 7, IPFT_F_RETURN | IPFT_F_REASON, ctx[1]);
 }
@@ -293,7 +314,8 @@ int ipft_f8(__u64 *ctx)
 	/* Typed BTF argument: a direct load, no helper call on the miss path. */
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
-	if (!ipft_match(skb->mark))
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb || !ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 8, 0, 0);
 }
@@ -305,7 +327,8 @@ int ipft_x8(__u64 *ctx)
 	/* Typed BTF argument: a direct load, no helper call on the miss path. */
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
-	if (!ipft_match(skb->mark))
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb || !ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 8, IPFT_F_RETURN, 0);
 }
@@ -317,7 +340,8 @@ int ipft_f9(__u64 *ctx)
 	/* Typed BTF argument: a direct load, no helper call on the miss path. */
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
-	if (!ipft_match(skb->mark))
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb || !ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 9, 0, 0);
 }
@@ -329,7 +353,8 @@ int ipft_x9(__u64 *ctx)
 	/* Typed BTF argument: a direct load, no helper call on the miss path. */
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
-	if (!ipft_match(skb->mark))
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb || !ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 9, IPFT_F_RETURN, 0);
 }
@@ -341,7 +366,8 @@ int ipft_f10(__u64 *ctx)
 	/* Typed BTF argument: a direct load, no helper call on the miss path. */
 	struct sk_buff *skb = (struct sk_buff *)ctx[5];
 
-	if (!ipft_match(skb->mark))
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb || !ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 10, 0, 0);
 }
@@ -353,7 +379,8 @@ int ipft_x10(__u64 *ctx)
 	/* Typed BTF argument: a direct load, no helper call on the miss path. */
 	struct sk_buff *skb = (struct sk_buff *)ctx[5];
 
-	if (!ipft_match(skb->mark))
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb || !ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 10, IPFT_F_RETURN, 0);
 }
@@ -365,7 +392,8 @@ int ipft_f11(__u64 *ctx)
 	/* Typed BTF argument: a direct load, no helper call on the miss path. */
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
-	if (!ipft_match(skb->mark))
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb || !ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 11, 0, 0);
 }
@@ -377,7 +405,8 @@ int ipft_x11(__u64 *ctx)
 	/* Typed BTF argument: a direct load, no helper call on the miss path. */
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
-	if (!ipft_match(skb->mark))
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb || !ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 11, IPFT_F_RETURN, 0);
 }
@@ -389,7 +418,8 @@ int ipft_f12(__u64 *ctx)
 	/* Typed BTF argument: a direct load, no helper call on the miss path. */
 	struct sk_buff *skb = (struct sk_buff *)ctx[1];
 
-	if (!ipft_match(skb->mark))
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb || !ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 12, 0, 0);
 }
@@ -401,7 +431,8 @@ int ipft_x12(__u64 *ctx)
 	/* Typed BTF argument: a direct load, no helper call on the miss path. */
 	struct sk_buff *skb = (struct sk_buff *)ctx[1];
 
-	if (!ipft_match(skb->mark))
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb || !ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 12, IPFT_F_RETURN, 0);
 }
@@ -413,7 +444,8 @@ int ipft_t13(__u64 *ctx)
 	/* Typed BTF argument: a direct load, no helper call on the miss path. */
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
-	if (!ipft_match(skb->mark))
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb || !ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 13, 0 | IPFT_F_REASON, ctx[2]);
 }
@@ -425,7 +457,8 @@ int ipft_t14(__u64 *ctx)
 	/* Typed BTF argument: a direct load, no helper call on the miss path. */
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
-	if (!ipft_match(skb->mark))
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb || !ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 14, 0, 0);
 }

@@ -12,6 +12,11 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+/* libbpf < 1.2 (Debian bookworm) stops at PARM5; x86_64 passes the 6th in r9. */
+#ifndef PT_REGS_PARM6
+#define PT_REGS_PARM6(x) (((struct pt_regs *)(x))->r9)
+#endif
+
 /* Wire event; the Rust mirror asserts the same layout. */
 struct ipft_event {
 	__u64 skb;	/* @0: skb address (packet identity until freed) */
@@ -156,7 +161,8 @@ int ipft_t14(__u64 *ctx)
 	/* Typed BTF argument: a direct load, no helper call on the miss path. */
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
-	if (!ipft_match(skb->mark))
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb || !ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 14, 0 | IPFT_F_REASON, ctx[2]);
 }
@@ -168,7 +174,8 @@ int ipft_t15(__u64 *ctx)
 	/* Typed BTF argument: a direct load, no helper call on the miss path. */
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
-	if (!ipft_match(skb->mark))
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb || !ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 15, 0, 0);
 }
