@@ -18,7 +18,7 @@ pub fn lock() -> std::sync::MutexGuard<'static, ()> {
 }
 
 pub fn ipft() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_ipft"))
+    PathBuf::from(option_env!("CARGO_BIN_EXE_ipft").expect("ipft binary: ipft-runtime tests only"))
 }
 
 pub fn sh(cmd: &str) -> Output {

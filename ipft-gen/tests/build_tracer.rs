@@ -1,0 +1,113 @@
+//! `ipft-gen --build` end to end on this host: generate a tracer for the
+//! running kernel's skb tracepoints, build it, and trace a marked ping with
+//! it (real BPF, real packets). Root only.
+
+#[path = "../../ipft-runtime/tests/common/mod.rs"]
+mod common;
+
+use common::*;
+use std::path::PathBuf;
+use std::process::Command;
+
+#[test]
+fn generated_tracepoint_tracer_traces_a_marked_ping() {
+    let _g = lock();
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gen-tracepoints");
+    let o = Command::new(env!("CARGO_BIN_EXE_ipft-gen"))
+        .args([
+            "--btf",
+            "/sys/kernel/btf/vmlinux",
+            "--profile",
+            "tracepoints",
+            "--build",
+            "-o",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "ipft-gen --build failed: {err}");
+    let bin = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    assert_eq!(bin, out.join("ipft-tracepoints"));
+    // Deterministic: a second generation gives the same sources.
+    let c1 = std::fs::read(out.join("tracer.bpf.c")).unwrap();
+    let r1 = std::fs::read(out.join("probe_set.rs")).unwrap();
+    let again = out.with_file_name("gen-tracepoints-again");
+    let o = Command::new(env!("CARGO_BIN_EXE_ipft-gen"))
+        .args([
+            "--btf",
+            "/sys/kernel/btf/vmlinux",
+            "--profile",
+            "tracepoints",
+            "-o",
+        ])
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert_eq!(std::fs::read(again.join("tracer.bpf.c")).unwrap(), c1);
+    assert_eq!(std::fs::read(again.join("probe_set.rs")).unwrap(), r1);
+
+    let ns = Netns::new("gen");
+    let t = Tracer::start(&bin, &["-m", "0xdeadbeef", "-o", "json"], "gen");
+    let p = ns.exec(&format!("ping -q -c 2 -i 0.2 -m {MARK} 127.0.0.1"));
+    assert!(p.status.success());
+    let p = ns.exec("ping -q -c 2 -i 0.2 127.0.0.1");
+    assert!(p.status.success());
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (code, out, err) = t.stop(libc::SIGINT);
+    assert_eq!(code, 0, "{err}");
+    let j = journeys(&events(&out));
+    assert_eq!(j.len(), 2, "{j:?}\n{err}");
+    for journey in &j {
+        assert_eq!(
+            journey,
+            &[
+                "net_dev_queue",
+                "net_dev_start_xmit",
+                "netif_rx_entry",
+                "netif_rx",
+                "net_dev_xmit",
+                "netif_receive_skb",
+                "consume_skb"
+            ]
+        );
+    }
+    assert!(wait_detached().is_empty());
+}
+
+#[test]
+fn clang_failure_names_the_file() {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gen-broken");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    // A clang that always fails stands in for a broken toolchain.
+    let fake = out.join("fake-clang");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'fatal error: simulated' >&2\nexit 1\n",
+    )
+    .unwrap();
+    Command::new("chmod").arg("+x").arg(&fake).status().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_ipft-gen"))
+        .args([
+            "--btf",
+            "/sys/kernel/btf/vmlinux",
+            "--profile",
+            "tracepoints",
+            "--build",
+            "-o",
+        ])
+        .arg(&out)
+        .env("CLANG", &fake)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("clang failed on")
+            && err.contains("tracer.bpf.c")
+            && err.contains("simulated"),
+        "{err}"
+    );
+}
