@@ -6,10 +6,17 @@
 //! table and the object are constants of the binary: nothing is discovered
 //! or compiled when the tracer starts.
 //!
-//! ```ignore
-//! ipft_macros::include_probe_set!("../gen");
+//! ```
+//! // A checked-in probe set (tests/fixtures/probe_set); a generated tracer
+//! // names its ipft-gen output directory instead.
+//! ipft_macros::include_probe_set!("../tests/fixtures/probe_set");
+//!
 //! fn main() {
-//!     std::process::exit(ipft_runtime::tracer_main(&PROBE_SET));
+//!     assert_eq!(PROBE_SET.probes[0].name, "const_skb");
+//!     assert_eq!(PROBE_SET.probes[0].backend, ipft_runtime::Backend::Kprobe);
+//!     assert!(PROBE_SET.object.starts_with(b"\x7fELF"));
+//!     // A tracer's main is then one line:
+//!     // std::process::exit(ipft_runtime::tracer_main(&PROBE_SET));
 //! }
 //! ```
 #![deny(missing_docs)]
