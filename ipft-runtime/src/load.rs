@@ -129,6 +129,8 @@ pub struct Session {
     pub attached: Vec<usize>,
     /// Probe ids that failed, with the reason.
     pub failed: Vec<(usize, String)>,
+    /// Probes left out by the selection (profile, regexes) or unreachable.
+    pub filtered: usize,
 }
 
 impl Session {
@@ -185,9 +187,6 @@ impl Session {
                     let log = take_log();
                     match failed_program(&log) {
                         Some(p) if !refused.contains(&p) && refused.len() < 64 => {
-                            if unavailable(&e) && refused.is_empty() && wanted.len() > 1 {
-                                // Fall through: maybe only this one is special.
-                            }
                             refused.insert(p);
                             if refused.len() == wanted.len() {
                                 return Err(load_error(&e, &log, &refused));

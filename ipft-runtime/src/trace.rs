@@ -273,7 +273,9 @@ fn attach_generic(
             pb.finish_and_clear();
             match r {
                 Ok(s) if s.attached.iter().any(|&i| table[i].backend == *b) => {
-                    return Ok((s, table, None))
+                    let mut s = s;
+                    s.filtered = discovered(&d) - table.len();
+                    return Ok((s, table, None));
                 }
                 Ok(s) => {
                     let first = s.failed.first().map(|f| f.1.clone()).unwrap_or_default();
@@ -332,7 +334,14 @@ fn attach_generic(
         pb.set_position(n as u64)
     })?;
     pb.finish_and_clear();
+    let mut s = s;
+    s.filtered = discovered(&d) - table.len();
     Ok((s, table, note))
+}
+
+/// Every skb probe the kernel's BTF has.
+fn discovered(d: &ipft_gen::discover::Discovery) -> usize {
+    (d.stats.skb_funcs + d.stats.skb_tracepoints) as usize
 }
 
 fn attach_compiled(
@@ -399,6 +408,8 @@ fn attach_compiled(
         let first = s.failed.first().map(|f| f.1.clone()).unwrap_or_default();
         bail!("no probe could be attached: {first}");
     }
+    let mut s = s;
+    s.filtered = spec.probes.len() - selected.len();
     Ok((s, spec.probes.to_vec(), note))
 }
 
@@ -424,11 +435,12 @@ fn summary(s: &Session, table: &[ProbeEntry], note: Option<&str>) {
         b
     };
     eprintln!(
-        "Total {} probes, attached {} ({}), failed {}",
+        "Total {} probes, attached {} ({}), failed {}, filtered {}",
         s.attached.len() + s.failed.len(),
         s.attached.len(),
         backends.join("+"),
-        s.failed.len()
+        s.failed.len(),
+        s.filtered
     );
     let mut groups: Vec<_> = groups.into_iter().collect();
     groups.sort();
