@@ -15,6 +15,7 @@ fn main() {
     for f in [
         "templates/bpf/tracer.bpf.c.hbs",
         "templates/bpf/ipft_core.h",
+        "templates/bpf/bench_ipftrace2_style.bpf.c",
         "ipft-gen/src/codegen",
         "src/args_def.rs",
     ] {
@@ -33,32 +34,19 @@ fn main() {
     std::fs::write(out.join("generic.bpf.c"), c).unwrap();
     std::fs::write(out.join("ipft_core.h"), ipft_gen::codegen::c::CORE_HEADER).unwrap();
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
-    let res = Command::new(&clang)
-        .args([
-            "-O2",
-            "-g",
-            "-target",
-            "bpf",
-            "-D__TARGET_ARCH_x86",
-            "-Wall",
-            "-Wno-unused-function",
-        ])
-        .arg("-I")
-        .arg(&out)
-        .arg("-c")
-        .arg(out.join("generic.bpf.c"))
-        .arg("-o")
-        .arg(out.join("generic.bpf.o"))
-        .output();
-    match res {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => panic!(
-            "clang failed on {}:\n{}",
-            out.join("generic.bpf.c").display(),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-        Err(e) => panic!("clang not found ({e}): run scripts/setup"),
-    }
+    compile_bpf(
+        &clang,
+        &out,
+        &out.join("generic.bpf.c"),
+        &out.join("generic.bpf.o"),
+    );
+    // Reference programs of `ipft-bench per-hit`.
+    compile_bpf(
+        &clang,
+        &out,
+        &root.join("templates/bpf/bench_ipftrace2_style.bpf.c"),
+        &out.join("bench_ipftrace2_style.bpf.o"),
+    );
 
     // Man page and completions for `ipft`.
     let mut cmd = IpftArgs::command();
@@ -73,5 +61,35 @@ fn main() {
         clap_complete::Shell::Fish,
     ] {
         clap_complete::generate_to(shell, &mut cmd, "ipft", &man_dir).unwrap();
+    }
+}
+
+/// Compile one BPF C file; `include` holds the generated headers.
+fn compile_bpf(clang: &str, include: &Path, src: &Path, obj: &Path) {
+    let res = Command::new(clang)
+        .args([
+            "-O2",
+            "-g",
+            "-target",
+            "bpf",
+            "-D__TARGET_ARCH_x86",
+            "-Wall",
+            "-Wno-unused-function",
+        ])
+        .arg("-I")
+        .arg(include)
+        .arg("-c")
+        .arg(src)
+        .arg("-o")
+        .arg(obj)
+        .output();
+    match res {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!(
+            "clang failed on {}:\n{}",
+            src.display(),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => panic!("clang not found ({e}): run scripts/setup"),
     }
 }

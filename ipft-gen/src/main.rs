@@ -91,7 +91,21 @@ struct GenArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        // --help and --version print as usual.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            // Usage errors: one line, not clap's usage block.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("bad arguments");
+            eprintln!(
+                "ipft-gen: {} (see --help)",
+                first.trim_start_matches("error: ")
+            );
+            return ExitCode::from(2);
+        }
+    };
     let r = match cli.cmd {
         Some(Cmd::List(a)) => list(a),
         Some(Cmd::Bench(a)) => bench(a),
@@ -100,10 +114,27 @@ fn main() -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ipft-gen: {e:#}");
+            eprintln!("ipft-gen: {}", one_line(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// An error and its causes on one line; a cause whose text the message
+/// already carries (`{path}: {source}`) is not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if out.contains(&c) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&c);
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn input(s: &Source) -> BtfInput {

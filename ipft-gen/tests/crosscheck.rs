@@ -174,12 +174,13 @@ impl Types<'_> {
 }
 
 /// Every skb probe of the types with ids in `own`, first definition of a
-/// name winning. Returns the rows and how many duplicate names were skipped.
+/// name winning. Returns the rows and how many duplicate names were skipped
+/// (printed, with whether their prototype differs from the one kept).
 fn probes_of(all: &[&Ty], own: &[Ty], module: Option<&str>) -> (Vec<Row>, usize) {
     let types = Types {
         by_id: all.iter().map(|t| (t.id, *t)).collect(),
     };
-    let mut seen: BTreeSet<(&'static str, String)> = BTreeSet::new();
+    let mut seen: BTreeMap<(&'static str, String), usize> = BTreeMap::new();
     let mut rows = Vec::new();
     let mut dups = 0;
     let mut own: Vec<&Ty> = own.iter().collect();
@@ -218,13 +219,24 @@ fn probes_of(all: &[&Ty], own: &[Ty], module: Option<&str>) -> (Vec<Row>, usize)
         let Some(mut r) = types.row(proto, skip) else {
             continue;
         };
-        if !seen.insert((kind, name.clone())) {
+        r.kind = kind.into();
+        r.name = name.clone();
+        r.module = module.map(str::to_string);
+        if let Some(&kept) = seen.get(&(kind, name.clone())) {
             dups += 1;
+            let same = rows[kept] == r;
+            eprintln!(
+                "    duplicate {kind} {name} (id {}) skipped, {}",
+                t.id,
+                if same {
+                    "same prototype"
+                } else {
+                    "DIFFERENT prototype"
+                }
+            );
             continue;
         }
-        r.kind = kind.into();
-        r.name = name;
-        r.module = module.map(str::to_string);
+        seen.insert((kind, name), rows.len());
         rows.push(r);
     }
     (rows, dups)
@@ -292,7 +304,11 @@ fn compare(what: &str, listed: Vec<Row>, derived: Vec<Row>, dups: usize) -> Outc
     }
     let exp: BTreeSet<Row> = expected.iter().cloned().collect();
     let got: BTreeSet<Row> = listed.iter().cloned().collect();
-    assert_eq!(got.len(), listed.len(), "{what}: ipft-gen listed duplicates");
+    assert_eq!(
+        got.len(),
+        listed.len(),
+        "{what}: ipft-gen listed duplicates"
+    );
     let missing: Vec<&Row> = exp.difference(&got).collect();
     let extra: Vec<&Row> = got.difference(&exp).collect();
     assert!(
@@ -429,10 +445,7 @@ fn mini_fixture() {
     assert_eq!(o.compared, 16);
     let dropped: Vec<&str> = o.dropped.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(dropped, ["byval_skb"]);
-    assert_eq!(
-        find(&o, None, "function", "typedef_skb").skb_positions,
-        [1]
-    );
+    assert_eq!(find(&o, None, "function", "typedef_skb").skb_positions, [1]);
     assert!(find(&o, None, "function", "variadic_skb").variadic);
     assert_eq!(
         find(&o, None, "tracepoint", "kfree_skb").drop_reason_pos,
@@ -469,14 +482,14 @@ fn debian_61_btf_dir_with_modules() {
         .any(|e| e.unwrap().file_name() != "vmlinux");
     assert!(has_modules, "{}: no module BTF files", dir.display());
     let o = check_dir(&dir);
-    let in_modules: BTreeMap<&str, usize> =
-        o.listed
-            .iter()
-            .filter_map(|r| r.module.as_deref())
-            .fold(BTreeMap::new(), |mut m, n| {
-                *m.entry(n).or_default() += 1;
-                m
-            });
+    let in_modules: BTreeMap<&str, usize> = o
+        .listed
+        .iter()
+        .filter_map(|r| r.module.as_deref())
+        .fold(BTreeMap::new(), |mut m, n| {
+            *m.entry(n).or_default() += 1;
+            m
+        });
     eprintln!("probes per module: {in_modules:?}");
     let v = find(&o, Some("veth"), "function", "veth_xmit");
     assert_eq!(v.skb_positions, [0]);

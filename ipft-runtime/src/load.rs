@@ -108,12 +108,20 @@ pub fn reason(e: &libbpf_rs::Error) -> String {
     s.rsplit(": ").next().unwrap_or(&s).to_string()
 }
 
-/// Whether an error means "this kernel/sandbox cannot do this backend".
+/// The errno in a libbpf error, if any.
+fn errno(e: &libbpf_rs::Error) -> Option<i32> {
+    let s = format!("{e:#}");
+    let n = s.rsplit("os error ").next()?;
+    n.trim_end_matches(')').parse().ok()
+}
+
+/// Whether an error means "this kernel/sandbox cannot do this backend"
+/// (as opposed to the verifier refusing one program: EACCES/EINVAL).
 fn unavailable(e: &libbpf_rs::Error) -> bool {
-    use libbpf_rs::ErrorKind as K;
-    matches!(e.kind(), K::PermissionDenied | K::NotFound | K::Unsupported)
-        || format!("{e:#}").contains("os error 524")
-        || format!("{e:#}").contains("os error 95")
+    matches!(
+        errno(e),
+        Some(libc::EPERM | libc::ENOENT | libc::EOPNOTSUPP | 524)
+    )
 }
 
 /// Progress of attaching, reported to a callback.
@@ -170,7 +178,16 @@ impl Session {
             }
         }
         let mut s = Session::default();
-        let mut refused: HashSet<String> = HashSet::new();
+        // Programs turned off, with why.
+        let mut refused: BTreeMap<String, String> = BTreeMap::new();
+        let function_progs: Vec<String> = selected
+            .iter()
+            .filter(|&&i| table[i].backend != Backend::TpBtf)
+            .flat_map(|&i| [Some(&table[i].program), table[i].return_program.as_ref()])
+            .flatten()
+            .map(|p| p.to_string())
+            .filter(|p| wanted.contains(p))
+            .collect();
         // A program the kernel refuses fails the whole object load: turn it
         // off and retry, charging the failure to its probes.
         let obj = loop {
@@ -178,23 +195,48 @@ impl Session {
             set_config(&mut open, cfg.bytes(0));
             for mut p in open.progs_mut() {
                 let name = p.name().to_string_lossy().into_owned();
-                p.set_autoload(wanted.contains(&name) && !refused.contains(&name));
+                p.set_autoload(wanted.contains(&name) && !refused.contains_key(&name));
             }
             take_log();
-            match open.load() {
+            let e = match open.load() {
                 Ok(o) => break o,
-                Err(e) => {
-                    let log = take_log();
-                    match failed_program(&log) {
-                        Some(p) if !refused.contains(&p) && refused.len() < 64 => {
-                            refused.insert(p);
-                            if refused.len() == wanted.len() {
-                                return Err(load_error(&e, &log, &refused));
-                            }
-                        }
-                        _ => return Err(load_error(&e, &log, &refused)),
+                Err(e) => e,
+            };
+            let log = take_log();
+            let names: Vec<String> = refused.keys().cloned().collect();
+            if errno(&e) == Some(libc::EPERM) {
+                // Refused before verification (a sandbox, a missing
+                // capability): no function program of this backend can load;
+                // keep the tracepoints if there are any.
+                let backend = selected
+                    .iter()
+                    .map(|&i| table[i].backend)
+                    .find(|b| *b != Backend::TpBtf)
+                    .unwrap_or(Backend::TpBtf);
+                let fresh: Vec<&String> = function_progs
+                    .iter()
+                    .filter(|p| !refused.contains_key(*p))
+                    .collect();
+                if fresh.is_empty() || fresh.len() + refused.len() >= wanted.len() {
+                    return Err(LoadError::Unavailable {
+                        backend,
+                        reason: format!("{e:#}"),
+                    });
+                }
+                let why = format!("{backend} unavailable: {}", reason(&e));
+                for p in fresh {
+                    refused.insert(p.clone(), why.clone());
+                }
+                continue;
+            }
+            match failed_program(&log) {
+                Some(p) if !refused.contains_key(&p) && refused.len() < 64 => {
+                    refused.insert(p, format!("refused by the kernel: {}", reason(&e)));
+                    if refused.len() == wanted.len() {
+                        return Err(load_error(&e, &log, &names));
                     }
                 }
+                _ => return Err(load_error(&e, &log, &names)),
             }
         };
         s.objects.push(obj);
@@ -202,8 +244,8 @@ impl Session {
         let mut done = 0;
         for &i in selected {
             let e = &table[i];
-            if refused.contains(e.program.as_ref()) {
-                s.failed.push((i, "refused by the verifier".into()));
+            if let Some(why) = refused.get(e.program.as_ref()) {
+                s.failed.push((i, why.clone()));
                 continue;
             }
             match e.backend {
@@ -258,7 +300,7 @@ impl Session {
         take_log();
         let main = open_main
             .load()
-            .map_err(|e| load_error(&e, &take_log(), &HashSet::new()))?;
+            .map_err(|e| load_error(&e, &take_log(), &[]))?;
         s.objects.push(main);
         let mut kprobe_multi: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         let mut done = 0;
@@ -429,7 +471,7 @@ impl Session {
             Err(err) => {
                 let log = take_log();
                 return Err(if unavailable(&err) {
-                    TypedError::Fatal(load_error(&err, &log, &HashSet::new()))
+                    TypedError::Fatal(load_error(&err, &log, &[]))
                 } else {
                     TypedError::Probe(format!("load: {}", reason(&err)))
                 });
@@ -475,7 +517,7 @@ fn clone_load_error(e: &LoadError) -> LoadError {
     }
 }
 
-fn load_error(e: &libbpf_rs::Error, log: &str, refused: &HashSet<String>) -> LoadError {
+fn load_error(e: &libbpf_rs::Error, log: &str, refused: &[String]) -> LoadError {
     LoadError::Load {
         program: failed_program(log)
             .or_else(|| refused.iter().next().cloned())

@@ -177,10 +177,20 @@ pub fn running_release() -> Option<String> {
 /// Raw BTF bytes from a raw BTF file or from the `.BTF` section of an ELF
 /// file (possibly compressed, like `.ko.xz`).
 pub fn read_btf_bytes(path: &Path) -> Result<Vec<u8>, BtfError> {
-    let bytes = fs::read(path).map_err(|source| BtfError::Io {
+    let io = |source| BtfError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    // A device (/dev/zero, /dev/urandom) would be read until memory runs
+    // out; pipes (`--btf <(zcat x)`) and regular files are fine.
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let ft = fs::metadata(path).map_err(io)?.file_type();
+        if ft.is_char_device() || ft.is_block_device() || ft.is_socket() {
+            return Err(io(std::io::Error::other("not a regular file")));
+        }
+    }
+    let bytes = fs::read(path).map_err(io)?;
     if bytes.len() >= 2 && u16::from_le_bytes([bytes[0], bytes[1]]) == BTF_MAGIC {
         return Ok(bytes);
     }

@@ -117,10 +117,15 @@ impl Profile {
             msg,
         };
         let raw: Raw = toml::from_str(text).map_err(|e| {
+            // An error at the very end (unclosed array) points past the last
+            // newline: name the last line instead.
+            let last = text.lines().count().max(1);
             let line = e.span().map_or(1, |s| {
                 text[..s.start.min(text.len())].matches('\n').count() + 1
             });
-            invalid(line, e.message().to_string())
+            // toml's messages can span lines ("invalid array\nexpected `]`").
+            let msg: Vec<&str> = e.message().lines().map(str::trim).collect();
+            invalid(line.min(last), msg.join(", "))
         })?;
         let line_of = |needle: &str| {
             text.lines()

@@ -1,6 +1,7 @@
 # Attach benchmark (tests/vm/run --bench): attach and detach time of the
 # whole `all` profile with each function backend, in one boot so that the
 # ratios are comparable. --timings adds ipft's own per-stage split.
+READY_WAIT=400 STOP_WAIT=300
 . /scenarios/lib.sh
 
 for b in kprobe kprobe-multi fentry; do
