@@ -6,6 +6,10 @@ mod common;
 
 use common::*;
 
+fn ipft() -> std::path::PathBuf {
+    env!("CARGO_BIN_EXE_ipft").into()
+}
+
 /// What a marked echo request does over loopback, seen from the skb
 /// tracepoints (Linux 6.x): queued, handed to the loopback driver, re-entered
 /// through netif_rx, received, consumed after the ICMP reply is built.

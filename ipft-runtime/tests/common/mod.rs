@@ -17,10 +17,6 @@ pub fn lock() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-pub fn ipft() -> PathBuf {
-    PathBuf::from(option_env!("CARGO_BIN_EXE_ipft").expect("ipft binary: ipft-runtime tests only"))
-}
-
 pub fn sh(cmd: &str) -> Output {
     Command::new("sh").arg("-c").arg(cmd).output().expect("sh")
 }
