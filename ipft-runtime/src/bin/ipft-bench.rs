@@ -52,6 +52,10 @@ enum Cmd {
         /// Events, each on a distinct skb (the aggregator's worst case).
         #[arg(long, default_value_t = 1_000_000)]
         events: usize,
+        /// Runs; the median rate and the largest peak RSS are reported (a
+        /// run is a fraction of a second, so one busy neighbour skews it).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
     },
     /// Per-hit BPF cost: ipft vs ipftrace2-style vs empty, net of bpf_stats (root).
     PerHit {
@@ -67,37 +71,66 @@ enum Cmd {
     },
 }
 
+/// Append one line to a report (reports are printed after clean-up, and a
+/// closed stdout must not abort it).
+macro_rules! outln {
+    ($out:expr) => {
+        $out.push('\n')
+    };
+    ($out:expr, $($arg:tt)*) => {{
+        $out.push_str(&format!($($arg)*));
+        $out.push('\n');
+    }};
+}
+
 fn main() {
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Pipeline { events } => {
-            pipeline(events);
-            Ok(())
-        }
+        Cmd::Pipeline { events, runs } => Ok(pipeline(events, runs.max(1))),
         Cmd::PerHit {
             seconds,
             count,
             rounds,
         } => per_hit(seconds, count, rounds.max(1)),
     };
-    if let Err(e) = r {
-        eprintln!("ipft-bench: {e:#}");
-        std::process::exit(2);
+    match r {
+        Ok(report) => {
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), report.as_bytes());
+        }
+        Err(e) => {
+            eprintln!("ipft-bench: {e:#}");
+            std::process::exit(2);
+        }
     }
 }
 
-fn pipeline(events: usize) {
-    let r = ipft_runtime::bench::bench_pipeline(events);
-    let mib = r.peak_rss_bytes as f64 / (1 << 20) as f64;
-    println!(
-        "pipeline: {events} events on distinct skbs, one core: {:.2} M events/s, peak RSS {mib:.1} MiB",
-        r.events_per_sec / 1e6
+fn pipeline(events: usize, runs: usize) -> String {
+    let mut out = String::new();
+    let results: Vec<_> = (0..runs)
+        .map(|_| ipft_runtime::bench::bench_pipeline(events))
+        .collect();
+    let rate = median(results.iter().map(|r| r.events_per_sec).collect());
+    let (lo, hi) = results
+        .iter()
+        .map(|r| r.events_per_sec)
+        .fold((f64::MAX, 0f64), |(lo, hi), x| (lo.min(x), hi.max(x)));
+    let peak = results.iter().map(|r| r.peak_rss_bytes).max().unwrap_or(0);
+    let mib = peak as f64 / (1 << 20) as f64;
+    outln!(
+        out,
+        "pipeline: {events} events on distinct skbs, one core: {:.2} M events/s \
+         (median of {runs}, range {:.2}-{:.2}), peak RSS {mib:.1} MiB",
+        rate / 1e6,
+        lo / 1e6,
+        hi / 1e6
     );
-    println!(
+    outln!(
+        out,
         "goals: >= 5 M events/s {}; < 100 MiB {}",
-        verdict(r.events_per_sec >= 5e6),
-        verdict(r.peak_rss_bytes > 0 && mib < 100.0)
+        verdict(rate >= 5e6),
+        verdict(peak > 0 && mib < 100.0)
     );
+    out
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -131,7 +164,9 @@ impl Group {
 /// Keeps the kernel's run-time stats on while held; the kernel turns them
 /// off again when the fd closes, even if this process is killed, so the
 /// sysctl is never left changed.
-struct StatsGuard(#[allow(dead_code)] OwnedFd);
+struct StatsGuard {
+    _fd: OwnedFd,
+}
 
 impl StatsGuard {
     fn enable() -> Result<Self> {
@@ -146,7 +181,9 @@ impl StatsGuard {
             );
         }
         // SAFETY: fd was just returned to us and is owned by nobody else.
-        Ok(StatsGuard(unsafe { OwnedFd::from_raw_fd(fd) }))
+        Ok(StatsGuard {
+            _fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
     }
 }
 
@@ -155,8 +192,9 @@ struct Netns(String);
 
 impl Netns {
     fn create() -> Result<Self> {
-        let ns = Netns(format!("ipft-bench-{}", std::process::id()));
-        run("ip", &["netns", "add", &ns.0])?;
+        let name = format!("ipft-bench-{}", std::process::id());
+        run("ip", &["netns", "add", &name])?;
+        let ns = Netns(name);
         run("ip", &["-n", &ns.0, "link", "set", "lo", "up"])?;
         // Echo replies carry the request's mark, so in the matching phase
         // every hit in the namespace matches (not only the requests).
@@ -421,7 +459,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn per_hit(seconds: u32, count: u32, rounds: usize) -> Result<()> {
+fn per_hit(seconds: u32, count: u32, rounds: usize) -> Result<String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("per-hit must run as root (BPF, network namespaces)");
@@ -529,11 +567,11 @@ fn per_hit(seconds: u32, count: u32, rounds: usize) -> Result<()> {
     drop(session);
     drop(links);
 
-    report(&phases, &counts, ipft_lost, elapsed);
-    Ok(())
+    Ok(report(&phases, &counts, ipft_lost, elapsed))
 }
 
-fn report(phases: &[Vec<Phase>; 2], counts: &Counts, ipft_lost: u64, elapsed: Duration) {
+fn report(phases: &[Vec<Phase>; 2], counts: &Counts, ipft_lost: u64, elapsed: Duration) -> String {
+    let mut out = String::new();
     // Per round: gross, and net of the empty program of the same round.
     let gross = |p: usize, g: Group| median(phases[p].iter().map(|r| r[&g].0).collect());
     let net = |p: usize, g: Group| {
@@ -545,17 +583,23 @@ fn report(phases: &[Vec<Phase>; 2], counts: &Counts, ipft_lost: u64, elapsed: Du
         )
     };
     let hits = |p: usize| -> u64 { phases[p].iter().map(|r| r[&Group::Empty].1).sum() };
-    println!(
+    outln!(
+        out,
         "hits per program: non-matching {}, matching {} ({} rounds, {:.1}s)",
         hits(0),
         hits(1),
         phases[0].len(),
         elapsed.as_secs_f64()
     );
-    println!();
-    println!(
+    outln!(out);
+    outln!(
+        out,
         "{:<32} {:>22} {:>22} {:>16} {:>12}",
-        "program", "non-matching ns/hit", "matching ns/hit", "events received", "events lost"
+        "program",
+        "non-matching ns/hit",
+        "matching ns/hit",
+        "events received",
+        "events lost"
     );
     for g in [Group::Ipft, Group::Ipft2Style] {
         let (rx, lost) = match g {
@@ -565,7 +609,8 @@ fn report(phases: &[Vec<Phase>; 2], counts: &Counts, ipft_lost: u64, elapsed: Du
                 counts.ipft2_lost.load(Ordering::Relaxed),
             ),
         };
-        println!(
+        outln!(
+            out,
             "{:<32} {:>22.1} {:>22.1} {:>16} {:>12}",
             g.label(),
             net(0, g),
@@ -574,18 +619,22 @@ fn report(phases: &[Vec<Phase>; 2], counts: &Counts, ipft_lost: u64, elapsed: Du
             lost
         );
     }
-    println!("(net of the empty program in the same run; medians over rounds)");
-    println!();
-    println!("gross (bpf_stats as read):");
+    outln!(
+        out,
+        "(net of the empty program in the same run; medians over rounds)"
+    );
+    outln!(out);
+    outln!(out, "gross (bpf_stats as read):");
     for g in Group::ALL {
-        println!(
+        outln!(
+            out,
             "{:<32} {:>22.1} {:>22.1}",
             g.label(),
             gross(0, g),
             gross(1, g)
         );
     }
-    println!();
+    outln!(out);
     let ratio = |p: usize| {
         let d = net(p, Group::Ipft2Style);
         if d > 0.0 {
@@ -594,15 +643,18 @@ fn report(phases: &[Vec<Phase>; 2], counts: &Counts, ipft_lost: u64, elapsed: Du
             "n/a (ipftrace2-style net <= 0)".into()
         }
     };
-    println!(
+    outln!(
+        out,
         "ipft / ipftrace2-style (net): non-matching {}, matching {}",
         ratio(0),
         ratio(1)
     );
     let m = net(1, Group::Ipft) / net(1, Group::Ipft2Style);
-    println!(
+    outln!(
+        out,
         "goals: matching <= 0.5x ipftrace2-style {}; non-matching <= 30 ns/hit {}",
         verdict(m.is_finite() && m <= 0.5),
         verdict(net(0, Group::Ipft) <= 30.0)
     );
+    out
 }
