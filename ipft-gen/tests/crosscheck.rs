@@ -280,7 +280,6 @@ fn ipft_gen_list(args: &[&std::ffi::OsStr]) -> Vec<Row> {
 struct Outcome {
     compared: usize,
     dropped: Vec<Row>,
-    dups: usize,
     listed: Vec<Row>,
 }
 
@@ -356,7 +355,6 @@ fn compare(what: &str, listed: Vec<Row>, derived: Vec<Row>, dups: usize) -> Outc
     Outcome {
         compared: exp.len(),
         dropped,
-        dups,
         listed,
     }
 }
@@ -395,14 +393,12 @@ fn check_dir(dir: &Path) -> Outcome {
         dups += d;
     }
     let listed = ipft_gen_list(&["--btf-dir".as_ref(), dir.as_os_str()]);
-    let mut o = compare(
+    compare(
         &format!("{} ({} modules)", dir.display(), modules.len()),
         listed,
         derived,
         dups,
-    );
-    o.dups = dups;
-    o
+    )
 }
 
 fn find<'a>(o: &'a Outcome, module: Option<&str>, kind: &str, name: &str) -> &'a Row {

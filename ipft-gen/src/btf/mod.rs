@@ -268,12 +268,31 @@ pub(crate) fn guard<T>(path: &Path, f: impl FnOnce() -> btf_rs::Result<T>) -> Re
     }
 }
 
+thread_local! {
+    /// Set while this thread runs inside [`quiet_catch_unwind`].
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// catch_unwind without the default hook printing a backtrace banner.
+///
+/// The panic hook is process-wide: swapping it per call races between
+/// threads (one thread can restore another's silent hook for good, hiding
+/// every later panic message). Instead a hook installed once stays silent
+/// only for panics of a thread inside this function and otherwise defers to
+/// the hook it replaced.
 pub(crate) fn quiet_catch_unwind<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    let prev = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.try_with(|q| q.get()).unwrap_or(false) {
+                prev(info)
+            }
+        }));
+    });
+    let was = QUIET.with(|q| q.replace(true));
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    std::panic::set_hook(prev);
+    QUIET.with(|q| q.set(was));
     r.map_err(|p| {
         p.downcast_ref::<String>()
             .cloned()

@@ -127,9 +127,13 @@ impl Profile {
             let msg: Vec<&str> = e.message().lines().map(str::trim).collect();
             invalid(line.min(last), msg.join(", "))
         })?;
+        // The line of a value: its quoted form first (`"["` must not match
+        // the `[` of an earlier array), then the bare text.
         let line_of = |needle: &str| {
+            let quoted = [format!("\"{needle}\""), format!("'{needle}'")];
             text.lines()
-                .position(|l| l.contains(needle))
+                .position(|l| quoted.iter().any(|q| l.contains(q.as_str())))
+                .or_else(|| text.lines().position(|l| l.contains(needle)))
                 .map_or(1, |i| i + 1)
         };
         let compile = |list: &[String]| -> Result<Vec<Regex>, ProfileError> {
