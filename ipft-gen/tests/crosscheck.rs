@@ -90,6 +90,9 @@ struct Row {
     nargs: u8,
     variadic: bool,
     byval: bool,
+    /// Derived side only: a by-value struct shifts the skb off its register.
+    #[serde(default)]
+    byval_before_skb: bool,
     #[serde(default)]
     drop_reason_pos: Option<u8>,
     backends: Vec<String>,
@@ -149,6 +152,7 @@ impl Types<'_> {
             nargs: 0,
             variadic: false,
             byval: false,
+            byval_before_skb: false,
             drop_reason_pos: None,
             backends: Vec::new(),
         };
@@ -165,7 +169,10 @@ impl Types<'_> {
                 Class::DropReason => {
                     r.drop_reason_pos.get_or_insert(pos);
                 }
-                Class::ByVal => r.byval = true,
+                Class::ByVal => {
+                    r.byval = true;
+                    r.byval_before_skb |= r.skb_positions.is_empty();
+                }
                 Class::Other => {}
             }
         }
@@ -251,7 +258,7 @@ fn static_backends(r: &Row) -> Vec<String> {
     if !r.byval && !r.variadic && r.nargs <= FENTRY_MAX_ARGS {
         b.push("fentry".into());
     }
-    if r.skb_positions[0] < REG_ARGS && !r.byval {
+    if r.skb_positions[0] < REG_ARGS && !r.byval_before_skb {
         b.push("kprobe-multi".into());
         b.push("kprobe".into());
     }
@@ -295,6 +302,7 @@ fn compare(what: &str, listed: Vec<Row>, derived: Vec<Row>, dups: usize) -> Outc
     let mut dropped = Vec::new();
     for mut r in derived {
         r.backends = static_backends(&r);
+        r.byval_before_skb = false; // not in ipft-gen's JSON
         if r.backends.is_empty() {
             dropped.push(r);
         } else {

@@ -149,7 +149,10 @@ fn probe_from_proto(
             Param::DropReason => {
                 p.drop_reason_pos.get_or_insert(pos);
             }
-            Param::ByVal => p.byval = true,
+            Param::ByVal => {
+                p.byval = true;
+                p.byval_before_skb |= p.skb_positions.is_empty();
+            }
             Param::Other => {}
         }
     }

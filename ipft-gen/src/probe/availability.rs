@@ -13,7 +13,7 @@ use super::{Backend, Probe, ProbeKind};
 
 /// kprobe reads the skb from a register: x86_64 passes the first six integer
 /// arguments in rdi, rsi, rdx, rcx, r8, r9, so positions 0..=5 are reachable
-/// provided no struct-by-value argument shifts the registers.
+/// provided no struct-by-value argument before the skb shifts the registers.
 pub const KPROBE_MAX_REG_ARGS: u8 = 6;
 
 /// Symbols and features of the running kernel.
@@ -168,7 +168,7 @@ pub fn backends_for(
             if a.fentry && !p.byval && !p.variadic && p.nargs <= a.fentry_max_args {
                 out.push(Backend::Fentry);
             }
-            let reg_ok = p.skb_pos() < KPROBE_MAX_REG_ARGS && !p.byval;
+            let reg_ok = p.skb_pos() < KPROBE_MAX_REG_ARGS && !p.byval_before_skb;
             if reg_ok && a.kprobe_multi {
                 out.push(Backend::KprobeMulti);
             }

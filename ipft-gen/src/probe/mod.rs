@@ -103,6 +103,9 @@ pub struct Probe {
     pub variadic: bool,
     /// Takes a struct or union by value.
     pub byval: bool,
+    /// A by-value struct comes before the skb, shifting it off its register.
+    #[serde(skip)]
+    pub byval_before_skb: bool,
     /// Position of an `enum skb_drop_reason` argument, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drop_reason_pos: Option<u8>,
