@@ -2,12 +2,13 @@
 //! dropping it detaches everything (links are fd-based, so even SIGKILL
 //! leaves nothing attached).
 
-use std::collections::{BTreeMap, HashSet};
-use std::os::fd::AsFd;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Mutex;
 
 use libbpf_rs::{
-    KprobeMultiOpts, KprobeOpts, Link, MapCore, Object, ObjectBuilder, OpenObject, PrintLevel,
+    libbpf_sys, KprobeMultiOpts, KprobeOpts, Link, MapCore, Object, ObjectBuilder, OpenObject,
+    PrintLevel,
 };
 
 use crate::{Backend, ProbeEntry};
@@ -132,7 +133,12 @@ pub type Progress<'a> = &'a mut dyn FnMut(usize);
 pub struct Session {
     // Links first: dropped (detached) before the objects that own the programs.
     links: Vec<Link>,
+    /// Links and programs made with the raw API (generic fentry/fexit).
+    raw_links: Vec<OwnedFd>,
+    raw_progs: Vec<OwnedFd>,
     objects: Vec<Object>,
+    /// Relocated instructions of generic fentry/fexit programs, by name.
+    templates: HashMap<String, Vec<libbpf_sys::bpf_insn>>,
     /// Probe ids attached.
     pub attached: Vec<usize>,
     /// Probe ids that failed, with the reason.
@@ -155,6 +161,8 @@ impl Session {
     /// Detach everything now (also done on drop).
     pub fn detach(&mut self) {
         self.links.clear();
+        self.raw_links.clear();
+        self.raw_progs.clear();
         self.objects.clear();
     }
 
@@ -285,32 +293,63 @@ impl Session {
         graph: bool,
         progress: Progress<'_>,
     ) -> Result<Session, LoadError> {
-        let kprobe_progs: HashSet<&str> = table
+        let mut autoload: HashSet<&str> = table
             .iter()
             .filter(|e| matches!(e.backend, Backend::Kprobe | Backend::KprobeMulti))
             .map(|e| e.program.as_ref())
             .collect();
+        // Each generic fentry/fexit program is loaded once in the main object,
+        // aimed at the first vmlinux function that uses it; its relocated
+        // instructions are then loaded again for every other function (a
+        // verifier pass each, no object reopen), the probe index travelling
+        // as the link's cookie.
+        let mut first_target: BTreeMap<&str, &str> = BTreeMap::new();
+        for e in table
+            .iter()
+            .filter(|e| e.backend == Backend::Fentry && e.module.is_none())
+        {
+            first_target
+                .entry(e.program.as_ref())
+                .or_insert(e.name.as_ref());
+            if let Some(r) = e.return_program.as_deref().filter(|_| graph) {
+                first_target.entry(r).or_insert(e.name.as_ref());
+            }
+        }
+        autoload.extend(first_target.keys());
         let mut s = Session::default();
         let mut open_main = open(object)?;
         set_config(&mut open_main, cfg.bytes(0));
         for mut p in open_main.progs_mut() {
             let name = p.name().to_string_lossy().into_owned();
-            p.set_autoload(kprobe_progs.contains(name.as_str()));
+            p.set_autoload(autoload.contains(name.as_str()));
+            if let Some(t) = first_target.get(name.as_str()) {
+                p.set_attach_target(0, Some(t.to_string()))
+                    .map_err(|e| LoadError::Open(format!("{e:#}")))?;
+            }
         }
         take_log();
-        let main = open_main
-            .load()
-            .map_err(|e| load_error(&e, &take_log(), &[]))?;
+        let main = match open_main.load() {
+            Ok(m) => m,
+            Err(e) if unavailable(&e) && !first_target.is_empty() => {
+                return Err(LoadError::Unavailable {
+                    backend: Backend::Fentry,
+                    reason: format!("{e:#}"),
+                })
+            }
+            Err(e) => return Err(load_error(&e, &take_log(), &[])),
+        };
+        for name in first_target.keys() {
+            if let Some(p) = Self::prog(&main, name) {
+                s.templates.insert(name.to_string(), p.insns().to_vec());
+            }
+        }
         s.objects.push(main);
         let mut kprobe_multi: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         let mut done = 0;
         let mut typed_ok = false;
         for (i, e) in table.iter().enumerate() {
-            match e.backend {
-                Backend::Kprobe => {
-                    let r = s.attach_one(0, e, i, graph);
-                    s.record(i, r);
-                }
+            let r = match e.backend {
+                Backend::Kprobe => Ok(s.attach_one(0, e, i, graph)),
                 Backend::KprobeMulti => {
                     kprobe_multi
                         .entry(e.program.to_string())
@@ -318,32 +357,26 @@ impl Session {
                         .push(i);
                     continue;
                 }
-                Backend::TpBtf | Backend::Fentry => {
-                    let r = s.load_typed_copy(object, e, i, cfg, graph);
-                    if let Err(err) = &r {
-                        if let TypedError::Fatal(le) = err {
-                            if !typed_ok {
-                                // The first copy already fails to load: the
-                                // backend itself is unusable here.
-                                return Err(match le {
-                                    LoadError::Load { error, .. }
-                                        if error.contains("os error 1)")
-                                            || error.contains("os error 524") =>
-                                    {
-                                        LoadError::Unavailable {
-                                            backend: e.backend,
-                                            reason: error.clone(),
-                                        }
-                                    }
-                                    _ => clone_load_error(le),
-                                });
-                            }
-                        }
-                    } else {
-                        typed_ok = true;
-                    }
-                    s.record(i, r.map_err(|e| e.to_string()));
+                Backend::Fentry if e.module.is_none() => s.attach_fentry_raw(e, i, graph),
+                Backend::TpBtf | Backend::Fentry => s.load_typed_copy(object, e, i, cfg, graph),
+            };
+            match r {
+                Ok(r) => {
+                    typed_ok |= r.is_ok();
+                    s.record(i, r);
                 }
+                // The first typed probe already fails: the backend itself is
+                // unusable here (sandbox, missing cookie support, ...).
+                Err(le) if !typed_ok => {
+                    return Err(match le {
+                        LoadError::Load { error, .. } => LoadError::Unavailable {
+                            backend: e.backend,
+                            reason: error,
+                        },
+                        le => le,
+                    })
+                }
+                Err(le) => s.record(i, Err(le.to_string())),
             }
             done += 1;
             progress(done);
@@ -358,6 +391,55 @@ impl Session {
             progress(done);
         }
         Ok(s)
+    }
+
+    /// Load a generic fentry (and fexit) program's instructions for one more
+    /// vmlinux function and link it with the probe index as cookie. The outer
+    /// error is a whole-backend failure, the inner one this probe's.
+    fn attach_fentry_raw(
+        &mut self,
+        e: &ProbeEntry,
+        id: usize,
+        graph: bool,
+    ) -> Result<Result<(), String>, LoadError> {
+        let mut progs = vec![(e.program.as_ref(), libbpf_sys::BPF_TRACE_FENTRY)];
+        if let Some(r) = e.return_program.as_deref().filter(|_| graph) {
+            progs.push((r, libbpf_sys::BPF_TRACE_FEXIT));
+        }
+        let mut links = Vec::new();
+        for (name, attach) in progs {
+            let Some(insns) = self.templates.get(name) else {
+                return Ok(Err(format!("program {name} missing")));
+            };
+            let prog = match raw::prog_load(name, insns, attach, e.btf_id) {
+                Ok(p) => p,
+                Err(errno)
+                    if matches!(errno, libc::EPERM | libc::EINVAL) && self.raw_links.is_empty() =>
+                {
+                    return Err(LoadError::Unavailable {
+                        backend: Backend::Fentry,
+                        reason: format!(
+                            "{} (os error {errno})",
+                            std::io::Error::from_raw_os_error(errno)
+                        ),
+                    })
+                }
+                Err(errno) => {
+                    return Ok(Err(format!(
+                        "load: {}",
+                        std::io::Error::from_raw_os_error(errno)
+                    )))
+                }
+            };
+            let link = match raw::trace_link(prog.as_raw_fd(), attach, id as u64) {
+                Ok(l) => l,
+                Err(errno) => return Ok(Err(std::io::Error::from_raw_os_error(errno).to_string())),
+            };
+            self.raw_progs.push(prog);
+            links.push(link);
+        }
+        self.raw_links.extend(links);
+        Ok(Ok(()))
     }
 
     fn record(&mut self, i: usize, r: Result<(), String>) {
@@ -436,21 +518,18 @@ impl Session {
         id: usize,
         cfg: Config,
         graph: bool,
-    ) -> Result<(), TypedError> {
-        let mut open = open(object).map_err(TypedError::Fatal)?;
+    ) -> Result<Result<(), String>, LoadError> {
+        let mut open = open(object)?;
         set_config(&mut open, cfg.bytes(id as u32));
-        let ret = if graph {
-            e.return_program.as_deref()
-        } else {
-            None
-        };
+        let ret = e.return_program.as_deref().filter(|_| graph);
         for mut p in open.progs_mut() {
             let name = p.name().to_string_lossy().into_owned();
             let on = name == e.program || Some(name.as_str()) == ret;
             p.set_autoload(on);
             if on {
-                p.set_attach_target(0, Some(e.name.to_string()))
-                    .map_err(|err| TypedError::Probe(reason(&err)))?;
+                if let Err(err) = p.set_attach_target(0, Some(e.name.to_string())) {
+                    return Ok(Err(reason(&err)));
+                }
             }
         }
         // Share the ring buffer and loss counters of the main object.
@@ -461,59 +540,96 @@ impl Session {
                 .maps()
                 .find(|x| x.name() == name.as_str() && !name.contains(".rodata"))
             {
-                m.reuse_fd(src.as_fd())
-                    .map_err(|err| TypedError::Probe(reason(&err)))?;
+                if let Err(err) = m.reuse_fd(src.as_fd()) {
+                    return Ok(Err(reason(&err)));
+                }
             }
         }
         take_log();
         let obj = match open.load() {
             Ok(o) => o,
-            Err(err) => {
-                let log = take_log();
-                return Err(if unavailable(&err) {
-                    TypedError::Fatal(load_error(&err, &log, &[]))
-                } else {
-                    TypedError::Probe(format!("load: {}", reason(&err)))
-                });
-            }
+            Err(err) if unavailable(&err) => return Err(load_error(&err, &take_log(), &[])),
+            Err(err) => return Ok(Err(format!("load: {}", reason(&err)))),
         };
         self.objects.push(obj);
         let o = self.objects.len() - 1;
-        self.attach_one(o, e, id, graph).map_err(TypedError::Probe)
-    }
-}
-
-#[derive(Debug)]
-enum TypedError {
-    Fatal(LoadError),
-    Probe(String),
-}
-
-impl std::fmt::Display for TypedError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TypedError::Fatal(e) => write!(f, "{e}"),
-            TypedError::Probe(s) => f.write_str(s),
+        if e.backend != Backend::Fentry {
+            return Ok(self.attach_one(o, e, id, graph));
         }
+        // Generic fentry/fexit read their probe index from the cookie.
+        let mut progs = vec![(e.program.as_ref(), libbpf_sys::BPF_TRACE_FENTRY)];
+        if let Some(r) = ret {
+            progs.push((r, libbpf_sys::BPF_TRACE_FEXIT));
+        }
+        for (name, attach) in progs {
+            let Some(p) = Self::prog(&self.objects[o], name) else {
+                return Ok(Err(format!("program {name} missing")));
+            };
+            match raw::trace_link(p.as_fd().as_raw_fd(), attach, id as u64) {
+                Ok(l) => self.raw_links.push(l),
+                Err(errno) => return Ok(Err(std::io::Error::from_raw_os_error(errno).to_string())),
+            }
+        }
+        Ok(Ok(()))
     }
 }
 
-fn clone_load_error(e: &LoadError) -> LoadError {
-    match e {
-        LoadError::Open(s) => LoadError::Open(s.clone()),
-        LoadError::Load {
-            program,
-            error,
-            log,
-        } => LoadError::Load {
-            program: program.clone(),
-            error: error.clone(),
-            log: log.clone(),
-        },
-        LoadError::Unavailable { backend, reason } => LoadError::Unavailable {
-            backend: *backend,
-            reason: reason.clone(),
-        },
+/// The raw libbpf calls behind generic fentry/fexit: libbpf-rs has neither
+/// loading relocated instructions again nor tracing links with a cookie.
+mod raw {
+    use super::*;
+    use libbpf_rs::libbpf_sys as sys;
+    use std::ffi::CString;
+
+    /// Load `insns` as a tracing program for vmlinux BTF id `btf_id`.
+    pub fn prog_load(
+        name: &str,
+        insns: &[sys::bpf_insn],
+        attach: sys::bpf_attach_type,
+        btf_id: u32,
+    ) -> Result<OwnedFd, i32> {
+        // SAFETY: zeroed opts with sz set is libbpf's initialisation idiom.
+        let mut opts: sys::bpf_prog_load_opts = unsafe { std::mem::zeroed() };
+        opts.sz = std::mem::size_of::<sys::bpf_prog_load_opts>() as _;
+        opts.expected_attach_type = attach;
+        opts.attach_btf_id = btf_id;
+        let name = CString::new(name).map_err(|_| libc::EINVAL)?;
+        let license = CString::new("GPL").unwrap();
+        // SAFETY: all pointers are valid for the duration of the call.
+        let fd = unsafe {
+            sys::bpf_prog_load(
+                sys::BPF_PROG_TYPE_TRACING,
+                name.as_ptr(),
+                license.as_ptr(),
+                insns.as_ptr(),
+                insns.len() as _,
+                &mut opts,
+            )
+        };
+        if fd < 0 {
+            return Err(-fd);
+        }
+        // SAFETY: a fresh fd we own.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// A tracing link (fentry/fexit) carrying `cookie`.
+    pub fn trace_link(
+        prog_fd: i32,
+        attach: sys::bpf_attach_type,
+        cookie: u64,
+    ) -> Result<OwnedFd, i32> {
+        // SAFETY: zeroed opts with sz set; the union member matches the attach type.
+        let mut opts: sys::bpf_link_create_opts = unsafe { std::mem::zeroed() };
+        opts.sz = std::mem::size_of::<sys::bpf_link_create_opts>() as _;
+        opts.__bindgen_anon_1.tracing.cookie = cookie;
+        // SAFETY: valid fd and opts.
+        let fd = unsafe { sys::bpf_link_create(prog_fd, 0, attach, &opts) };
+        if fd < 0 {
+            return Err(-fd);
+        }
+        // SAFETY: a fresh fd we own.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 }
 

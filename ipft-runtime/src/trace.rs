@@ -606,7 +606,11 @@ fn trace_loop(
         }
         let lost = load::lost_events(session.main_object());
         lost_reported = lost_reported.max(lost);
+        let t_detach = Instant::now();
         session.detach();
+        if a.timings {
+            eprintln!("timing: detach {:.3}s", t_detach.elapsed().as_secs_f64());
+        }
         agg.finish(&mut |p| emit(p, &mut sink, &mut packets, &mut io_err));
     }
     let _ = sink.finish();

@@ -125,7 +125,8 @@ fetch() {
     echo "$pkg $(dpkg-deb -f "$work"/*.deb Version)" >"$cache/package"
 
     extract_vmlinux "$cache/vmlinuz" "$cache/vmlinux" || die "no ELF payload found in vmlinuz"
-    readelf -S "$cache/vmlinux" | grep -q '\.BTF ' || die "vmlinux has no .BTF section"
+    # (no `| grep -q`: it closes the pipe early and pipefail reports readelf's SIGPIPE)
+    [[ $(readelf -S "$cache/vmlinux") == *" .BTF "* ]] || die "vmlinux has no .BTF section"
     mkdir -p "$cache/btf"
     dump_btf "$cache/vmlinux" "$cache/btf/vmlinux" || die "could not dump vmlinux BTF"
 

@@ -98,7 +98,7 @@ add_module() {
     [ -n "${seen[$path]:-}" ] && return 0
     seen[$path]=1
     deps=$(grep -E "^$path:" "$moddir/modules.dep" | cut -d: -f2)
-    for d in $(echo $deps | tr ' ' '\n' | tac); do add_module "$d"; done
+    for d in $(tr ' ' '\n' <<<"$deps" | tac); do add_module "$d"; done
     order+=("$path")
 }
 for m in "${MODULES[@]}"; do

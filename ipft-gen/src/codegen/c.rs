@@ -194,7 +194,13 @@ pub fn render_generic() -> Result<String, TemplateError> {
                 skb_pos,
                 reason_pos,
                 is_return: kind == TypedKind::Return,
-                probe: "CONFIG.probe".into(),
+                // tp_btf copies learn their index from rodata (one object
+                // per tracepoint); fentry/fexit programs are loaded once and
+                // attached many times, each link carrying its index as cookie.
+                probe: match kind {
+                    TypedKind::Tracepoint => "CONFIG.probe".into(),
+                    _ => "(__u32)bpf_get_attach_cookie(ctx)".into(),
+                },
             });
         }
     }

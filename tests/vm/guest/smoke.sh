@@ -32,4 +32,4 @@ ns_lo drop
 ip netns exec drop iptables -A OUTPUT -p icmp -j DROP 2>>errors
 ip netns exec drop ping -c 1 -W 1 127.0.0.1 >drop-ping.txt 2>&1; fact drop_ping_rc $?
 fact drop_pkts "$(ip netns exec drop iptables -L OUTPUT -v -x -n | awk '/DROP/{print $1}')"
-fact done yes
+fact "done" yes
