@@ -32,6 +32,9 @@ pub struct Discovery {
     pub availability: Option<Availability>,
     /// Running-kernel symbols, kept for address resolution.
     pub symbols: Option<KernelSymbols>,
+    /// The kernel's journey-ending probes (see `table::END_MARKERS`),
+    /// whatever the selection, with their backends resolved.
+    pub end_markers: Vec<Probe>,
 }
 
 /// Discovery failed.
@@ -65,6 +68,11 @@ pub fn discover(
             p.module.is_none() && p.kind == crate::probe::ProbeKind::Function && p.name == "ip_rcv"
         })
         .map(|p| (p.name.clone(), p.btf_id));
+    let mut end_markers: Vec<Probe> = all
+        .iter()
+        .filter(|p| p.module.is_none() && crate::table::is_end_marker(&p.name, p.kind))
+        .cloned()
+        .collect();
     let mut probes: Vec<Probe> = all
         .into_iter()
         .filter(|p| profile.is_none_or(|pr| pr.keeps(p, release.as_deref())) && filter.keeps(p))
@@ -80,12 +88,14 @@ pub fn discover(
                 }
             }
             let dropped = syms.resolve(&mut probes, &avail);
+            syms.resolve(&mut end_markers, &avail);
             (dropped, Some(avail), Some(syms))
         }
         _ => {
-            for p in probes.iter_mut() {
+            for p in probes.iter_mut().chain(end_markers.iter_mut()) {
                 p.backends = static_backends(p, release.as_deref());
             }
+            end_markers.retain(|p| !p.backends.is_empty());
             let before = probes.len();
             probes.retain(|p| !p.backends.is_empty());
             (before - probes.len(), None, None)
@@ -98,5 +108,6 @@ pub fn discover(
         untraceable,
         availability,
         symbols,
+        end_markers,
     })
 }

@@ -270,15 +270,25 @@ fn generate(a: GenArgs) -> Result<()> {
         }
     }
     let t_discover = t0.elapsed();
-    let probes: Vec<_> = d
-        .probes
-        .iter()
-        .filter(|p| match p.kind {
+    let (mut probes, left_out): (Vec<_>, Vec<_>) =
+        d.probes.iter().cloned().partition(|p| match p.kind {
             ProbeKind::Tracepoint => true,
             ProbeKind::Function => backend.is_some_and(|b| p.backends.contains(&b)),
-        })
-        .cloned()
-        .collect();
+        });
+    if backend.is_some() && !left_out.is_empty() {
+        let names: Vec<String> = left_out
+            .iter()
+            .take(5)
+            .map(|p| format!("{} (skb arg {}, {} args)", p.name, p.skb_pos(), p.nargs))
+            .collect();
+        eprintln!(
+            "ipft-gen: {} functions out of reach of {} left out: {}{}",
+            left_out.len(),
+            a.backend,
+            names.join(", "),
+            if left_out.len() > 5 { ", ..." } else { "" }
+        );
+    }
     if probes.is_empty() {
         bail!(
             "no probe of profile {} is reachable with backend {}",
@@ -286,11 +296,16 @@ fn generate(a: GenArgs) -> Result<()> {
             a.backend
         );
     }
+    // Probes that only end journeys (the skb's memory freed), not printed.
+    let hidden_from = probes.len();
+    let markers = ipft_gen::table::pick_end_markers(&d.end_markers, &probes, backend);
+    probes.extend(markers);
     let plan = Plan {
         profile: &profile.name,
         identity: &d.kernel.identity,
         function_backend: backend.unwrap_or(Backend::Kprobe),
         probes: &probes,
+        hidden_from,
         returns: backend == Some(Backend::Fentry),
     };
     let g = codegen::generate(&plan)?;
@@ -404,6 +419,7 @@ fn bench(a: BenchArgs) -> Result<()> {
             identity: &d.kernel.identity,
             function_backend: Backend::Fentry,
             probes: &probes,
+            hidden_from: probes.len(),
             returns: true,
         };
         compile::write_sources(&out, &codegen::generate(&plan)?)?;

@@ -28,6 +28,59 @@ pub struct ProbeEntry {
     pub return_program: Option<Cow<'static, str>>,
     /// Whether the skb is freed here (ends a journey).
     pub frees_skb: bool,
+    /// Attached only to see the skb freed (ends journeys); not printed.
+    pub hidden: bool,
+}
+
+/// Where an skb's memory is released: the probes that end a journey when
+/// present. kfree_skbmem is the last step of every free; the consume_skb and
+/// kfree_skb tracepoints stand in where it cannot be traced.
+pub const END_MARKERS: &[(&str, ProbeKind)] = &[
+    ("kfree_skbmem", ProbeKind::Function),
+    ("consume_skb", ProbeKind::Tracepoint),
+    ("kfree_skb", ProbeKind::Tracepoint),
+];
+
+/// Whether a probe is one of the [`END_MARKERS`].
+pub fn is_end_marker(name: &str, kind: ProbeKind) -> bool {
+    END_MARKERS.iter().any(|(n, k)| *n == name && *k == kind)
+}
+
+/// Pick the journey-ending probes to add (hidden) for a function backend:
+/// kfree_skbmem when that backend reaches it, else the two tracepoints.
+/// `markers` are the end-marker probes the kernel has; those already
+/// `selected` are left out.
+pub fn pick_end_markers(
+    markers: &[crate::Probe],
+    selected: &[crate::Probe],
+    function_backend: Option<Backend>,
+) -> Vec<crate::Probe> {
+    let have = |p: &crate::Probe| {
+        selected
+            .iter()
+            .any(|s| s.name == p.name && s.kind == p.kind)
+    };
+    let skbmem = markers.iter().find(|p| {
+        p.kind == ProbeKind::Function && function_backend.is_some_and(|b| p.backends.contains(&b))
+    });
+    let chosen: Vec<&crate::Probe> = match skbmem {
+        Some(m) => vec![m],
+        None => markers
+            .iter()
+            .filter(|p| p.kind == ProbeKind::Tracepoint)
+            .collect(),
+    };
+    chosen.into_iter().filter(|p| !have(p)).cloned().collect()
+}
+
+/// Decide which rows end a journey: the end markers if the table has any,
+/// else every function that frees an skb.
+pub fn mark_journey_ends(rows: &mut [ProbeEntry]) {
+    if rows.iter().any(|r| is_end_marker(&r.name, r.kind)) {
+        for r in rows.iter_mut() {
+            r.frees_skb = is_end_marker(&r.name, r.kind);
+        }
+    }
 }
 
 /// Identity of the kernel a table was generated for.

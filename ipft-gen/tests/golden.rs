@@ -37,6 +37,7 @@ fn generate(backend: Backend) -> codegen::Generated {
         identity: &k.identity,
         function_backend: backend,
         probes: &probes,
+        hidden_from: probes.len(),
         returns: backend == Backend::Fentry,
     };
     codegen::generate(&plan).unwrap()

@@ -6,19 +6,28 @@ use std::borrow::Cow;
 use ipft_gen::probe::{Backend, Probe, ProbeKind};
 use ipft_gen::table::{self, ProbeEntry, TypedKind, GENERIC_MAX_SKB_POS, GENERIC_REASON_PAIRS};
 
-/// Table rows for `probes`: functions through `function_backend` (skipped
-/// when `None` or unreachable with it), tracepoints through tp_btf. Returns
-/// the rows and the number of probes left out.
-pub fn table_for(probes: &[Probe], function_backend: Option<Backend>) -> (Vec<ProbeEntry>, usize) {
+/// Table rows for `probes`: functions through `function_backend` (left out
+/// when `None` or unreachable with it), tracepoints through tp_btf. Probes
+/// from index `hidden_from` on only end journeys. Returns the rows and the
+/// probes left out, with the reason.
+pub fn table_for(
+    probes: &[Probe],
+    hidden_from: usize,
+    function_backend: Option<Backend>,
+) -> (Vec<ProbeEntry>, Vec<(String, String)>) {
     let mut rows = Vec::new();
-    let mut skipped = 0;
-    for p in probes {
+    let mut skipped = Vec::new();
+    for (i, p) in probes.iter().enumerate() {
         let backend = match p.kind {
             ProbeKind::Tracepoint => Backend::TpBtf,
             ProbeKind::Function => match function_backend {
                 Some(b) if p.backends.contains(&b) => b,
-                _ => {
-                    skipped += 1;
+                Some(b) => {
+                    skipped.push((p.name.clone(), unreachable_reason(p, b)));
+                    continue;
+                }
+                None => {
+                    skipped.push((p.name.clone(), "no function backend".into()));
                     continue;
                 }
             },
@@ -32,7 +41,10 @@ pub fn table_for(probes: &[Probe], function_backend: Option<Backend>) -> (Vec<Pr
             Backend::Kprobe => (table::kprobe_program(false, skb, reason), None),
             Backend::KprobeMulti => (table::kprobe_program(true, skb, reason), None),
             Backend::TpBtf | Backend::Fentry if skb > GENERIC_MAX_SKB_POS => {
-                skipped += 1;
+                skipped.push((
+                    p.name.clone(),
+                    format!("skb in argument {skb}: beyond the generic programs"),
+                ));
                 continue;
             }
             Backend::TpBtf => (
@@ -55,7 +67,27 @@ pub fn table_for(probes: &[Probe], function_backend: Option<Backend>) -> (Vec<Pr
             program: Cow::Owned(program),
             return_program: ret.map(Cow::Owned),
             frees_skb: p.frees_skb(),
+            hidden: i >= hidden_from,
         });
     }
+    table::mark_journey_ends(&mut rows);
     (rows, skipped)
+}
+
+/// Why backend `b` cannot reach `p`.
+fn unreachable_reason(p: &Probe, b: Backend) -> String {
+    match b {
+        Backend::Kprobe | Backend::KprobeMulti
+            if p.skb_pos() >= ipft_gen::probe::KPROBE_MAX_REG_ARGS =>
+        {
+            format!("skb in argument {}: {b} reads registers 0..5", p.skb_pos())
+        }
+        Backend::Kprobe | Backend::KprobeMulti if p.byval_before_skb => {
+            format!("struct passed by value before the skb: {b} cannot find it")
+        }
+        Backend::Fentry if p.variadic => "variadic: no fentry trampoline".into(),
+        Backend::Fentry if p.byval => "struct passed by value: not traced with fentry".into(),
+        Backend::Fentry => format!("{} arguments: beyond the fentry trampoline limit", p.nargs),
+        _ => format!("not reachable with {b}"),
+    }
 }

@@ -145,6 +145,8 @@ pub struct Session {
     pub failed: Vec<(usize, String)>,
     /// Probes left out by the selection (profile, regexes) or unreachable.
     pub filtered: usize,
+    /// Selected probes the backend cannot reach: (name, why).
+    pub skipped: Vec<(String, String)>,
 }
 
 impl Session {

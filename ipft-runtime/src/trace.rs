@@ -136,6 +136,7 @@ fn run(a: IpftArgs, source: Source) -> Result<i32> {
     if a.list {
         return list(&v).map(|_| 0);
     }
+    raise_nofile();
     load::capture_libbpf_log();
     let cfg = Config {
         mark: v.mark,
@@ -158,6 +159,30 @@ fn run(a: IpftArgs, source: Source) -> Result<i32> {
     let reasons = drop_reasons(&table);
     let code = trace_loop(&a, v, session, &table, &reasons)?;
     Ok(code)
+}
+
+/// Every probe costs an fd or two (programs, links, perf events): lift the
+/// soft open-file limit to the hard one, and the hard one as far as root may.
+fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid pointer to an rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    let want = lim.rlim_max.max(1 << 20);
+    let up = libc::rlimit {
+        rlim_cur: want,
+        rlim_max: want,
+    };
+    // SAFETY: as above; failure (no CAP_SYS_RESOURCE) falls back below.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &up) } != 0 {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: as above.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    }
 }
 
 fn list(v: &Validated) -> Result<()> {
@@ -261,7 +286,7 @@ fn attach_generic(
         .collect();
     if has_functions {
         for b in &candidates {
-            let (table, _skipped) = generic::table_for(&d.probes, Some(*b));
+            let (table, skipped) = with_end_markers(&d.probes, &d.end_markers, Some(*b));
             if !table.iter().any(|e| e.backend == *b) {
                 why_not.push(format!("{b}: no selected function reachable"));
                 continue;
@@ -274,7 +299,8 @@ fn attach_generic(
             match r {
                 Ok(s) if s.attached.iter().any(|&i| table[i].backend == *b) => {
                     let mut s = s;
-                    s.filtered = discovered(&d) - table.len();
+                    s.filtered = discovered(&d).saturating_sub(table.len() + skipped.len());
+                    s.skipped = skipped;
                     return Ok((s, table, None));
                 }
                 Ok(s) => {
@@ -328,15 +354,28 @@ fn attach_generic(
     if probes.is_empty() {
         bail!("no function backend works here and no tracepoint matches the selection");
     }
-    let (table, _) = generic::table_for(&probes, None);
+    let (table, _) = with_end_markers(&probes, &d.end_markers, None);
     let pb = progress_bar(table.len());
     let s = Session::generic(crate::GENERIC_OBJECT, &table, cfg, false, &mut |n| {
         pb.set_position(n as u64)
     })?;
     pb.finish_and_clear();
     let mut s = s;
-    s.filtered = discovered(&d) - table.len();
+    s.filtered = discovered(&d).saturating_sub(table.len());
     Ok((s, table, note))
+}
+
+/// The table for `probes` plus the hidden probes that end journeys where
+/// the skb's memory is released, so reused skb addresses start new packets
+/// even when the selection has no free function.
+fn with_end_markers(
+    probes: &[ipft_gen::Probe],
+    markers: &[ipft_gen::Probe],
+    backend: Option<Backend>,
+) -> (Vec<ProbeEntry>, Vec<(String, String)>) {
+    let mut all = probes.to_vec();
+    all.extend(ipft_gen::table::pick_end_markers(markers, probes, backend));
+    generic::table_for(&all, probes.len(), backend)
 }
 
 /// Every skb probe the kernel's BTF has.
@@ -434,26 +473,47 @@ fn summary(s: &Session, table: &[ProbeEntry], note: Option<&str>) {
         b.dedup();
         b
     };
+    let hidden = s.attached.iter().filter(|&&i| table[i].hidden).count();
     eprintln!(
-        "Total {} probes, attached {} ({}), failed {}, filtered {}",
-        s.attached.len() + s.failed.len(),
-        s.attached.len(),
+        "Total {} probes, attached {} ({}), failed {}, filtered {}{}",
+        s.attached.len() + s.failed.len() - hidden,
+        s.attached.len() - hidden,
         backends.join("+"),
         s.failed.len(),
-        s.filtered
+        s.filtered + s.skipped.len(),
+        if hidden > 0 {
+            format!(" (+{hidden} hidden probes ending journeys)")
+        } else {
+            String::new()
+        }
     );
-    let mut groups: Vec<_> = groups.into_iter().collect();
-    groups.sort();
-    for (why, names) in groups {
-        let shown: Vec<&str> = names.iter().take(5).copied().collect();
-        eprintln!(
-            "  failed ({why}): {} {}{}",
-            names.len(),
-            shown.join(", "),
-            if names.len() > 5 { ", ..." } else { "" }
-        );
+    for (why, names) in group(s.skipped.iter().map(|(n, w)| (w.as_str(), n.as_str()))) {
+        eprintln!("  left out ({why}): {}", names);
+    }
+    for (why, names) in group(
+        s.failed
+            .iter()
+            .map(|(i, w)| (w.as_str(), table[*i].name.as_ref())),
+    ) {
+        eprintln!("  failed ({why}): {names}");
     }
     eprintln!("Trace ready!");
+}
+
+/// Group (reason, name) pairs: "N a, b, c, d, e, ..." per reason, sorted.
+fn group<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<(&'a str, String)> {
+    let mut groups: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for (why, name) in pairs {
+        groups.entry(why).or_default().push(name);
+    }
+    groups
+        .into_iter()
+        .map(|(why, names)| {
+            let shown: Vec<&str> = names.iter().take(5).copied().collect();
+            let more = if names.len() > 5 { ", ..." } else { "" };
+            (why, format!("{} {}{more}", names.len(), shown.join(", ")))
+        })
+        .collect()
 }
 
 /// Drop reason names from the running kernel's `enum skb_drop_reason`,
@@ -556,10 +616,16 @@ fn trace_loop(
             0
         })?;
         let rb = rb.build()?;
-        let emit = |p: Packet,
+        let hidden: Vec<bool> = table.iter().map(|e| e.hidden).collect();
+        let emit = |mut p: Packet,
                     sink: &mut Box<dyn Sink>,
                     packets: &mut u64,
                     io_err: &mut Option<std::io::Error>| {
+            p.events
+                .retain(|e| !hidden.get(e.probe as usize).copied().unwrap_or(false));
+            if p.events.is_empty() {
+                return;
+            }
             if io_err.is_none() {
                 if let Err(e) = sink.packet(&p, &names) {
                     *io_err = Some(e);

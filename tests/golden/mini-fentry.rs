@@ -51,6 +51,7 @@ pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
         program: ::std::borrow::Cow::Borrowed("ipft_f0"),
         return_program: Some(::std::borrow::Cow::Borrowed("ipft_x0")),
         frees_skb: false,
+        hidden: false,
     },
     ::ipft_runtime::ProbeEntry {
         name: ::std::borrow::Cow::Borrowed("consume_skb"),
@@ -62,7 +63,8 @@ pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
         btf_id: 44u32,
         program: ::std::borrow::Cow::Borrowed("ipft_f1"),
         return_program: Some(::std::borrow::Cow::Borrowed("ipft_x1")),
-        frees_skb: true,
+        frees_skb: false,
+        hidden: false,
     },
     ::ipft_runtime::ProbeEntry {
         name: ::std::borrow::Cow::Borrowed("entry"),
@@ -75,6 +77,7 @@ pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
         program: ::std::borrow::Cow::Borrowed("ipft_f2"),
         return_program: Some(::std::borrow::Cow::Borrowed("ipft_x2")),
         frees_skb: false,
+        hidden: false,
     },
     ::ipft_runtime::ProbeEntry {
         name: ::std::borrow::Cow::Borrowed("entry2"),
@@ -87,6 +90,7 @@ pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
         program: ::std::borrow::Cow::Borrowed("ipft_f3"),
         return_program: Some(::std::borrow::Cow::Borrowed("ipft_x3")),
         frees_skb: false,
+        hidden: false,
     },
     ::ipft_runtime::ProbeEntry {
         name: ::std::borrow::Cow::Borrowed(
@@ -101,6 +105,7 @@ pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
         program: ::std::borrow::Cow::Borrowed("ipft_f4"),
         return_program: Some(::std::borrow::Cow::Borrowed("ipft_x4")),
         frees_skb: false,
+        hidden: false,
     },
     ::ipft_runtime::ProbeEntry {
         name: ::std::borrow::Cow::Borrowed("ip_finish_output"),
@@ -113,6 +118,7 @@ pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
         program: ::std::borrow::Cow::Borrowed("ipft_f5"),
         return_program: Some(::std::borrow::Cow::Borrowed("ipft_x5")),
         frees_skb: false,
+        hidden: false,
     },
     ::ipft_runtime::ProbeEntry {
         name: ::std::borrow::Cow::Borrowed("ip_rcv"),
@@ -125,6 +131,7 @@ pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
         program: ::std::borrow::Cow::Borrowed("ipft_f6"),
         return_program: Some(::std::borrow::Cow::Borrowed("ipft_x6")),
         frees_skb: false,
+        hidden: false,
     },
     ::ipft_runtime::ProbeEntry {
         name: ::std::borrow::Cow::Borrowed("kfree_skb_reason"),
@@ -136,7 +143,8 @@ pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
         btf_id: 42u32,
         program: ::std::borrow::Cow::Borrowed("ipft_f7"),
         return_program: Some(::std::borrow::Cow::Borrowed("ipft_x7")),
-        frees_skb: true,
+        frees_skb: false,
+        hidden: false,
     },
     ::ipft_runtime::ProbeEntry {
         name: ::std::borrow::Cow::Borrowed("match"),
@@ -149,6 +157,7 @@ pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
         program: ::std::borrow::Cow::Borrowed("ipft_f8"),
         return_program: Some(::std::borrow::Cow::Borrowed("ipft_x8")),
         frees_skb: false,
+        hidden: false,
     },
     ::ipft_runtime::ProbeEntry {
         name: ::std::borrow::Cow::Borrowed("self"),
@@ -161,6 +170,7 @@ pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
         program: ::std::borrow::Cow::Borrowed("ipft_f9"),
         return_program: Some(::std::borrow::Cow::Borrowed("ipft_x9")),
         frees_skb: false,
+        hidden: false,
     },
     ::ipft_runtime::ProbeEntry {
         name: ::std::borrow::Cow::Borrowed("sixth_skb"),
@@ -173,6 +183,7 @@ pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
         program: ::std::borrow::Cow::Borrowed("ipft_f10"),
         return_program: Some(::std::borrow::Cow::Borrowed("ipft_x10")),
         frees_skb: false,
+        hidden: false,
     },
     ::ipft_runtime::ProbeEntry {
         name: ::std::borrow::Cow::Borrowed("two_skbs"),
@@ -185,6 +196,7 @@ pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
         program: ::std::borrow::Cow::Borrowed("ipft_f11"),
         return_program: Some(::std::borrow::Cow::Borrowed("ipft_x11")),
         frees_skb: false,
+        hidden: false,
     },
     ::ipft_runtime::ProbeEntry {
         name: ::std::borrow::Cow::Borrowed("typedef_skb"),
@@ -197,6 +209,7 @@ pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
         program: ::std::borrow::Cow::Borrowed("ipft_f12"),
         return_program: Some(::std::borrow::Cow::Borrowed("ipft_x12")),
         frees_skb: false,
+        hidden: false,
     },
     ::ipft_runtime::ProbeEntry {
         name: ::std::borrow::Cow::Borrowed("kfree_skb"),
@@ -209,6 +222,7 @@ pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
         program: ::std::borrow::Cow::Borrowed("ipft_t13"),
         return_program: None,
         frees_skb: true,
+        hidden: false,
     },
     ::ipft_runtime::ProbeEntry {
         name: ::std::borrow::Cow::Borrowed("net_dev_queue"),
@@ -221,5 +235,6 @@ pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
         program: ::std::borrow::Cow::Borrowed("ipft_t14"),
         return_program: None,
         frees_skb: false,
+        hidden: false,
     },
 ];

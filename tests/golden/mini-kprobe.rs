@@ -51,6 +51,7 @@ pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
         program: ::std::borrow::Cow::Borrowed("ipft_k0"),
         return_program: None,
         frees_skb: false,
+        hidden: false,
     },
     ::ipft_runtime::ProbeEntry {
         name: ::std::borrow::Cow::Borrowed("consume_skb"),
@@ -62,7 +63,8 @@ pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
         btf_id: 44u32,
         program: ::std::borrow::Cow::Borrowed("ipft_k0"),
         return_program: None,
-        frees_skb: true,
+        frees_skb: false,
+        hidden: false,
     },
     ::ipft_runtime::ProbeEntry {
         name: ::std::borrow::Cow::Borrowed("entry"),
@@ -75,6 +77,7 @@ pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
         program: ::std::borrow::Cow::Borrowed("ipft_k0"),
         return_program: None,
         frees_skb: false,
+        hidden: false,
     },
     ::ipft_runtime::ProbeEntry {
         name: ::std::borrow::Cow::Borrowed("entry2"),
@@ -87,6 +90,7 @@ pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
         program: ::std::borrow::Cow::Borrowed("ipft_k0"),
         return_program: None,
         frees_skb: false,
+        hidden: false,
     },
     ::ipft_runtime::ProbeEntry {
         name: ::std::borrow::Cow::Borrowed(
@@ -101,6 +105,7 @@ pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
         program: ::std::borrow::Cow::Borrowed("ipft_k0"),
         return_program: None,
         frees_skb: false,
+        hidden: false,
     },
     ::ipft_runtime::ProbeEntry {
         name: ::std::borrow::Cow::Borrowed("ip_finish_output"),
@@ -113,6 +118,7 @@ pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
         program: ::std::borrow::Cow::Borrowed("ipft_k2"),
         return_program: None,
         frees_skb: false,
+        hidden: false,
     },
     ::ipft_runtime::ProbeEntry {
         name: ::std::borrow::Cow::Borrowed("ip_rcv"),
@@ -125,6 +131,7 @@ pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
         program: ::std::borrow::Cow::Borrowed("ipft_k0"),
         return_program: None,
         frees_skb: false,
+        hidden: false,
     },
     ::ipft_runtime::ProbeEntry {
         name: ::std::borrow::Cow::Borrowed("kfree_skb_reason"),
@@ -136,7 +143,8 @@ pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
         btf_id: 42u32,
         program: ::std::borrow::Cow::Borrowed("ipft_k0_r1"),
         return_program: None,
-        frees_skb: true,
+        frees_skb: false,
+        hidden: false,
     },
     ::ipft_runtime::ProbeEntry {
         name: ::std::borrow::Cow::Borrowed("match"),
@@ -149,6 +157,7 @@ pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
         program: ::std::borrow::Cow::Borrowed("ipft_k0"),
         return_program: None,
         frees_skb: false,
+        hidden: false,
     },
     ::ipft_runtime::ProbeEntry {
         name: ::std::borrow::Cow::Borrowed("self"),
@@ -161,6 +170,7 @@ pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
         program: ::std::borrow::Cow::Borrowed("ipft_k0"),
         return_program: None,
         frees_skb: false,
+        hidden: false,
     },
     ::ipft_runtime::ProbeEntry {
         name: ::std::borrow::Cow::Borrowed("sixth_skb"),
@@ -173,6 +183,7 @@ pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
         program: ::std::borrow::Cow::Borrowed("ipft_k5"),
         return_program: None,
         frees_skb: false,
+        hidden: false,
     },
     ::ipft_runtime::ProbeEntry {
         name: ::std::borrow::Cow::Borrowed("two_skbs"),
@@ -185,6 +196,7 @@ pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
         program: ::std::borrow::Cow::Borrowed("ipft_k0"),
         return_program: None,
         frees_skb: false,
+        hidden: false,
     },
     ::ipft_runtime::ProbeEntry {
         name: ::std::borrow::Cow::Borrowed("typedef_skb"),
@@ -197,6 +209,7 @@ pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
         program: ::std::borrow::Cow::Borrowed("ipft_k1"),
         return_program: None,
         frees_skb: false,
+        hidden: false,
     },
     ::ipft_runtime::ProbeEntry {
         name: ::std::borrow::Cow::Borrowed("variadic_skb"),
@@ -209,6 +222,7 @@ pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
         program: ::std::borrow::Cow::Borrowed("ipft_k0"),
         return_program: None,
         frees_skb: false,
+        hidden: false,
     },
     ::ipft_runtime::ProbeEntry {
         name: ::std::borrow::Cow::Borrowed("kfree_skb"),
@@ -221,6 +235,7 @@ pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
         program: ::std::borrow::Cow::Borrowed("ipft_t14"),
         return_program: None,
         frees_skb: true,
+        hidden: false,
     },
     ::ipft_runtime::ProbeEntry {
         name: ::std::borrow::Cow::Borrowed("net_dev_queue"),
@@ -233,5 +248,6 @@ pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
         program: ::std::borrow::Cow::Borrowed("ipft_t15"),
         return_program: None,
         frees_skb: false,
+        hidden: false,
     },
 ];

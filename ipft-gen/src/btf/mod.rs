@@ -99,9 +99,14 @@ impl KernelBtf {
                 path: path.to_path_buf(),
                 reason,
             })?;
-            guard(path, || {
+            // sysfs files cannot be mmapped on older kernels (ENODEV on 6.1
+            // and 6.12): parse the bytes already read instead.
+            match guard(path, || {
                 Btf::from_file_with_backend(path, btf_rs::Backend::Mmap)
-            })?
+            }) {
+                Ok(b) => b,
+                Err(_) => parse(path, &bytes, None)?,
+            }
         } else {
             parse(path, &bytes, None)?
         };

@@ -22,8 +22,11 @@ pub struct Plan<'a> {
     pub identity: &'a BtfIdentity,
     /// Backend for function probes (tracepoints always use tp_btf).
     pub function_backend: Backend,
-    /// Probes, in table order.
+    /// Probes, in table order; those from `hidden_from` on only end
+    /// journeys and are not printed.
     pub probes: &'a [Probe],
+    /// Index of the first hidden probe (`probes.len()` for none).
+    pub hidden_from: usize,
     /// Also generate fexit programs (function_graph) with fentry.
     pub returns: bool,
 }
@@ -31,7 +34,8 @@ pub struct Plan<'a> {
 impl Plan<'_> {
     /// The probe table for this plan (specialised programs).
     pub fn table(&self) -> Vec<ProbeEntry> {
-        self.probes
+        let mut rows: Vec<ProbeEntry> = self
+            .probes
             .iter()
             .enumerate()
             .map(|(i, p)| {
@@ -65,9 +69,12 @@ impl Plan<'_> {
                     program: Cow::Owned(program),
                     return_program: return_program.map(Cow::Owned),
                     frees_skb: p.frees_skb(),
+                    hidden: i >= self.hidden_from,
                 }
             })
-            .collect()
+            .collect();
+        table::mark_journey_ends(&mut rows);
+        rows
     }
 }
 

@@ -44,6 +44,7 @@ pub fn render(identity: &BtfIdentity, table: &[ProbeEntry], mode: ObjectMode) ->
         let program = e.program.as_ref();
         let ret = opt_str(e.return_program.as_deref());
         let frees = e.frees_skb;
+        let hidden = e.hidden;
         quote! {
             ::ipft_runtime::ProbeEntry {
                 name: ::std::borrow::Cow::Borrowed(#name),
@@ -56,6 +57,7 @@ pub fn render(identity: &BtfIdentity, table: &[ProbeEntry], mode: ObjectMode) ->
                 program: ::std::borrow::Cow::Borrowed(#program),
                 return_program: #ret,
                 frees_skb: #frees,
+                hidden: #hidden,
             }
         }
     });

@@ -450,6 +450,7 @@ fn ipft_table() -> Vec<ProbeEntry> {
             program: "ipft_gt0".into(),
             return_program: None,
             frees_skb: false,
+            hidden: false,
         })
         .collect()
 }

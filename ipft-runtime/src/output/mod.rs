@@ -190,6 +190,7 @@ pub(crate) mod testutil {
             program: Cow::Borrowed("ipft_f0"),
             return_program: None,
             frees_skb: false,
+            hidden: false,
         }
     }
 }
