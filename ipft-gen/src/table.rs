@@ -104,13 +104,19 @@ pub enum ObjectMode {
     Generic,
 }
 
-/// Name of the kprobe / kprobe-multi program for an skb (and reason) position.
-pub fn kprobe_program(multi: bool, skb_pos: u8, reason_pos: Option<u8>) -> String {
+/// Name of the kprobe / kprobe-multi program for an skb (and reason)
+/// position; `end` for the journey-ending variant.
+pub fn kprobe_program(multi: bool, skb_pos: u8, reason_pos: Option<u8>, end: bool) -> String {
     let k = if multi { 'm' } else { 'k' };
-    match reason_pos {
-        Some(r) => format!("ipft_{k}{skb_pos}_r{r}"),
-        None => format!("ipft_{k}{skb_pos}"),
-    }
+    let r = reason_pos.map(|r| format!("_r{r}")).unwrap_or_default();
+    let e = if end { "_e" } else { "" };
+    format!("ipft_{k}{skb_pos}{r}{e}")
+}
+
+/// Name of the kretprobe (or kretprobe.multi) program: one serves every
+/// position, the skb comes from the entry's stash.
+pub fn kretprobe_program(multi: bool) -> String {
+    format!("ipft_{}r", if multi { 'm' } else { 'k' })
 }
 
 /// Typed program kinds.
@@ -148,12 +154,12 @@ pub fn typed_program(kind: TypedKind, index: usize) -> String {
     format!("ipft_{}{index}", kind.letter())
 }
 
-/// Name of a generic typed program for an skb (and reason) position.
-pub fn generic_program(kind: TypedKind, skb_pos: u8, reason_pos: Option<u8>) -> String {
-    match reason_pos {
-        Some(r) => format!("ipft_g{}{skb_pos}_r{r}", kind.letter()),
-        None => format!("ipft_g{}{skb_pos}", kind.letter()),
-    }
+/// Name of a generic typed program for an skb (and reason) position;
+/// `end` for the journey-ending variant.
+pub fn generic_program(kind: TypedKind, skb_pos: u8, reason_pos: Option<u8>, end: bool) -> String {
+    let r = reason_pos.map(|r| format!("_r{r}")).unwrap_or_default();
+    let e = if end { "_e" } else { "" };
+    format!("ipft_g{}{skb_pos}{r}{e}", kind.letter())
 }
 
 /// Positions covered by the generic object; probes outside them need a

@@ -33,13 +33,21 @@ pub fn table_for(
             },
         };
         let skb = p.skb_pos();
+        // End markers take the skb first.
+        let end = table::is_end_marker(&p.name, p.kind) && skb == 0;
         // Only (skb, reason) pairs the generic object has programs for.
-        let reason = p
-            .drop_reason_pos
-            .filter(|r| GENERIC_REASON_PAIRS.contains(&(skb, *r)));
+        let reason = p.drop_reason_pos.filter(|&r| match end {
+            true => p.kind == ProbeKind::Tracepoint && r == 2,
+            false => GENERIC_REASON_PAIRS.contains(&(skb, r)),
+        });
         let (program, ret) = match backend {
-            Backend::Kprobe => (table::kprobe_program(false, skb, reason), None),
-            Backend::KprobeMulti => (table::kprobe_program(true, skb, reason), None),
+            Backend::Kprobe | Backend::KprobeMulti => {
+                let multi = backend == Backend::KprobeMulti;
+                (
+                    table::kprobe_program(multi, skb, reason, end),
+                    (!end && i < hidden_from).then(|| table::kretprobe_program(multi)),
+                )
+            }
             Backend::TpBtf | Backend::Fentry if skb > GENERIC_MAX_SKB_POS => {
                 skipped.push((
                     p.name.clone(),
@@ -48,12 +56,17 @@ pub fn table_for(
                 continue;
             }
             Backend::TpBtf => (
-                table::generic_program(TypedKind::Tracepoint, skb, reason),
+                table::generic_program(TypedKind::Tracepoint, skb, reason, end),
                 None,
             ),
             Backend::Fentry => (
-                table::generic_program(TypedKind::Entry, skb, reason),
-                Some(table::generic_program(TypedKind::Return, skb, reason)),
+                table::generic_program(TypedKind::Entry, skb, reason, end),
+                Some(table::generic_program(
+                    TypedKind::Return,
+                    skb,
+                    reason,
+                    false,
+                )),
             ),
         };
         rows.push(ProbeEntry {

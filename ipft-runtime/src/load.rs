@@ -22,15 +22,19 @@ pub struct Config {
     pub mask: u32,
     /// Wake the reader once this many bytes are queued.
     pub wakeup_bytes: u64,
+    /// Trace returns (-t function_graph): kprobes stash the skb for kretprobes.
+    pub graph: bool,
 }
 
 impl Config {
+    /// `struct ipft_config` as laid out in templates/bpf/tracer.bpf.c.hbs.
     fn bytes(&self, probe: u32) -> [u8; 24] {
         let mut b = [0u8; 24];
         b[0..4].copy_from_slice(&self.mark.to_ne_bytes());
         b[4..8].copy_from_slice(&self.mask.to_ne_bytes());
         b[8..16].copy_from_slice(&self.wakeup_bytes.to_ne_bytes());
         b[16..20].copy_from_slice(&probe.to_ne_bytes());
+        b[20..24].copy_from_slice(&u32::from(self.graph).to_ne_bytes());
         b
     }
 }
@@ -276,7 +280,7 @@ impl Session {
         }
         for (prog, ids) in kprobe_multi {
             let n = ids.len();
-            let r = s.attach_multi(0, &prog, table, &ids);
+            let r = s.attach_multi(0, &prog, table, &ids, graph);
             for i in ids {
                 s.record(i, r.as_ref().map(|_| ()).map_err(Clone::clone));
             }
@@ -295,11 +299,16 @@ impl Session {
         graph: bool,
         progress: Progress<'_>,
     ) -> Result<Session, LoadError> {
-        let mut autoload: HashSet<&str> = table
+        let mut autoload: HashSet<&str> = HashSet::new();
+        for e in table
             .iter()
             .filter(|e| matches!(e.backend, Backend::Kprobe | Backend::KprobeMulti))
-            .map(|e| e.program.as_ref())
-            .collect();
+        {
+            autoload.insert(e.program.as_ref());
+            if let Some(r) = e.return_program.as_deref().filter(|_| graph) {
+                autoload.insert(r);
+            }
+        }
         // Each generic fentry/fexit program is loaded once in the main object,
         // aimed at the first vmlinux function that uses it; its relocated
         // instructions are then loaded again for every other function (a
@@ -385,7 +394,7 @@ impl Session {
         }
         for (prog, ids) in kprobe_multi {
             let n = ids.len();
-            let r = s.attach_multi(0, &prog, table, &ids);
+            let r = s.attach_multi(0, &prog, table, &ids, graph);
             for i in ids {
                 s.record(i, r.as_ref().map(|_| ()).map_err(Clone::clone));
             }
@@ -480,11 +489,20 @@ impl Session {
         }
         .map_err(|err| reason(&err))?;
         let mut links = vec![link];
-        if graph && e.backend == Backend::Fentry {
-            if let Some(r) = &e.return_program {
-                let rp = Self::prog(obj, r).ok_or_else(|| format!("program {r} missing"))?;
-                links.push(rp.attach_trace().map_err(|err| reason(&err))?);
-            }
+        if let Some(r) = e.return_program.as_deref().filter(|_| graph) {
+            let rp = Self::prog(obj, r).ok_or_else(|| format!("program {r} missing"))?;
+            let ret = match e.backend {
+                Backend::Kprobe => rp.attach_kprobe_with_opts(
+                    true,
+                    e.name.as_ref(),
+                    KprobeOpts {
+                        cookie: id as u64,
+                        ..Default::default()
+                    },
+                ),
+                _ => rp.attach_trace(),
+            };
+            links.push(ret.map_err(|err| reason(&err))?);
         }
         self.links.extend(links);
         Ok(())
@@ -496,19 +514,29 @@ impl Session {
         prog: &str,
         table: &[ProbeEntry],
         ids: &[usize],
+        graph: bool,
     ) -> Result<(), String> {
         let obj = &self.objects[o];
-        let p = Self::prog(obj, prog).ok_or_else(|| format!("program {prog} missing"))?;
-        let opts = KprobeMultiOpts {
-            symbols: ids.iter().map(|&i| table[i].name.to_string()).collect(),
-            cookies: ids.iter().map(|&i| i as u64).collect(),
-            retprobe: false,
-            ..Default::default()
-        };
-        let link = p
-            .attach_kprobe_multi_with_opts(opts)
-            .map_err(|e| reason(&e))?;
-        self.links.push(link);
+        let mut progs = vec![(prog, false)];
+        // Every entry of a group shares the kretprobe.multi program.
+        if let Some(r) = table[ids[0]].return_program.as_deref().filter(|_| graph) {
+            progs.push((r, true));
+        }
+        let mut links = Vec::new();
+        for (name, retprobe) in progs {
+            let p = Self::prog(obj, name).ok_or_else(|| format!("program {name} missing"))?;
+            let opts = KprobeMultiOpts {
+                symbols: ids.iter().map(|&i| table[i].name.to_string()).collect(),
+                cookies: ids.iter().map(|&i| i as u64).collect(),
+                retprobe,
+                ..Default::default()
+            };
+            links.push(
+                p.attach_kprobe_multi_with_opts(opts)
+                    .map_err(|e| reason(&e))?,
+            );
+        }
+        self.links.extend(links);
         Ok(())
     }
 

@@ -70,13 +70,8 @@ fn validate(a: &IpftArgs) -> Result<Validated> {
             anyhow!("unknown backend '{b}' (auto, kprobe, kprobe-multi, fentry, tp_btf)")
         })?),
     };
-    if graph
-        && matches!(
-            backend,
-            Some(Backend::Kprobe | Backend::KprobeMulti | Backend::TpBtf)
-        )
-    {
-        bail!("-t function_graph needs returns: use -b fentry (or auto)");
+    if graph && backend == Some(Backend::TpBtf) {
+        bail!("-t function_graph needs function returns: use -b fentry, kprobe or kprobe-multi (or auto)");
     }
     let mark = match &a.mark {
         None if a.list => 0,
@@ -142,6 +137,7 @@ fn run(a: IpftArgs, source: Source) -> Result<i32> {
         mark: v.mark,
         mask: v.mask,
         wakeup_bytes: 1 << 16,
+        graph: v.graph,
     };
     let t0 = Instant::now();
     let (session, table, note) = match source {
@@ -349,7 +345,7 @@ fn attach_generic(
         ));
     }
     if v.graph {
-        bail!("-t function_graph needs fentry/fexit, which this kernel refuses");
+        bail!("-t function_graph needs function probes (fexit or kretprobe), which this kernel refuses");
     }
     if probes.is_empty() {
         bail!("no function backend works here and no tracepoint matches the selection");
@@ -431,7 +427,9 @@ fn attach_compiled(
         bail!("no probe of this tracer matches the selection");
     }
     if v.graph && !spec.probes.iter().any(|e| e.return_program.is_some()) {
-        bail!("-t function_graph needs a tracer generated with -b fentry");
+        bail!(
+            "-t function_graph needs a tracer with function probes (this one has only tracepoints)"
+        );
     }
     let pb = progress_bar(selected.len());
     let s = Session::specialised(
@@ -533,6 +531,53 @@ fn drop_reasons(table: &[ProbeEntry]) -> HashMap<u64, String> {
         .collect()
 }
 
+/// Decides which event completes a journey. Without returns: a probe where
+/// the skb is freed. With -t function_graph the free happens deep inside
+/// calls whose returns are still to come, so the journey ends once the skb
+/// has been freed and every traced call on it has returned.
+struct JourneyEnds {
+    frees: Vec<bool>,
+    has_return: Vec<bool>,
+    /// graph mode: skb -> (open calls, freed).
+    open: Option<HashMap<u64, (i32, bool)>>,
+}
+
+impl JourneyEnds {
+    fn new(table: &[ProbeEntry], graph: bool) -> Self {
+        JourneyEnds {
+            frees: table.iter().map(|e| e.frees_skb).collect(),
+            has_return: table
+                .iter()
+                .map(|e| graph && e.return_program.is_some())
+                .collect(),
+            open: graph.then(HashMap::new),
+        }
+    }
+
+    fn check(&mut self, e: &Event) -> bool {
+        let p = e.probe as usize;
+        let frees = self.frees.get(p).copied().unwrap_or(false);
+        let Some(open) = &mut self.open else {
+            return frees;
+        };
+        if open.len() > 1 << 20 {
+            open.clear(); // skbs whose free we never saw: do not grow forever
+        }
+        let st = open.entry(e.skb).or_default();
+        if e.is_return() {
+            st.0 -= 1;
+        } else if self.has_return.get(p).copied().unwrap_or(false) {
+            st.0 += 1;
+        }
+        st.1 |= frees;
+        let done = st.1 && st.0 <= 0;
+        if done {
+            open.remove(&e.skb);
+        }
+        done
+    }
+}
+
 fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -575,18 +620,7 @@ fn trace_loop(
             Box::new(std::io::sink()),
         )))
     };
-    // A journey ends at the free; with returns traced, at the return of the
-    // freeing function, so that return does not open a one-event packet.
-    let frees: Vec<bool> = table.iter().map(|e| e.frees_skb).collect();
-    let has_return: Vec<bool> = table
-        .iter()
-        .map(|e| v.graph && e.return_program.is_some())
-        .collect();
-    let ends = |e: &Event| {
-        let p = e.probe as usize;
-        frees.get(p).copied().unwrap_or(false)
-            && (e.is_return() || !has_return.get(p).copied().unwrap_or(false))
-    };
+    let mut ends = JourneyEnds::new(table, v.graph);
     let pending: RefCell<Vec<Event>> = RefCell::new(Vec::with_capacity(4096));
     let mut agg = Aggregator::new(AggregateConfig {
         idle: Duration::from_millis(a.idle_ms),
@@ -645,7 +679,7 @@ fn trace_loop(
             let _ = rb.poll(Duration::from_millis(100));
             let batch = std::mem::take(&mut *pending.borrow_mut());
             for e in batch {
-                let f = ends(&e);
+                let f = ends.check(&e);
                 agg.push(e, f, &mut |p| emit(p, &mut sink, &mut packets, &mut io_err));
             }
             agg.flush_idle(monotonic_ns(), &mut |p| {
@@ -667,7 +701,7 @@ fn trace_loop(
         // Drain what is queued, then stop tracing before printing the rest.
         let _ = rb.consume();
         for e in std::mem::take(&mut *pending.borrow_mut()) {
-            let f = ends(&e);
+            let f = ends.check(&e);
             agg.push(e, f, &mut |p| emit(p, &mut sink, &mut packets, &mut io_err));
         }
         let lost = load::lost_events(session.main_object());

@@ -30,6 +30,7 @@ struct ipft_event {
 
 #define IPFT_F_RETURN  0x1  /* fexit */
 #define IPFT_F_REASON  0x2  /* aux holds an enum skb_drop_reason */
+#define IPFT_F_END     0x4  /* the skb's memory is released here */
 
 /* Everything the loader may tune lives here; the verifier sees constants. */
 struct ipft_config {
@@ -37,7 +38,7 @@ struct ipft_config {
 	__u32 mask;
 	__u64 wakeup_bytes;	/* wake the reader once this much is queued */
 	__u32 probe;		/* generic typed programs: which probe this copy is */
-	__u32 _pad;
+	__u32 graph;		/* -t function_graph: kprobes keep the skb for kretprobes */
 };
 
 const volatile struct ipft_config CONFIG = {
@@ -59,6 +60,34 @@ struct {
 	__type(value, __u64);
 } ipft_lost SEC(".maps");
 
+/*
+ * skbs with at least one event, so the probe where the skb is freed can end
+ * its journey even after the mark is gone (scrubbed when the packet crosses
+ * a network namespace). LRU: an skb whose free we miss ages out.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1 << 16);
+	__type(key, __u64);
+	__type(value, __u8);
+} ipft_live SEC(".maps");
+
+/*
+ * function_graph with kprobes: a kretprobe sees no arguments, so the entry
+ * keeps the skb under (thread, probe) for the return to pick up.
+ */
+struct ipft_stash_key {
+	__u64 pid_tgid;
+	__u64 probe;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1 << 14);
+	__type(key, struct ipft_stash_key);
+	__type(value, __u64);
+} ipft_stash SEC(".maps");
+
 static __always_inline bool ipft_match(__u32 mark)
 {
 	return (mark & CONFIG.mask) == CONFIG.mark;
@@ -74,6 +103,13 @@ static __always_inline int ipft_emit(void *ctx, struct sk_buff *skb, __u32 probe
 {
 	struct ipft_event *e;
 	__u64 wakeup;
+
+	if (!(flags & (IPFT_F_END | IPFT_F_RETURN))) {
+		__u64 key = (__u64)(unsigned long)skb;
+		__u8 one = 1;
+
+		bpf_map_update_elem(&ipft_live, &key, &one, BPF_ANY);
+	}
 
 	e = bpf_ringbuf_reserve(&ipft_events, sizeof(*e), 0);
 	if (!e) {
@@ -107,7 +143,9 @@ int ipft_f0(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
-	if (!skb || !ipft_match(skb->mark))
+	if (!skb)
+		return 0;
+	if (!ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 0, 0, 0);
 }
@@ -120,7 +158,9 @@ int ipft_x0(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
-	if (!skb || !ipft_match(skb->mark))
+	if (!skb)
+		return 0;
+	if (!ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 0, IPFT_F_RETURN, 0);
 }
@@ -133,7 +173,9 @@ int ipft_f1(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
-	if (!skb || !ipft_match(skb->mark))
+	if (!skb)
+		return 0;
+	if (!ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 1, 0, 0);
 }
@@ -146,7 +188,9 @@ int ipft_x1(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
-	if (!skb || !ipft_match(skb->mark))
+	if (!skb)
+		return 0;
+	if (!ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 1, IPFT_F_RETURN, 0);
 }
@@ -159,7 +203,9 @@ int ipft_f2(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
-	if (!skb || !ipft_match(skb->mark))
+	if (!skb)
+		return 0;
+	if (!ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 2, 0, 0);
 }
@@ -172,7 +218,9 @@ int ipft_x2(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
-	if (!skb || !ipft_match(skb->mark))
+	if (!skb)
+		return 0;
+	if (!ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 2, IPFT_F_RETURN, 0);
 }
@@ -185,7 +233,9 @@ int ipft_f3(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
-	if (!skb || !ipft_match(skb->mark))
+	if (!skb)
+		return 0;
+	if (!ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 3, 0, 0);
 }
@@ -198,7 +248,9 @@ int ipft_x3(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
-	if (!skb || !ipft_match(skb->mark))
+	if (!skb)
+		return 0;
+	if (!ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 3, IPFT_F_RETURN, 0);
 }
@@ -211,7 +263,9 @@ int ipft_f4(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
-	if (!skb || !ipft_match(skb->mark))
+	if (!skb)
+		return 0;
+	if (!ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 4, 0, 0);
 }
@@ -224,7 +278,9 @@ int ipft_x4(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
-	if (!skb || !ipft_match(skb->mark))
+	if (!skb)
+		return 0;
+	if (!ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 4, IPFT_F_RETURN, 0);
 }
@@ -237,7 +293,9 @@ int ipft_f5(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[2];
 
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
-	if (!skb || !ipft_match(skb->mark))
+	if (!skb)
+		return 0;
+	if (!ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 5, 0, 0);
 }
@@ -250,7 +308,9 @@ int ipft_x5(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[2];
 
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
-	if (!skb || !ipft_match(skb->mark))
+	if (!skb)
+		return 0;
+	if (!ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 5, IPFT_F_RETURN, 0);
 }
@@ -263,7 +323,9 @@ int ipft_f6(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
-	if (!skb || !ipft_match(skb->mark))
+	if (!skb)
+		return 0;
+	if (!ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 6, 0, 0);
 }
@@ -276,7 +338,9 @@ int ipft_x6(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
-	if (!skb || !ipft_match(skb->mark))
+	if (!skb)
+		return 0;
+	if (!ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 6, IPFT_F_RETURN, 0);
 }
@@ -289,7 +353,9 @@ int ipft_f7(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
-	if (!skb || !ipft_match(skb->mark))
+	if (!skb)
+		return 0;
+	if (!ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 7, 0 | IPFT_F_REASON, ctx[1]);
 }
@@ -302,7 +368,9 @@ int ipft_x7(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
-	if (!skb || !ipft_match(skb->mark))
+	if (!skb)
+		return 0;
+	if (!ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 7, IPFT_F_RETURN | IPFT_F_REASON, ctx[1]);
 }
@@ -315,7 +383,9 @@ int ipft_f8(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
-	if (!skb || !ipft_match(skb->mark))
+	if (!skb)
+		return 0;
+	if (!ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 8, 0, 0);
 }
@@ -328,7 +398,9 @@ int ipft_x8(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
-	if (!skb || !ipft_match(skb->mark))
+	if (!skb)
+		return 0;
+	if (!ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 8, IPFT_F_RETURN, 0);
 }
@@ -341,7 +413,9 @@ int ipft_f9(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
-	if (!skb || !ipft_match(skb->mark))
+	if (!skb)
+		return 0;
+	if (!ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 9, 0, 0);
 }
@@ -354,7 +428,9 @@ int ipft_x9(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
-	if (!skb || !ipft_match(skb->mark))
+	if (!skb)
+		return 0;
+	if (!ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 9, IPFT_F_RETURN, 0);
 }
@@ -367,7 +443,9 @@ int ipft_f10(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[5];
 
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
-	if (!skb || !ipft_match(skb->mark))
+	if (!skb)
+		return 0;
+	if (!ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 10, 0, 0);
 }
@@ -380,7 +458,9 @@ int ipft_x10(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[5];
 
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
-	if (!skb || !ipft_match(skb->mark))
+	if (!skb)
+		return 0;
+	if (!ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 10, IPFT_F_RETURN, 0);
 }
@@ -393,7 +473,9 @@ int ipft_f11(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
-	if (!skb || !ipft_match(skb->mark))
+	if (!skb)
+		return 0;
+	if (!ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 11, 0, 0);
 }
@@ -406,7 +488,9 @@ int ipft_x11(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
-	if (!skb || !ipft_match(skb->mark))
+	if (!skb)
+		return 0;
+	if (!ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 11, IPFT_F_RETURN, 0);
 }
@@ -419,7 +503,9 @@ int ipft_f12(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[1];
 
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
-	if (!skb || !ipft_match(skb->mark))
+	if (!skb)
+		return 0;
+	if (!ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 12, 0, 0);
 }
@@ -432,7 +518,9 @@ int ipft_x12(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[1];
 
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
-	if (!skb || !ipft_match(skb->mark))
+	if (!skb)
+		return 0;
+	if (!ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 12, IPFT_F_RETURN, 0);
 }
@@ -445,9 +533,16 @@ int ipft_t13(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
-	if (!skb || !ipft_match(skb->mark))
+	if (!skb)
 		return 0;
-	return ipft_emit(ctx, skb, 13, 0 | IPFT_F_REASON, ctx[2]);
+	{
+		__u64 key = (__u64)(unsigned long)skb;
+
+		/* A traced skb ends here, marked or not any more. */
+		if (bpf_map_delete_elem(&ipft_live, &key) != 0 && !ipft_match(skb->mark))
+			return 0;
+	}
+	return ipft_emit(ctx, skb, 13, IPFT_F_END | 0 | IPFT_F_REASON, ctx[2]);
 }
 
 /* tp_btf net_dev_queue: skb in argument 0 */
@@ -458,7 +553,9 @@ int ipft_t14(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
-	if (!skb || !ipft_match(skb->mark))
+	if (!skb)
+		return 0;
+	if (!ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 14, 0, 0);
 }

@@ -30,6 +30,7 @@ struct ipft_event {
 
 #define IPFT_F_RETURN  0x1  /* fexit */
 #define IPFT_F_REASON  0x2  /* aux holds an enum skb_drop_reason */
+#define IPFT_F_END     0x4  /* the skb's memory is released here */
 
 /* Everything the loader may tune lives here; the verifier sees constants. */
 struct ipft_config {
@@ -37,7 +38,7 @@ struct ipft_config {
 	__u32 mask;
 	__u64 wakeup_bytes;	/* wake the reader once this much is queued */
 	__u32 probe;		/* generic typed programs: which probe this copy is */
-	__u32 _pad;
+	__u32 graph;		/* -t function_graph: kprobes keep the skb for kretprobes */
 };
 
 const volatile struct ipft_config CONFIG = {
@@ -59,6 +60,34 @@ struct {
 	__type(value, __u64);
 } ipft_lost SEC(".maps");
 
+/*
+ * skbs with at least one event, so the probe where the skb is freed can end
+ * its journey even after the mark is gone (scrubbed when the packet crosses
+ * a network namespace). LRU: an skb whose free we miss ages out.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1 << 16);
+	__type(key, __u64);
+	__type(value, __u8);
+} ipft_live SEC(".maps");
+
+/*
+ * function_graph with kprobes: a kretprobe sees no arguments, so the entry
+ * keeps the skb under (thread, probe) for the return to pick up.
+ */
+struct ipft_stash_key {
+	__u64 pid_tgid;
+	__u64 probe;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1 << 14);
+	__type(key, struct ipft_stash_key);
+	__type(value, __u64);
+} ipft_stash SEC(".maps");
+
 static __always_inline bool ipft_match(__u32 mark)
 {
 	return (mark & CONFIG.mask) == CONFIG.mark;
@@ -74,6 +103,13 @@ static __always_inline int ipft_emit(void *ctx, struct sk_buff *skb, __u32 probe
 {
 	struct ipft_event *e;
 	__u64 wakeup;
+
+	if (!(flags & (IPFT_F_END | IPFT_F_RETURN))) {
+		__u64 key = (__u64)(unsigned long)skb;
+		__u8 one = 1;
+
+		bpf_map_update_elem(&ipft_live, &key, &one, BPF_ANY);
+	}
 
 	e = bpf_ringbuf_reserve(&ipft_events, sizeof(*e), 0);
 	if (!e) {
@@ -107,6 +143,15 @@ int ipft_m0(struct pt_regs *ctx)
 
 	if (!ipft_match(BPF_CORE_READ(skb, mark)))
 		return 0;
+	if (CONFIG.graph) {
+		struct ipft_stash_key key = {
+			.pid_tgid = bpf_get_current_pid_tgid(),
+			.probe = bpf_get_attach_cookie(ctx),
+		};
+		__u64 addr = (__u64)(unsigned long)skb;
+
+		bpf_map_update_elem(&ipft_stash, &key, &addr, BPF_ANY);
+	}
 	return ipft_emit(ctx, skb, bpf_get_attach_cookie(ctx), 0, 0);
 }
 
@@ -118,6 +163,15 @@ int ipft_m0_r1(struct pt_regs *ctx)
 
 	if (!ipft_match(BPF_CORE_READ(skb, mark)))
 		return 0;
+	if (CONFIG.graph) {
+		struct ipft_stash_key key = {
+			.pid_tgid = bpf_get_current_pid_tgid(),
+			.probe = bpf_get_attach_cookie(ctx),
+		};
+		__u64 addr = (__u64)(unsigned long)skb;
+
+		bpf_map_update_elem(&ipft_stash, &key, &addr, BPF_ANY);
+	}
 	return ipft_emit(ctx, skb, bpf_get_attach_cookie(ctx), IPFT_F_REASON, PT_REGS_PARM2(ctx));
 }
 
@@ -129,6 +183,15 @@ int ipft_m1(struct pt_regs *ctx)
 
 	if (!ipft_match(BPF_CORE_READ(skb, mark)))
 		return 0;
+	if (CONFIG.graph) {
+		struct ipft_stash_key key = {
+			.pid_tgid = bpf_get_current_pid_tgid(),
+			.probe = bpf_get_attach_cookie(ctx),
+		};
+		__u64 addr = (__u64)(unsigned long)skb;
+
+		bpf_map_update_elem(&ipft_stash, &key, &addr, BPF_ANY);
+	}
 	return ipft_emit(ctx, skb, bpf_get_attach_cookie(ctx), 0, 0);
 }
 
@@ -140,6 +203,15 @@ int ipft_m2(struct pt_regs *ctx)
 
 	if (!ipft_match(BPF_CORE_READ(skb, mark)))
 		return 0;
+	if (CONFIG.graph) {
+		struct ipft_stash_key key = {
+			.pid_tgid = bpf_get_current_pid_tgid(),
+			.probe = bpf_get_attach_cookie(ctx),
+		};
+		__u64 addr = (__u64)(unsigned long)skb;
+
+		bpf_map_update_elem(&ipft_stash, &key, &addr, BPF_ANY);
+	}
 	return ipft_emit(ctx, skb, bpf_get_attach_cookie(ctx), 0, 0);
 }
 
@@ -151,7 +223,34 @@ int ipft_m5(struct pt_regs *ctx)
 
 	if (!ipft_match(BPF_CORE_READ(skb, mark)))
 		return 0;
+	if (CONFIG.graph) {
+		struct ipft_stash_key key = {
+			.pid_tgid = bpf_get_current_pid_tgid(),
+			.probe = bpf_get_attach_cookie(ctx),
+		};
+		__u64 addr = (__u64)(unsigned long)skb;
+
+		bpf_map_update_elem(&ipft_stash, &key, &addr, BPF_ANY);
+	}
 	return ipft_emit(ctx, skb, bpf_get_attach_cookie(ctx), 0, 0);
+}
+
+/* kretprobe.multi: the return of a traced kprobe entry on this thread. */
+SEC("kretprobe.multi")
+int ipft_mr(struct pt_regs *ctx)
+{
+	struct ipft_stash_key key = {
+		.pid_tgid = bpf_get_current_pid_tgid(),
+		.probe = bpf_get_attach_cookie(ctx),
+	};
+	__u64 *addr = bpf_map_lookup_elem(&ipft_stash, &key);
+	struct sk_buff *skb;
+
+	if (!addr)
+		return 0;
+	skb = (struct sk_buff *)(unsigned long)*addr;
+	bpf_map_delete_elem(&ipft_stash, &key);
+	return ipft_emit(ctx, skb, key.probe, IPFT_F_RETURN, 0);
 }
 
 /* tp_btf kfree_skb: skb in argument 0, drop reason in argument 2 */
@@ -162,9 +261,16 @@ int ipft_t14(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
-	if (!skb || !ipft_match(skb->mark))
+	if (!skb)
 		return 0;
-	return ipft_emit(ctx, skb, 14, 0 | IPFT_F_REASON, ctx[2]);
+	{
+		__u64 key = (__u64)(unsigned long)skb;
+
+		/* A traced skb ends here, marked or not any more. */
+		if (bpf_map_delete_elem(&ipft_live, &key) != 0 && !ipft_match(skb->mark))
+			return 0;
+	}
+	return ipft_emit(ctx, skb, 14, IPFT_F_END | 0 | IPFT_F_REASON, ctx[2]);
 }
 
 /* tp_btf net_dev_queue: skb in argument 0 */
@@ -175,7 +281,9 @@ int ipft_t15(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
-	if (!skb || !ipft_match(skb->mark))
+	if (!skb)
+		return 0;
+	if (!ipft_match(skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, 15, 0, 0);
 }

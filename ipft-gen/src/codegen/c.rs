@@ -28,6 +28,23 @@ struct Kprobe {
     skb_reg: u8,
     reason_pos: Option<u8>,
     reason_reg: Option<u8>,
+    end: bool,
+}
+
+#[derive(Serialize)]
+struct Kretprobe {
+    section: &'static str,
+    prog: String,
+}
+
+fn kretprobes(multi: impl IntoIterator<Item = bool>) -> Vec<Kretprobe> {
+    multi
+        .into_iter()
+        .map(|m| Kretprobe {
+            section: if m { "kretprobe.multi" } else { "kretprobe" },
+            prog: table::kretprobe_program(m),
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -38,6 +55,7 @@ struct Typed {
     skb_pos: u8,
     reason_pos: Option<u8>,
     is_return: bool,
+    end: bool,
     probe: String,
 }
 
@@ -54,14 +72,16 @@ struct Context<'a> {
     event_struct: String,
     extension_hook: String,
     kprobes: Vec<Kprobe>,
+    kretprobes: Vec<Kretprobe>,
     typed: Vec<Typed>,
 }
 
-fn kprobe(multi: bool, skb_pos: u8, reason_pos: Option<u8>) -> Kprobe {
+fn kprobe(multi: bool, skb_pos: u8, reason_pos: Option<u8>, end: bool) -> Kprobe {
     Kprobe {
         section: if multi { "kprobe.multi" } else { "kprobe" },
         multi,
-        prog: table::kprobe_program(multi, skb_pos, reason_pos),
+        end,
+        prog: table::kprobe_program(multi, skb_pos, reason_pos, end),
         skb_pos,
         skb_reg: skb_pos + 1,
         reason_pos,
@@ -106,6 +126,7 @@ pub fn render_specialised(plan: &Plan<'_>, table: &[ProbeEntry]) -> Result<Strin
             Some(m) => format!("{}:{}", m, e.name),
             None => e.name.to_string(),
         };
+        let end = table::is_end_marker(&e.name, e.kind);
         let mut push = |kind: TypedKind, prog: &str| {
             typed.push(Typed {
                 comment: format!(
@@ -122,6 +143,7 @@ pub fn render_specialised(plan: &Plan<'_>, table: &[ProbeEntry]) -> Result<Strin
                 skb_pos: e.skb_pos,
                 reason_pos: e.reason_pos,
                 is_return: kind == TypedKind::Return,
+                end: end && kind != TypedKind::Return,
                 probe: i.to_string(),
             })
         };
@@ -134,10 +156,10 @@ pub fn render_specialised(plan: &Plan<'_>, table: &[ProbeEntry]) -> Result<Strin
                 }
             }
             Backend::Kprobe => {
-                kprobes.insert((false, e.skb_pos, e.reason_pos));
+                kprobes.insert((false, e.skb_pos, e.reason_pos, end));
             }
             Backend::KprobeMulti => {
-                kprobes.insert((true, e.skb_pos, e.reason_pos));
+                kprobes.insert((true, e.skb_pos, e.reason_pos, end));
             }
         }
     }
@@ -152,9 +174,20 @@ pub fn render_specialised(plan: &Plan<'_>, table: &[ProbeEntry]) -> Result<Strin
         core_header: "vmlinux.h",
         event_struct: event::c_struct(),
         extension_hook: String::new(),
+        kretprobes: kretprobes(
+            table
+                .iter()
+                .filter(|e| e.return_program.is_some())
+                .filter_map(|e| match e.backend {
+                    Backend::Kprobe => Some(false),
+                    Backend::KprobeMulti => Some(true),
+                    _ => None,
+                })
+                .collect::<BTreeSet<bool>>(),
+        ),
         kprobes: kprobes
             .into_iter()
-            .map(|(m, s, r)| kprobe(m, s, r))
+            .map(|(m, s, r, e)| kprobe(m, s, r, e))
             .collect(),
         typed,
     })
@@ -167,11 +200,13 @@ pub fn render_generic() -> Result<String, TemplateError> {
     let mut kprobes = Vec::new();
     for multi in [false, true] {
         for pos in 0..crate::probe::KPROBE_MAX_REG_ARGS {
-            kprobes.push(kprobe(multi, pos, None));
+            kprobes.push(kprobe(multi, pos, None, false));
         }
         for &(s, r) in table::GENERIC_REASON_PAIRS {
-            kprobes.push(kprobe(multi, s, Some(r)));
+            kprobes.push(kprobe(multi, s, Some(r), false));
         }
+        // Journey ends: every end marker takes the skb first.
+        kprobes.push(kprobe(multi, 0, None, true));
     }
     let mut typed = Vec::new();
     for kind in [TypedKind::Tracepoint, TypedKind::Entry, TypedKind::Return] {
@@ -183,17 +218,27 @@ pub fn render_generic() -> Result<String, TemplateError> {
                 .iter()
                 .map(|&(s, r)| (s, Some(r))),
         );
-        for (skb_pos, reason_pos) in pairs {
+        let mut variants: Vec<(u8, Option<u8>, bool)> =
+            pairs.into_iter().map(|(s, r)| (s, r, false)).collect();
+        if kind != TypedKind::Return {
+            variants.push((0, None, true));
+        }
+        if kind == TypedKind::Tracepoint {
+            // trace_kfree_skb(skb, location, reason): a visible end marker.
+            variants.push((0, Some(2), true));
+        }
+        for (skb_pos, reason_pos, end) in variants {
             typed.push(Typed {
                 comment: format!(
                     "generic {}: skb in argument {skb_pos}; target set at load",
                     kind.section()
                 ),
                 section: kind.section().to_string(),
-                prog: table::generic_program(kind, skb_pos, reason_pos),
+                prog: table::generic_program(kind, skb_pos, reason_pos, end),
                 skb_pos,
                 reason_pos,
                 is_return: kind == TypedKind::Return,
+                end,
                 // tp_btf copies learn their index from rodata (one object
                 // per tracepoint); fentry/fexit programs are loaded once and
                 // attached many times, each link carrying its index as cookie.
@@ -213,6 +258,7 @@ pub fn render_generic() -> Result<String, TemplateError> {
         probe_count: 0,
         mode: "generic",
         core_header: "ipft_core.h",
+        kretprobes: kretprobes([false, true]),
         event_struct: event::c_struct(),
         extension_hook: String::new(),
         kprobes,

@@ -44,18 +44,19 @@ impl Plan<'_> {
                     ProbeKind::Function => self.function_backend,
                 };
                 let reason_pos = p.drop_reason_pos;
+                let end = table::is_end_marker(&p.name, p.kind);
                 let (program, return_program) = match backend {
                     Backend::TpBtf => (table::typed_program(TypedKind::Tracepoint, i), None),
                     Backend::Fentry => (
                         table::typed_program(TypedKind::Entry, i),
-                        self.returns
-                            .then(|| table::typed_program(TypedKind::Return, i)),
+                        (self.returns && !end).then(|| table::typed_program(TypedKind::Return, i)),
                     ),
-                    Backend::Kprobe => {
-                        (table::kprobe_program(false, p.skb_pos(), reason_pos), None)
-                    }
-                    Backend::KprobeMulti => {
-                        (table::kprobe_program(true, p.skb_pos(), reason_pos), None)
+                    Backend::Kprobe | Backend::KprobeMulti => {
+                        let multi = backend == Backend::KprobeMulti;
+                        (
+                            table::kprobe_program(multi, p.skb_pos(), reason_pos, end),
+                            (!end).then(|| table::kretprobe_program(multi)),
+                        )
                     }
                 };
                 ProbeEntry {

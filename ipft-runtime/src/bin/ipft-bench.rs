@@ -498,6 +498,7 @@ fn per_hit(seconds: u32, count: u32, rounds: usize) -> Result<String> {
         mark: MARK,
         mask: u32::MAX,
         wakeup_bytes: 1 << 16,
+        graph: false,
     };
     let session = Session::generic(
         ipft_runtime::GENERIC_OBJECT,

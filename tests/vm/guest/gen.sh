@@ -1,4 +1,4 @@
 # Scenario gen: the ping scenario with the tracer that ipft-gen built on the
-# host from this kernel's vmlinux (--profile ip).
-IPFT=/usr/bin/ipft-ip
+# host from this kernel's vmlinux (--profile ip -b BACKEND).
+IPFT=/usr/bin/ipft-ip-$BACKEND
 . /scenarios/ping.sh
