@@ -413,6 +413,9 @@ fn attach_compiled(
         .iter()
         .enumerate()
         .filter(|(_, e)| {
+            if e.hidden {
+                return true; // ends journeys whatever the selection
+            }
             let module = e.module.as_deref().unwrap_or("vmlinux");
             v.filter.regex.as_ref().is_none_or(|r| r.is_match(&e.name))
                 && v.filter
@@ -423,7 +426,7 @@ fn attach_compiled(
         })
         .map(|(i, _)| i)
         .collect();
-    if selected.is_empty() {
+    if selected.iter().all(|&i| spec.probes[i].hidden) {
         bail!("no probe of this tracer matches the selection");
     }
     if v.graph && !spec.probes.iter().any(|e| e.return_program.is_some()) {

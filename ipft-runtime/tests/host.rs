@@ -194,7 +194,7 @@ fn bad_input_is_one_line_and_exit_2() {
         "cannot write output file",
     );
     bad(
-        &["-m", "1", "-t", "function_graph", "-b", "kprobe"],
+        &["-m", "1", "-t", "function_graph", "-b", "tp_btf"],
         "function_graph",
     );
     // Backends this kernel lacks are refused with the kernel's reason.

@@ -73,20 +73,48 @@ struct {
 } ipft_live SEC(".maps");
 
 /*
- * function_graph with kprobes: a kretprobe sees no arguments, so the entry
- * keeps the skb under (thread, probe) for the return to pick up.
+ * function_graph with kprobes: a kretprobe sees no arguments, so each entry
+ * pushes its skb on a small per-(thread, probe) stack and the return pops
+ * it. A stack, not a slot: on loopback the reply re-enters ip_output inside
+ * the request's ip_output on the same thread.
  */
+#define IPFT_STASH_DEPTH 8
+
 struct ipft_stash_key {
 	__u64 pid_tgid;
 	__u64 probe;
+};
+
+struct ipft_stash {
+	__u64 skb[IPFT_STASH_DEPTH];
+	__u32 n;
+	__u32 _pad;
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 1 << 14);
 	__type(key, struct ipft_stash_key);
-	__type(value, __u64);
+	__type(value, struct ipft_stash);
 } ipft_stash SEC(".maps");
+
+static __always_inline void ipft_stash_push(struct ipft_stash_key *key, __u64 skb)
+{
+	struct ipft_stash *st = bpf_map_lookup_elem(&ipft_stash, key);
+
+	if (!st) {
+		struct ipft_stash empty = {};
+
+		bpf_map_update_elem(&ipft_stash, key, &empty, BPF_NOEXIST);
+		st = bpf_map_lookup_elem(&ipft_stash, key);
+		if (!st)
+			return;
+	}
+	if (st->n < IPFT_STASH_DEPTH) {
+		st->skb[st->n & (IPFT_STASH_DEPTH - 1)] = skb;
+		st->n++;
+	}
+}
 
 static __always_inline bool ipft_match(__u32 mark)
 {
