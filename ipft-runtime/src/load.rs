@@ -129,6 +129,9 @@ fn unavailable(e: &libbpf_rs::Error) -> bool {
     )
 }
 
+/// Threads closing links at exit.
+const DETACH_THREADS: usize = 64;
+
 /// Progress of attaching, reported to a callback.
 pub type Progress<'a> = &'a mut dyn FnMut(usize);
 
@@ -166,8 +169,25 @@ impl Session {
 
     /// Detach everything now (also done on drop).
     pub fn detach(&mut self) {
-        self.links.clear();
-        self.raw_links.clear();
+        // Releasing an fentry/fexit link waits for an RCU-tasks grace period
+        // (the trampoline may still be running): close links from several
+        // threads so those waits overlap instead of adding up.
+        let links = std::mem::take(&mut self.links);
+        let raw = std::mem::take(&mut self.raw_links);
+        let threads = DETACH_THREADS.min(links.len().max(raw.len()).div_ceil(16)).max(1);
+        let mut link_chunks: Vec<Vec<Link>> = (0..threads).map(|_| Vec::new()).collect();
+        for (i, l) in links.into_iter().enumerate() {
+            link_chunks[i % threads].push(l);
+        }
+        let mut raw_chunks: Vec<Vec<OwnedFd>> = (0..threads).map(|_| Vec::new()).collect();
+        for (i, l) in raw.into_iter().enumerate() {
+            raw_chunks[i % threads].push(l);
+        }
+        std::thread::scope(|sc| {
+            for (l, r) in link_chunks.into_iter().zip(raw_chunks) {
+                sc.spawn(move || drop((l, r)));
+            }
+        });
         self.raw_progs.clear();
         self.objects.clear();
     }
@@ -601,6 +621,12 @@ impl Session {
             }
         }
         Ok(Ok(()))
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.detach();
     }
 }
 
