@@ -174,7 +174,9 @@ impl Session {
         // threads so those waits overlap instead of adding up.
         let links = std::mem::take(&mut self.links);
         let raw = std::mem::take(&mut self.raw_links);
-        let threads = DETACH_THREADS.min(links.len().max(raw.len()).div_ceil(16)).max(1);
+        let threads = DETACH_THREADS
+            .min(links.len().max(raw.len()).div_ceil(16))
+            .max(1);
         let mut link_chunks: Vec<Vec<Link>> = (0..threads).map(|_| Vec::new()).collect();
         for (i, l) in links.into_iter().enumerate() {
             link_chunks[i % threads].push(l);

@@ -100,12 +100,15 @@ impl KernelBtf {
                 reason,
             })?;
             // sysfs files cannot be mmapped on older kernels (ENODEV on 6.1
-            // and 6.12): parse the bytes already read instead.
+            // and 6.12): map a copy of the bytes already read instead.
             match guard(path, || {
                 Btf::from_file_with_backend(path, btf_rs::Backend::Mmap)
             }) {
                 Ok(b) => b,
-                Err(_) => parse(path, &bytes, None)?,
+                Err(_) => match mmap_copy(&bytes) {
+                    Some(b) => b,
+                    None => parse(path, &bytes, None)?,
+                },
             }
         } else {
             parse(path, &bytes, None)?
@@ -164,6 +167,29 @@ impl KernelBtf {
         self.modules.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(())
     }
+}
+
+/// Lazy (mmap) parsing of bytes whose file cannot be mmapped: put them in a
+/// memfd and map that. Parsing everything up front instead costs ~5x more,
+/// seconds under emulation.
+fn mmap_copy(bytes: &[u8]) -> Option<Btf> {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    // SAFETY: a valid NUL-terminated name; the fd is owned by the File below.
+    let fd = unsafe { libc::memfd_create(c"ipft-btf".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: fresh fd, owned from here on.
+    let mut f = unsafe { fs::File::from_raw_fd(fd) };
+    f.write_all(bytes).ok()?;
+    let proc_path = PathBuf::from(format!("/proc/self/fd/{fd}"));
+    let btf = guard(&proc_path, || {
+        Btf::from_file_with_backend(&proc_path, btf_rs::Backend::Mmap)
+    })
+    .ok();
+    drop(f); // the mapping outlives the descriptor
+    btf
 }
 
 /// `veth.ko.xz` -> `veth`; `nf_tables` -> `nf_tables`.
@@ -331,6 +357,14 @@ mod tests {
         assert!(check_header(&h).is_ok());
         h[12] = 8; // type_len 8 but no data
         assert!(check_header(&h).unwrap_err().contains("truncated"));
+    }
+
+    #[test]
+    fn memfd_copy_parses_lazily() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/btf/mini.btf");
+        let bytes = fs::read(path).unwrap();
+        let btf = mmap_copy(&bytes).expect("memfd + mmap");
+        assert!(!btf.resolve_ids_by_name("sk_buff").unwrap().is_empty());
     }
 
     #[test]
