@@ -167,8 +167,12 @@ fn load(s: &Source, default_profile: Option<&str>) -> Result<(Discovery, Option<
             .map_err(anyhow::Error::msg)?,
     };
     let d = discover(&input(s), profile.as_ref(), &filter)?;
+    // Once per run, even when discovery runs again for a fallback profile.
+    static NOTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if let Some(note) = d.symbols.as_ref().and_then(|s| s.note.as_ref()) {
-        eprintln!("{note}");
+        if !NOTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            eprintln!("{note}");
+        }
     }
     if d.probes.is_empty() {
         bail!(
