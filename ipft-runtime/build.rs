@@ -3,7 +3,6 @@
 //! completions of `ipft`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use clap::CommandFactory;
 
@@ -33,16 +32,9 @@ fn main() {
     let c = ipft_gen::codegen::c::render_generic().expect("generic template renders");
     std::fs::write(out.join("generic.bpf.c"), c).unwrap();
     std::fs::write(out.join("ipft_core.h"), ipft_gen::codegen::c::CORE_HEADER).unwrap();
-    let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
-    compile_bpf(
-        &clang,
-        &out,
-        &out.join("generic.bpf.c"),
-        &out.join("generic.bpf.o"),
-    );
+    compile_bpf(&out, &out.join("generic.bpf.c"), &out.join("generic.bpf.o"));
     // Reference programs of `ipft-bench per-hit`.
     compile_bpf(
-        &clang,
         &out,
         &root.join("templates/bpf/bench_ipftrace2_style.bpf.c"),
         &out.join("bench_ipftrace2_style.bpf.o"),
@@ -65,31 +57,10 @@ fn main() {
 }
 
 /// Compile one BPF C file; `include` holds the generated headers.
-fn compile_bpf(clang: &str, include: &Path, src: &Path, obj: &Path) {
-    let res = Command::new(clang)
-        .args([
-            "-O2",
-            "-g",
-            "-target",
-            "bpf",
-            "-D__TARGET_ARCH_x86",
-            "-Wall",
-            "-Wno-unused-function",
-        ])
-        .arg("-I")
-        .arg(include)
-        .arg("-c")
-        .arg(src)
-        .arg("-o")
-        .arg(obj)
-        .output();
-    match res {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => panic!(
-            "clang failed on {}:\n{}",
-            src.display(),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-        Err(e) => panic!("clang not found ({e}): run scripts/setup"),
+/// The same clang invocation ipft-gen uses for generated tracers (honours
+/// $CLANG); a failure stops the build with clang's output.
+fn compile_bpf(include: &Path, src: &Path, obj: &Path) {
+    if let Err(e) = ipft_gen::compile::compile_bpf(src, obj, &[include]) {
+        panic!("{e}");
     }
 }

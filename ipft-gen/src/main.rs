@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use ipft_gen::codegen::{self, Plan};
 use ipft_gen::compile;
 use ipft_gen::discover::{discover, BtfInput, Discovery};
-use ipft_gen::probe::{compile_regex, Backend, Filter, ProbeKind, Profile};
+use ipft_gen::probe::{Backend, Filter, ProbeKind, Profile};
 
 /// Generate a packet tracer specialised to one kernel and one probe set.
 #[derive(Parser)]
@@ -152,20 +152,8 @@ fn load(s: &Source, default_profile: Option<&str>) -> Result<(Discovery, Option<
         .or(default_profile)
         .map(Profile::load)
         .transpose()?;
-    let filter = Filter {
-        regex: s
-            .regex
-            .as_deref()
-            .map(|r| compile_regex("-r", r))
-            .transpose()
-            .map_err(anyhow::Error::msg)?,
-        module_regex: s
-            .module_regex
-            .as_deref()
-            .map(|r| compile_regex("--module-regex", r))
-            .transpose()
-            .map_err(anyhow::Error::msg)?,
-    };
+    let filter = Filter::from_flags(s.regex.as_deref(), s.module_regex.as_deref())
+        .map_err(anyhow::Error::msg)?;
     let d = discover(&input(s), profile.as_ref(), &filter)?;
     // Once per run, even when discovery runs again for a fallback profile.
     static NOTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

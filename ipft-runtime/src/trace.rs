@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use ipft_gen::discover::{discover, BtfInput};
-use ipft_gen::probe::{compile_regex, Backend, Filter, ProbeKind, Profile};
+use ipft_gen::probe::{Backend, Filter, ProbeKind, Profile};
 use libbpf_rs::{MapCore, RingBufferBuilder};
 
 use crate::aggregate::{AggregateConfig, Aggregator, Packet};
@@ -88,20 +88,8 @@ fn validate(a: &IpftArgs) -> Result<Validated> {
     if a.extension.is_some() {
         bail!("-e/--extension: extensions are not implemented in this version");
     }
-    let filter = Filter {
-        regex: a
-            .regex
-            .as_deref()
-            .map(|r| compile_regex("-r", r))
-            .transpose()
-            .map_err(anyhow::Error::msg)?,
-        module_regex: a
-            .module_regex
-            .as_deref()
-            .map(|r| compile_regex("--module-regex", r))
-            .transpose()
-            .map_err(anyhow::Error::msg)?,
-    };
+    let filter = Filter::from_flags(a.regex.as_deref(), a.module_regex.as_deref())
+        .map_err(anyhow::Error::msg)?;
     let profile = a.profile.as_deref().map(Profile::load).transpose()?;
     let out: Box<dyn Write> = match &a.output_file {
         Some(p) => Box::new(std::io::BufWriter::new(

@@ -167,6 +167,16 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// From the `-r` and `--module-regex` flags; the error names the flag.
+    pub fn from_flags(regex: Option<&str>, module_regex: Option<&str>) -> Result<Filter, String> {
+        Ok(Filter {
+            regex: regex.map(|r| compile_regex("-r", r)).transpose()?,
+            module_regex: module_regex
+                .map(|r| compile_regex("--module-regex", r))
+                .transpose()?,
+        })
+    }
+
     /// Whether a probe passes the filter.
     pub fn keeps(&self, p: &Probe) -> bool {
         let module = p.module.as_deref().unwrap_or("vmlinux");
