@@ -18,6 +18,7 @@ pub mod aggregate;
 pub mod args;
 pub mod bench;
 pub mod event;
+pub mod extension;
 pub mod generic;
 pub mod load;
 pub mod output;
