@@ -75,7 +75,8 @@ struct GenArgs {
     /// Output directory.
     #[arg(long, short = 'o', value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Function backend: auto, kprobe, kprobe-multi, fentry (tracepoints use tp_btf).
+    /// Function backend: auto, kprobe, kprobe-multi, fentry, or all (every
+    /// backend in one tracer, chosen with -b at run time). Tracepoints use tp_btf.
     #[arg(long, short = 'b', default_value = "auto")]
     backend: String,
     /// Compile the BPF object and build the ipft-<profile> binary.
@@ -231,7 +232,23 @@ fn generate(a: GenArgs) -> Result<()> {
     let t0 = Instant::now();
     let (mut d, profile) = load(&a.src, Some("ip"))?;
     let mut profile = profile.expect("default profile");
-    let backend = choose_backend(&a.backend, &d)?;
+    let backends: Vec<Backend> = if a.backend == "all" {
+        match &d.availability {
+            None => vec![Backend::Fentry, Backend::KprobeMulti, Backend::Kprobe],
+            Some(av) => [
+                (Backend::Fentry, av.fentry),
+                (Backend::KprobeMulti, av.kprobe_multi),
+                (Backend::Kprobe, av.kprobe),
+            ]
+            .into_iter()
+            .filter(|(_, ok)| *ok)
+            .map(|(b, _)| b)
+            .collect(),
+        }
+    } else {
+        choose_backend(&a.backend, &d)?.into_iter().collect()
+    };
+    let backend = backends.first().copied();
     if backend.is_none() {
         let why: Vec<String> = d
             .availability
@@ -265,7 +282,7 @@ fn generate(a: GenArgs) -> Result<()> {
     let (mut probes, left_out): (Vec<_>, Vec<_>) =
         d.probes.iter().cloned().partition(|p| match p.kind {
             ProbeKind::Tracepoint => true,
-            ProbeKind::Function => backend.is_some_and(|b| p.backends.contains(&b)),
+            ProbeKind::Function => backends.iter().any(|b| p.backends.contains(b)),
         });
     if backend.is_some() && !left_out.is_empty() {
         let names: Vec<String> = left_out
@@ -295,10 +312,10 @@ fn generate(a: GenArgs) -> Result<()> {
     let plan = Plan {
         profile: &profile.name,
         identity: &d.kernel.identity,
-        function_backend: backend.unwrap_or(Backend::Kprobe),
+        function_backends: &backends,
         probes: &probes,
         hidden_from,
-        returns: backend == Some(Backend::Fentry),
+        returns: backends.contains(&Backend::Fentry),
     };
     let g = codegen::generate(&plan)?;
     compile::write_sources(&out, &g)?;
@@ -310,7 +327,15 @@ fn generate(a: GenArgs) -> Result<()> {
             .iter()
             .filter(|p| p.kind == ProbeKind::Function)
             .count(),
-        backend.map_or("-", |b| b.name()),
+        if backends.is_empty() {
+            "-".to_string()
+        } else {
+            backends
+                .iter()
+                .map(|b| b.name())
+                .collect::<Vec<_>>()
+                .join("+")
+        },
         probes
             .iter()
             .filter(|p| p.kind == ProbeKind::Tracepoint)
@@ -409,7 +434,7 @@ fn bench(a: BenchArgs) -> Result<()> {
         let plan = Plan {
             profile: "all",
             identity: &d.kernel.identity,
-            function_backend: Backend::Fentry,
+            function_backends: &[Backend::Fentry],
             probes: &probes,
             hidden_from: probes.len(),
             returns: true,

@@ -35,7 +35,7 @@ fn generate(backend: Backend) -> codegen::Generated {
     let plan = Plan {
         profile: "all",
         identity: &k.identity,
-        function_backend: backend,
+        function_backends: &[backend],
         probes: &probes,
         hidden_from: probes.len(),
         returns: backend == Backend::Fentry,

@@ -362,6 +362,78 @@ fn with_end_markers(
     generic::table_for(&all, probes.len(), backend)
 }
 
+/// The function backend a generated tracer uses: `-b` if the tracer has it,
+/// else (auto) the first of fentry, kprobe-multi, kprobe that it has and the
+/// running kernel accepts (a real load + attach); `None` for tracepoints only.
+fn choose_compiled_backend(
+    spec: &ProbeSetSpec,
+    wanted: Option<Backend>,
+    note: &mut Option<String>,
+) -> Result<Option<Backend>> {
+    let mut compiled: Vec<Backend> = spec
+        .probes
+        .iter()
+        .map(|e| e.backend)
+        .filter(|b| b.for_functions())
+        .collect();
+    compiled.sort();
+    compiled.dedup();
+    let names = || {
+        compiled
+            .iter()
+            .map(|b| b.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match wanted {
+        Some(Backend::TpBtf) => return Ok(None),
+        Some(b) if compiled.contains(&b) => return Ok(Some(b)),
+        Some(b) => bail!(
+            "this tracer was generated for backend(s) {}; regenerate with ipft-gen -b {b} (or -b all)",
+            if compiled.is_empty() { "tp_btf".to_string() } else { names() }
+        ),
+        None => {}
+    }
+    if compiled.len() <= 1 {
+        return Ok(compiled.first().copied());
+    }
+    let syms = ipft_gen::probe::KernelSymbols::running().context("reading /proc/kallsyms")?;
+    let mut avail = syms.availability(ipft_gen::btf::running_release().as_deref());
+    // fentry is probed on ip_rcv by its id in the running kernel's BTF.
+    let k = ipft_gen::btf::KernelBtf::running()?;
+    if let Some(id) = k
+        .base
+        .resolve_ids_by_name("ip_rcv")
+        .ok()
+        .and_then(|v| v.first().copied())
+    {
+        syms.confirm(&mut avail, ("ip_rcv", id));
+    }
+    for (b, ok) in [
+        (Backend::Fentry, avail.fentry),
+        (Backend::KprobeMulti, avail.kprobe_multi),
+        (Backend::Kprobe, avail.kprobe),
+    ] {
+        if ok && compiled.contains(&b) {
+            return Ok(Some(b));
+        }
+    }
+    let why: Vec<String> = avail
+        .refused
+        .iter()
+        .map(|(b, r)| format!("{b}: {r}"))
+        .collect();
+    let msg = format!(
+        "function probes unavailable ({}); tracing tracepoints only",
+        why.join("; ")
+    );
+    *note = Some(match note.take() {
+        Some(n) => format!("{n}\n{msg}"),
+        None => msg,
+    });
+    Ok(None)
+}
+
 /// Every skb probe the kernel's BTF has.
 fn discovered(d: &ipft_gen::discover::Discovery) -> usize {
     (d.stats.skb_funcs + d.stats.skb_tracepoints) as usize
@@ -383,26 +455,15 @@ fn attach_compiled(
             ));
         }
     }
-    let compiled_backend = spec
-        .probes
-        .iter()
-        .find(|e| e.backend != Backend::TpBtf)
-        .map(|e| e.backend);
-    if let Some(b) = v.backend {
-        if b != Backend::TpBtf && Some(b) != compiled_backend {
-            bail!(
-                "this tracer was generated for backend {}; regenerate with ipft-gen -b {b}",
-                compiled_backend.map_or("tp_btf", |b| b.name())
-            );
-        }
-    }
+    let chosen = choose_compiled_backend(spec, v.backend, &mut note)?;
     let selected: Vec<usize> = spec
         .probes
         .iter()
         .enumerate()
         .filter(|(_, e)| {
             if e.hidden {
-                return true; // ends journeys whatever the selection
+                // Ends journeys whatever the selection.
+                return e.backend == Backend::TpBtf || Some(e.backend) == chosen;
             }
             let module = e.module.as_deref().unwrap_or("vmlinux");
             v.filter.regex.as_ref().is_none_or(|r| r.is_match(&e.name))
@@ -410,7 +471,7 @@ fn attach_compiled(
                     .module_regex
                     .as_ref()
                     .is_none_or(|r| r.is_match(module))
-                && (v.backend != Some(Backend::TpBtf) || e.backend == Backend::TpBtf)
+                && (e.backend == Backend::TpBtf || Some(e.backend) == chosen)
         })
         .map(|(i, _)| i)
         .collect();
@@ -437,7 +498,16 @@ fn attach_compiled(
         bail!("no probe could be attached: {first}");
     }
     let mut s = s;
-    s.filtered = spec.probes.len() - selected.len();
+    // Rows of the chosen backend (and tracepoints) left out by -r/--module-regex.
+    s.filtered = spec
+        .probes
+        .iter()
+        .enumerate()
+        .filter(|(i, e)| {
+            (e.backend == Backend::TpBtf || Some(e.backend) == chosen)
+                && selected.binary_search(i).is_err()
+        })
+        .count();
     Ok((s, spec.probes.to_vec(), note))
 }
 

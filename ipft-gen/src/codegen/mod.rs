@@ -20,8 +20,10 @@ pub struct Plan<'a> {
     pub profile: &'a str,
     /// Where the BTF came from.
     pub identity: &'a BtfIdentity,
-    /// Backend for function probes (tracepoints always use tp_btf).
-    pub function_backend: Backend,
+    /// Backends for function probes, one table row per (probe, backend)
+    /// that reaches it; the tracer picks one at run time. Tracepoints
+    /// always use tp_btf.
+    pub function_backends: &'a [Backend],
     /// Probes, in table order; those from `hidden_from` on only end
     /// journeys and are not printed.
     pub probes: &'a [Probe],
@@ -34,15 +36,26 @@ pub struct Plan<'a> {
 impl Plan<'_> {
     /// The probe table for this plan (specialised programs).
     pub fn table(&self) -> Vec<ProbeEntry> {
-        let mut rows: Vec<ProbeEntry> = self
+        // (probe index, backend) in table order.
+        let pairs: Vec<(usize, Backend)> = self
             .probes
             .iter()
             .enumerate()
-            .map(|(i, p)| {
-                let backend = match p.kind {
-                    ProbeKind::Tracepoint => Backend::TpBtf,
-                    ProbeKind::Function => self.function_backend,
-                };
+            .flat_map(|(i, p)| match p.kind {
+                ProbeKind::Tracepoint => vec![(i, Backend::TpBtf)],
+                ProbeKind::Function => self
+                    .function_backends
+                    .iter()
+                    .filter(|b| p.backends.contains(b))
+                    .map(|&b| (i, b))
+                    .collect(),
+            })
+            .collect();
+        let mut rows: Vec<ProbeEntry> = pairs
+            .into_iter()
+            .enumerate()
+            .map(|(i, (pi, backend))| {
+                let p = &self.probes[pi];
                 let reason_pos = p.drop_reason_pos;
                 let end = table::is_end_marker(&p.name, p.kind);
                 let (program, return_program) = match backend {
@@ -70,7 +83,7 @@ impl Plan<'_> {
                     program: Cow::Owned(program),
                     return_program: return_program.map(Cow::Owned),
                     frees_skb: p.frees_skb(),
-                    hidden: i >= self.hidden_from,
+                    hidden: pi >= self.hidden_from,
                 }
             })
             .collect();
