@@ -212,10 +212,7 @@ fn choose_backend(arg: &str, d: &Discovery) -> Result<Option<Backend>> {
     if arg == "auto" {
         return Ok(match &d.availability {
             None => Some(Backend::Kprobe),
-            Some(a) if a.fentry => Some(Backend::Fentry),
-            Some(a) if a.kprobe_multi => Some(Backend::KprobeMulti),
-            Some(a) if a.kprobe => Some(Backend::Kprobe),
-            Some(_) => None,
+            Some(a) => a.function_backends().first().copied(),
         });
     }
     match Backend::parse(arg) {
@@ -235,15 +232,7 @@ fn generate(a: GenArgs) -> Result<()> {
     let backends: Vec<Backend> = if a.backend == "all" {
         match &d.availability {
             None => vec![Backend::Fentry, Backend::KprobeMulti, Backend::Kprobe],
-            Some(av) => [
-                (Backend::Fentry, av.fentry),
-                (Backend::KprobeMulti, av.kprobe_multi),
-                (Backend::Kprobe, av.kprobe),
-            ]
-            .into_iter()
-            .filter(|(_, ok)| *ok)
-            .map(|(b, _)| b)
-            .collect(),
+            Some(av) => av.function_backends(),
         }
     } else {
         choose_backend(&a.backend, &d)?.into_iter().collect()

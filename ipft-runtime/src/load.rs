@@ -3,7 +3,7 @@
 //! leaves nothing attached).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Mutex;
 
 use libbpf_rs::{
@@ -12,6 +12,7 @@ use libbpf_rs::{
 };
 
 use crate::{Backend, ProbeEntry};
+use ipft_gen::probe::feature;
 
 /// Knobs written into the object's `const volatile struct ipft_config`.
 #[derive(Debug, Clone, Copy)]
@@ -444,7 +445,13 @@ impl Session {
             let Some(insns) = self.templates.get(name) else {
                 return Ok(Err(format!("program {name} missing")));
             };
-            let prog = match raw::prog_load(name, insns, attach, e.btf_id) {
+            let prog = match feature::prog_load(
+                libbpf_sys::BPF_PROG_TYPE_TRACING,
+                name,
+                insns,
+                attach,
+                e.btf_id,
+            ) {
                 Ok(p) => p,
                 Err(errno)
                     if matches!(errno, libc::EPERM | libc::EINVAL) && self.raw_links.is_empty() =>
@@ -464,7 +471,7 @@ impl Session {
                     )))
                 }
             };
-            let link = match raw::trace_link(prog.as_raw_fd(), attach, id as u64) {
+            let link = match feature::tracing_link(prog.as_raw_fd(), attach, id as u64) {
                 Ok(l) => l,
                 Err(errno) => return Ok(Err(std::io::Error::from_raw_os_error(errno).to_string())),
             };
@@ -497,34 +504,27 @@ impl Session {
         let obj = &self.objects[o];
         let prog =
             Self::prog(obj, &e.program).ok_or_else(|| format!("program {} missing", e.program))?;
-        let link = match e.backend {
-            Backend::Kprobe => prog.attach_kprobe_with_opts(
-                false,
-                e.name.as_ref(),
-                KprobeOpts {
-                    cookie: id as u64,
-                    ..Default::default()
-                },
-            ),
-            Backend::TpBtf | Backend::Fentry => prog.attach_trace(),
-            Backend::KprobeMulti => unreachable!("grouped"),
-        }
-        .map_err(|err| reason(&err))?;
-        let mut links = vec![link];
-        if let Some(r) = e.return_program.as_deref().filter(|_| graph) {
-            let rp = Self::prog(obj, r).ok_or_else(|| format!("program {r} missing"))?;
-            let ret = match e.backend {
-                Backend::Kprobe => rp.attach_kprobe_with_opts(
-                    true,
+        // Entry and return attach alike: kprobe by name with the index as
+        // cookie, typed programs to the target they were loaded for.
+        let attach = |p: &libbpf_rs::ProgramMut<'_>, retprobe: bool| {
+            match e.backend {
+                Backend::Kprobe => p.attach_kprobe_with_opts(
+                    retprobe,
                     e.name.as_ref(),
                     KprobeOpts {
                         cookie: id as u64,
                         ..Default::default()
                     },
                 ),
-                _ => rp.attach_trace(),
-            };
-            links.push(ret.map_err(|err| reason(&err))?);
+                Backend::TpBtf | Backend::Fentry => p.attach_trace(),
+                Backend::KprobeMulti => unreachable!("grouped"),
+            }
+            .map_err(|err| reason(&err))
+        };
+        let mut links = vec![attach(&prog, false)?];
+        if let Some(r) = e.return_program.as_deref().filter(|_| graph) {
+            let rp = Self::prog(obj, r).ok_or_else(|| format!("program {r} missing"))?;
+            links.push(attach(&rp, true)?);
         }
         self.links.extend(links);
         Ok(())
@@ -617,7 +617,7 @@ impl Session {
             let Some(p) = Self::prog(&self.objects[o], name) else {
                 return Ok(Err(format!("program {name} missing")));
             };
-            match raw::trace_link(p.as_fd().as_raw_fd(), attach, id as u64) {
+            match feature::tracing_link(p.as_fd().as_raw_fd(), attach, id as u64) {
                 Ok(l) => self.raw_links.push(l),
                 Err(errno) => return Ok(Err(std::io::Error::from_raw_os_error(errno).to_string())),
             }
@@ -629,65 +629,6 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         self.detach();
-    }
-}
-
-/// The raw libbpf calls behind generic fentry/fexit: libbpf-rs has neither
-/// loading relocated instructions again nor tracing links with a cookie.
-mod raw {
-    use super::*;
-    use libbpf_rs::libbpf_sys as sys;
-    use std::ffi::CString;
-
-    /// Load `insns` as a tracing program for vmlinux BTF id `btf_id`.
-    pub fn prog_load(
-        name: &str,
-        insns: &[sys::bpf_insn],
-        attach: sys::bpf_attach_type,
-        btf_id: u32,
-    ) -> Result<OwnedFd, i32> {
-        // SAFETY: zeroed opts with sz set is libbpf's initialisation idiom.
-        let mut opts: sys::bpf_prog_load_opts = unsafe { std::mem::zeroed() };
-        opts.sz = std::mem::size_of::<sys::bpf_prog_load_opts>() as _;
-        opts.expected_attach_type = attach;
-        opts.attach_btf_id = btf_id;
-        let name = CString::new(name).map_err(|_| libc::EINVAL)?;
-        let license = CString::new("GPL").unwrap();
-        // SAFETY: all pointers are valid for the duration of the call.
-        let fd = unsafe {
-            sys::bpf_prog_load(
-                sys::BPF_PROG_TYPE_TRACING,
-                name.as_ptr(),
-                license.as_ptr(),
-                insns.as_ptr(),
-                insns.len() as _,
-                &mut opts,
-            )
-        };
-        if fd < 0 {
-            return Err(-fd);
-        }
-        // SAFETY: a fresh fd we own.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    }
-
-    /// A tracing link (fentry/fexit) carrying `cookie`.
-    pub fn trace_link(
-        prog_fd: i32,
-        attach: sys::bpf_attach_type,
-        cookie: u64,
-    ) -> Result<OwnedFd, i32> {
-        // SAFETY: zeroed opts with sz set; the union member matches the attach type.
-        let mut opts: sys::bpf_link_create_opts = unsafe { std::mem::zeroed() };
-        opts.sz = std::mem::size_of::<sys::bpf_link_create_opts>() as _;
-        opts.__bindgen_anon_1.tracing.cookie = cookie;
-        // SAFETY: valid fd and opts.
-        let fd = unsafe { sys::bpf_link_create(prog_fd, 0, attach, &opts) };
-        if fd < 0 {
-            return Err(-fd);
-        }
-        // SAFETY: a fresh fd we own.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 }
 

@@ -252,15 +252,7 @@ fn attach_generic(
     let candidates: Vec<Backend> = match v.backend {
         Some(Backend::TpBtf) => vec![],
         Some(b) => vec![b],
-        None => [
-            (Backend::Fentry, avail.fentry),
-            (Backend::KprobeMulti, avail.kprobe_multi),
-            (Backend::Kprobe, avail.kprobe),
-        ]
-        .into_iter()
-        .filter(|(_, ok)| *ok)
-        .map(|(b, _)| b)
-        .collect(),
+        None => avail.function_backends(),
     };
     let has_functions = d.probes.iter().any(|p| p.kind == ProbeKind::Function);
     let mut why_not: Vec<String> = avail
@@ -409,14 +401,12 @@ fn choose_compiled_backend(
     {
         syms.confirm(&mut avail, ("ip_rcv", id));
     }
-    for (b, ok) in [
-        (Backend::Fentry, avail.fentry),
-        (Backend::KprobeMulti, avail.kprobe_multi),
-        (Backend::Kprobe, avail.kprobe),
-    ] {
-        if ok && compiled.contains(&b) {
-            return Ok(Some(b));
-        }
+    if let Some(b) = avail
+        .function_backends()
+        .into_iter()
+        .find(|b| compiled.contains(b))
+    {
+        return Ok(Some(b));
     }
     let why: Vec<String> = avail
         .refused

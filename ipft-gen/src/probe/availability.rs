@@ -42,6 +42,21 @@ pub struct Availability {
     pub fentry_max_args: u8,
 }
 
+impl Availability {
+    /// The function backends this kernel offers, fastest first.
+    pub fn function_backends(&self) -> Vec<Backend> {
+        [
+            (Backend::Fentry, self.fentry),
+            (Backend::KprobeMulti, self.kprobe_multi),
+            (Backend::Kprobe, self.kprobe),
+        ]
+        .into_iter()
+        .filter(|(_, ok)| *ok)
+        .map(|(b, _)| b)
+        .collect()
+    }
+}
+
 impl KernelSymbols {
     /// Read /proc/kallsyms (and available_filter_functions if allowed).
     pub fn running() -> std::io::Result<Self> {

@@ -1,11 +1,66 @@
-//! Backend feature probes on the running kernel: load a two-instruction
-//! program and create (then drop) a real link. Symbols in kallsyms say what
-//! the kernel was built with; only an attach says what this host allows
-//! (sandboxes refuse fentry with EPERM even where it is compiled in).
+//! Raw BPF calls libbpf-rs does not offer (loading instructions directly,
+//! tracing links with a cookie), and the backend feature probes built on
+//! them: load a two-instruction program and create (then drop) a real link.
+//! Symbols in kallsyms say what the kernel was built with; only an attach
+//! says what this host allows (sandboxes refuse fentry with EPERM even where
+//! it is compiled in).
 
 use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use libbpf_sys as sys;
+pub use libbpf_sys as sys;
+
+/// Load `insns` (already relocated) as a `prog_type` program expecting
+/// `attach`, aimed at vmlinux BTF id `btf_id` (0: none). Errors are errnos.
+pub fn prog_load(
+    prog_type: sys::bpf_prog_type,
+    name: &str,
+    insns: &[sys::bpf_insn],
+    attach: sys::bpf_attach_type,
+    btf_id: u32,
+) -> Result<OwnedFd, i32> {
+    // SAFETY: zeroed opts with sz set is libbpf's initialisation idiom.
+    let mut opts: sys::bpf_prog_load_opts = unsafe { std::mem::zeroed() };
+    opts.sz = std::mem::size_of::<sys::bpf_prog_load_opts>() as _;
+    opts.expected_attach_type = attach;
+    opts.attach_btf_id = btf_id;
+    let name = CString::new(name).map_err(|_| libc::EINVAL)?;
+    let license = CString::new("GPL").unwrap();
+    // SAFETY: all pointers are valid for the duration of the call.
+    let fd = unsafe {
+        sys::bpf_prog_load(
+            prog_type,
+            name.as_ptr(),
+            license.as_ptr(),
+            insns.as_ptr(),
+            insns.len() as _,
+            &mut opts,
+        )
+    };
+    owned(fd)
+}
+
+/// A tracing link (fentry/fexit) carrying `cookie`.
+pub fn tracing_link(
+    prog_fd: i32,
+    attach: sys::bpf_attach_type,
+    cookie: u64,
+) -> Result<OwnedFd, i32> {
+    // SAFETY: zeroed opts with sz set; the union member matches the attach type.
+    let mut opts: sys::bpf_link_create_opts = unsafe { std::mem::zeroed() };
+    opts.sz = std::mem::size_of::<sys::bpf_link_create_opts>() as _;
+    opts.__bindgen_anon_1.tracing.cookie = cookie;
+    // SAFETY: valid fd and opts.
+    owned(unsafe { sys::bpf_link_create(prog_fd, 0, attach, &opts) })
+}
+
+fn owned(fd: i32) -> Result<OwnedFd, i32> {
+    if fd < 0 {
+        return Err(-fd);
+    }
+    // SAFETY: a fresh fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
 
 /// `r0 = 0; exit`.
 fn insns() -> [sys::bpf_insn; 2] {
@@ -17,64 +72,30 @@ fn insns() -> [sys::bpf_insn; 2] {
     [mov, exit]
 }
 
-fn errno_msg(ret: i32) -> String {
-    std::io::Error::from_raw_os_error(-ret).to_string()
+fn errno_msg(errno: i32) -> String {
+    std::io::Error::from_raw_os_error(errno).to_string()
 }
 
-fn load(
+fn probe_prog(
     prog_type: sys::bpf_prog_type,
     attach: sys::bpf_attach_type,
     btf_id: u32,
-) -> Result<i32, String> {
-    let insns = insns();
-    // SAFETY: zeroed opts with sz set is how libbpf expects callers to init.
-    let mut opts: sys::bpf_prog_load_opts = unsafe { std::mem::zeroed() };
-    opts.sz = std::mem::size_of::<sys::bpf_prog_load_opts>() as _;
-    opts.expected_attach_type = attach;
-    opts.attach_btf_id = btf_id;
-    let license = CString::new("GPL").unwrap();
-    let name = CString::new("ipft_probe").unwrap();
-    // SAFETY: pointers are valid for the call.
-    let fd = unsafe {
-        sys::bpf_prog_load(
-            prog_type,
-            name.as_ptr(),
-            license.as_ptr(),
-            insns.as_ptr(),
-            2,
-            &mut opts,
-        )
-    };
-    if fd < 0 {
-        return Err(format!("load: {}", errno_msg(fd)));
-    }
-    Ok(fd)
-}
-
-fn close(fd: i32) {
-    // SAFETY: fd is ours.
-    unsafe { libc::close(fd) };
+) -> Result<OwnedFd, String> {
+    prog_load(prog_type, "ipft_probe", &insns(), attach, btf_id)
+        .map_err(|e| format!("load: {}", errno_msg(e)))
 }
 
 /// Can fentry attach to the vmlinux function with BTF id `btf_id`?
 pub fn fentry(btf_id: u32) -> Result<(), String> {
-    let fd = load(sys::BPF_PROG_TYPE_TRACING, sys::BPF_TRACE_FENTRY, btf_id)?;
-    // SAFETY: zeroed opts with sz set.
-    let mut opts: sys::bpf_link_create_opts = unsafe { std::mem::zeroed() };
-    opts.sz = std::mem::size_of::<sys::bpf_link_create_opts>() as _;
-    // SAFETY: valid fd and opts.
-    let link = unsafe { sys::bpf_link_create(fd, 0, sys::BPF_TRACE_FENTRY, &opts) };
-    close(fd);
-    if link < 0 {
-        return Err(format!("attach: {}", errno_msg(link)));
-    }
-    close(link);
-    Ok(())
+    let prog = probe_prog(sys::BPF_PROG_TYPE_TRACING, sys::BPF_TRACE_FENTRY, btf_id)?;
+    tracing_link(prog.as_raw_fd(), sys::BPF_TRACE_FENTRY, 0)
+        .map(drop)
+        .map_err(|e| format!("attach: {}", errno_msg(e)))
 }
 
 /// Can kprobe-multi attach to `symbol`?
 pub fn kprobe_multi(symbol: &str) -> Result<(), String> {
-    let fd = load(sys::BPF_PROG_TYPE_KPROBE, sys::BPF_TRACE_KPROBE_MULTI, 0)?;
+    let prog = probe_prog(sys::BPF_PROG_TYPE_KPROBE, sys::BPF_TRACE_KPROBE_MULTI, 0)?;
     let sym = CString::new(symbol).map_err(|e| e.to_string())?;
     let mut syms = [sym.as_ptr()];
     // SAFETY: zeroed opts with sz set; the union member matches the attach type.
@@ -83,13 +104,11 @@ pub fn kprobe_multi(symbol: &str) -> Result<(), String> {
     opts.__bindgen_anon_1.kprobe_multi.cnt = 1;
     opts.__bindgen_anon_1.kprobe_multi.syms = syms.as_mut_ptr();
     // SAFETY: valid fd and opts; syms outlives the call.
-    let link = unsafe { sys::bpf_link_create(fd, 0, sys::BPF_TRACE_KPROBE_MULTI, &opts) };
-    close(fd);
-    if link < 0 {
-        return Err(format!("attach: {}", errno_msg(link)));
-    }
-    close(link);
-    Ok(())
+    let link =
+        unsafe { sys::bpf_link_create(prog.as_raw_fd(), 0, sys::BPF_TRACE_KPROBE_MULTI, &opts) };
+    owned(link)
+        .map(drop)
+        .map_err(|e| format!("attach: {}", errno_msg(e)))
 }
 
 /// Is there a kprobe PMU (CONFIG_KPROBES)?
