@@ -41,6 +41,11 @@ pub fn tail(text: &str, n: usize) -> String {
 }
 
 fn run(tool: &str, cmd: &mut Command, file: &Path) -> Result<Vec<u8>, BuildError> {
+    run_both(tool, cmd, file).map(|(out, _)| out)
+}
+
+/// Run a tool; on success its stdout and stderr.
+fn run_both(tool: &str, cmd: &mut Command, file: &Path) -> Result<(Vec<u8>, String), BuildError> {
     let out = cmd.output().map_err(|source| BuildError::Missing {
         tool: tool.into(),
         source,
@@ -54,7 +59,10 @@ fn run(tool: &str, cmd: &mut Command, file: &Path) -> Result<Vec<u8>, BuildError
             log: tail(&log, 30),
         });
     }
-    Ok(out.stdout)
+    Ok((
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
 }
 
 fn write(path: &Path, data: &[u8]) -> Result<(), BuildError> {
@@ -103,24 +111,12 @@ pub fn find_tool(name: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
+include!("clang.rs");
+
 /// clang -O2 -g -target bpf. `include` dirs are searched for headers.
-pub fn compile_bpf(src: &Path, obj: &Path, include: &[&Path]) -> Result<(), BuildError> {
-    let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
-    let mut cmd = Command::new(&clang);
-    cmd.args([
-        "-O2",
-        "-g",
-        "-target",
-        "bpf",
-        "-D__TARGET_ARCH_x86",
-        "-Wall",
-        "-Wno-unused-function",
-    ]);
-    for dir in include {
-        cmd.arg("-I").arg(dir);
-    }
-    cmd.arg("-c").arg(src).arg("-o").arg(obj);
-    run("clang", &mut cmd, src).map(|_| ())
+/// Returns clang's warnings (empty when there are none).
+pub fn compile_bpf(src: &Path, obj: &Path, include: &[&Path]) -> Result<String, BuildError> {
+    run_both("clang", &mut clang_command(src, obj, include), src).map(|(_, warnings)| warnings)
 }
 
 /// Where the ipft-runtime crate lives (for the generated crate's path

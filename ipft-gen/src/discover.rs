@@ -3,9 +3,12 @@
 
 use std::path::PathBuf;
 
-use crate::btf::{self, BtfError, KernelBtf, ScanStats};
-use crate::probe::availability::static_backends;
-use crate::probe::{Availability, Filter, KernelSymbols, Probe, Profile};
+use ipft_abi::{policy, table, KernelOffer, ProbeKind};
+use ipft_btf::{self as btf, BtfError, KernelBtf, ScanStats};
+use ipft_runtime::kernel::{self, KernelSymbols, Probed};
+use ipft_runtime::select::Filter;
+
+use crate::probe::{Probe, Profile};
 
 /// Where the BTF comes from.
 #[derive(Debug, Clone)]
@@ -28,8 +31,8 @@ pub struct Discovery {
     pub stats: ScanStats,
     /// Selected probes dropped as unreachable (inlined, notrace, ...).
     pub untraceable: usize,
-    /// Kernel features (running kernel only).
-    pub availability: Option<Availability>,
+    /// What the running kernel offers (running kernel only).
+    pub probed: Option<Probed>,
     /// Running-kernel symbols, kept for address resolution.
     pub symbols: Option<KernelSymbols>,
     /// The kernel's journey-ending probes (see `table::END_MARKERS`),
@@ -48,11 +51,21 @@ pub enum DiscoverError {
     Kallsyms(#[source] std::io::Error),
 }
 
+/// What to find out about the running kernel's backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backends {
+    /// Confirm each with a real load + attach (needs root).
+    Probe,
+    /// Only what the symbols say: nothing is loaded.
+    FromSymbols,
+}
+
 /// Read, scan, select, resolve backends.
 pub fn discover(
     input: &BtfInput,
     profile: Option<&Profile>,
     filter: &Filter,
+    backends: Backends,
 ) -> Result<Discovery, DiscoverError> {
     let kernel = match input {
         BtfInput::Running => KernelBtf::running()?,
@@ -61,39 +74,40 @@ pub fn discover(
     };
     let (all, stats) = btf::scan(&kernel)?;
     let release = kernel.identity.release.clone();
-    // A vmlinux function to aim feature probes at.
-    let target = all
-        .iter()
-        .find(|p| {
-            p.module.is_none() && p.kind == crate::probe::ProbeKind::Function && p.name == "ip_rcv"
-        })
-        .map(|p| (p.name.clone(), p.btf_id));
     let mut end_markers: Vec<Probe> = all
         .iter()
-        .filter(|p| p.module.is_none() && crate::table::is_end_marker(&p.name, p.kind))
+        .filter(|p| p.module.is_none() && table::is_end_marker(&p.name, p.kind))
         .cloned()
         .collect();
     let mut probes: Vec<Probe> = all
         .into_iter()
-        .filter(|p| profile.is_none_or(|pr| pr.keeps(p, release.as_deref())) && filter.keeps(p))
+        .filter(|p| {
+            profile.is_none_or(|pr| pr.keeps(p, release.as_deref()))
+                && filter.keeps(&p.name, p.module.as_deref())
+        })
         .collect();
-    let (untraceable, availability, symbols) = match input {
+    let (untraceable, probed, symbols) = match input {
         BtfInput::Running => {
             let syms = KernelSymbols::running().map_err(DiscoverError::Kallsyms)?;
-            let mut avail = syms.availability(release.as_deref());
+            // Real load + attach probes need root; without it the symbols say.
             // SAFETY: geteuid has no preconditions.
-            if unsafe { libc::geteuid() } == 0 {
-                if let Some((name, id)) = &target {
-                    syms.confirm(&mut avail, (name, *id));
-                }
+            let root = unsafe { libc::geteuid() } == 0;
+            let wanted: &[ipft_abi::Backend] = match root && backends == Backends::Probe {
+                true => &ipft_abi::Backend::FUNCTIONS,
+                false => &[],
+            };
+            let probed = kernel::probe(&syms, wanted);
+            let before = probes.len();
+            for list in [&mut probes, &mut end_markers] {
+                list.retain(|p| p.kind == ProbeKind::Tracepoint || syms.attachable(&p.name));
+                resolve(list, &probed.offer);
             }
-            let dropped = syms.resolve(&mut probes, &avail);
-            syms.resolve(&mut end_markers, &avail);
-            (dropped, Some(avail), Some(syms))
+            (before - probes.len(), Some(probed), Some(syms))
         }
         _ => {
-            for p in probes.iter_mut().chain(end_markers.iter_mut()) {
-                p.backends = static_backends(p, release.as_deref());
+            let offer = KernelOffer::everything(release.as_deref());
+            for list in [&mut probes, &mut end_markers] {
+                resolve(list, &offer);
             }
             end_markers.retain(|p| !p.backends.is_empty());
             let before = probes.len();
@@ -106,8 +120,17 @@ pub fn discover(
         probes,
         stats,
         untraceable,
-        availability,
+        probed,
         symbols,
         end_markers,
     })
+}
+
+/// Fill each probe's backends: those that reach it on `offer`. Functions
+/// that no backend of a running kernel reaches stay, with an empty list, so
+/// listings show them.
+fn resolve(probes: &mut [Probe], offer: &KernelOffer) {
+    for p in probes {
+        p.backends = policy::reaching(&p.shape(), true, offer);
+    }
 }

@@ -1,16 +1,26 @@
 //! `ipft-gen`: list skb probes of a kernel, or generate and build a tracer.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use ipft_abi::{policy, Asked, KernelOffer};
 use ipft_gen::codegen::{self, Plan};
 use ipft_gen::compile;
-use ipft_gen::discover::{discover, BtfInput, Discovery};
+use ipft_gen::discover::{discover, Backends, BtfInput, Discovery};
 use ipft_gen::probe::{Backend, Filter, ProbeKind, Profile};
+use ipft_gen::Probe;
+
+/// Print to stderr; a closed stderr is not an error worth dying for.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
 
 /// Generate a packet tracer specialised to one kernel and one probe set.
 #[derive(Parser)]
@@ -36,8 +46,8 @@ struct BenchArgs {
     #[arg(long, default_value = "/sys/kernel/btf/vmlinux")]
     btf: PathBuf,
     /// Runs per measurement.
-    #[arg(long, default_value_t = 11)]
-    runs: usize,
+    #[arg(long, default_value_t = 11, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    runs: u32,
 }
 
 #[derive(Args, Clone)]
@@ -72,13 +82,14 @@ struct ListArgs {
 struct GenArgs {
     #[command(flatten)]
     src: Source,
-    /// Output directory.
+    /// Output directory [default: ipft-<profile>-<kernel release or BTF checksum>].
     #[arg(long, short = 'o', value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Function backend: auto, kprobe, kprobe-multi, fentry, or all (every
-    /// backend in one tracer, chosen with -b at run time). Tracepoints use tp_btf.
-    #[arg(long, short = 'b', default_value = "auto")]
-    backend: String,
+    /// Function backend (tracepoints use tp_btf). auto: per probe, the one the
+    /// tracer's kernel attaches fastest; all: every backend that reaches each
+    /// probe, chosen at run time.
+    #[arg(long, short = 'b', value_enum, default_value_t = GenBackend::Auto)]
+    backend: GenBackend,
     /// Compile the BPF object and build the ipft-<profile> binary.
     #[arg(long)]
     build: bool,
@@ -91,7 +102,18 @@ struct GenArgs {
     timings: bool,
 }
 
+/// `-b` of ipft-gen.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum GenBackend {
+    Auto,
+    Kprobe,
+    KprobeMulti,
+    Fentry,
+    All,
+}
+
 fn main() -> ExitCode {
+    ipft_gen::btf::install_quiet_panic_hook();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         // --help and --version print as usual.
@@ -100,7 +122,7 @@ fn main() -> ExitCode {
             // Usage errors: one line, not clap's usage block.
             let text = e.to_string();
             let first = text.lines().next().unwrap_or("bad arguments");
-            eprintln!(
+            say!(
                 "ipft-gen: {} (see --help)",
                 first.trim_start_matches("error: ")
             );
@@ -114,11 +136,20 @@ fn main() -> ExitCode {
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ipft-gen: {}", one_line(&e));
+            say!("ipft-gen: {}", one_line(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// A reader that stopped reading (`| head`) ends the output normally.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// An error and its causes on one line; a cause whose text the message
@@ -155,12 +186,15 @@ fn load(s: &Source, default_profile: Option<&str>) -> Result<(Discovery, Option<
         .transpose()?;
     let filter = Filter::from_flags(s.regex.as_deref(), s.module_regex.as_deref())
         .map_err(anyhow::Error::msg)?;
-    let d = discover(&input(s), profile.as_ref(), &filter)?;
+    let d = discover(&input(s), profile.as_ref(), &filter, Backends::Probe)?;
     // Once per run, even when discovery runs again for a fallback profile.
     static NOTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    if let Some(note) = d.symbols.as_ref().and_then(|s| s.note.as_ref()) {
-        if !NOTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            eprintln!("{note}");
+    if !NOTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        if let Some(note) = d.symbols.as_ref().and_then(|s| s.note.as_ref()) {
+            say!("{note}");
+        }
+        for e in &d.kernel.skipped {
+            say!("ipft-gen: warning: module BTF skipped: {e}");
         }
     }
     if d.probes.is_empty() {
@@ -177,14 +211,17 @@ fn load(s: &Source, default_profile: Option<&str>) -> Result<(Discovery, Option<
 
 fn list(a: ListArgs) -> Result<()> {
     let (d, _) = load(&a.src, None)?;
+    let mut out = std::io::stdout().lock();
     if a.json {
-        println!("{}", serde_json::to_string(&d.probes)?);
+        serde_json::to_writer(&mut out, &d.probes)?;
+        writeln!(out)?;
         return Ok(());
     }
     for p in &d.probes {
         let pos: Vec<String> = p.skb_positions.iter().map(u8::to_string).collect();
         let be: Vec<&str> = p.backends.iter().map(|b| b.name()).collect();
-        println!(
+        writeln!(
+            out,
             "{:<48} {:<16} {:<10} skb={:<6} nargs={:<2}{}{} {}",
             p.name,
             p.module.as_deref().unwrap_or("vmlinux"),
@@ -194,9 +231,10 @@ fn list(a: ListArgs) -> Result<()> {
             if p.variadic { " variadic" } else { "" },
             if p.byval { " byval" } else { "" },
             be.join(",")
-        );
+        )?;
     }
-    eprintln!(
+    out.flush()?;
+    say!(
         "{} probes ({} untraceable dropped; scanned {} types, {} functions)",
         d.probes.len(),
         d.untraceable,
@@ -206,45 +244,67 @@ fn list(a: ListArgs) -> Result<()> {
     Ok(())
 }
 
-/// auto: on the running kernel the fastest it offers; for another kernel's
-/// BTF kprobe, the backend every kernel since 5.15 attaches by name.
-fn choose_backend(arg: &str, d: &Discovery) -> Result<Option<Backend>> {
-    if arg == "auto" {
-        return Ok(match &d.availability {
-            None => Some(Backend::Kprobe),
-            Some(a) => a.function_backends().first().copied(),
-        });
-    }
-    match Backend::parse(arg) {
-        Some(Backend::TpBtf) => Ok(None),
-        Some(b) => Ok(Some(b)),
-        None => bail!("unknown backend '{arg}' (auto, kprobe, kprobe-multi, fentry, tp_btf)"),
+/// What the tracer's kernel offers: the running kernel as probed; for
+/// another kernel's BTF every backend its release can have, except that
+/// auto leaves kprobe-multi out (6.1 and older lack it) and keeps fentry
+/// only where kprobes cannot reach.
+fn target_offer(d: &Discovery, asked: GenBackend) -> KernelOffer {
+    match &d.probed {
+        Some(p) => p.offer,
+        None => {
+            let all = KernelOffer::everything(d.kernel.identity.release.as_deref());
+            match asked {
+                GenBackend::Auto => all.without(Backend::KprobeMulti),
+                _ => all,
+            }
+        }
     }
 }
 
-fn generate(a: GenArgs) -> Result<()> {
-    let Some(out) = a.out.clone() else {
-        bail!("missing -o DIR (or use `ipft-gen list`)");
+/// The backends compiled in for each probe: one chosen by the policy, or
+/// with `all` every backend that reaches it.
+fn compiled_backends(p: &Probe, offer: &KernelOffer, asked: GenBackend) -> Vec<Backend> {
+    let shape = p.shape();
+    let asked = match asked {
+        GenBackend::All => return policy::reaching(&shape, true, offer),
+        GenBackend::Auto => Asked::Auto,
+        GenBackend::Kprobe => Asked::Only(Backend::Kprobe),
+        GenBackend::KprobeMulti => Asked::Only(Backend::KprobeMulti),
+        GenBackend::Fentry => Asked::Only(Backend::Fentry),
     };
+    policy::choose(&shape, true, &p.backends, offer, asked)
+        .ok()
+        .into_iter()
+        .collect()
+}
+
+/// `ipft-<profile>-<release>` (or the BTF checksum when the release is unknown).
+fn default_out(profile: &str, d: &Discovery) -> PathBuf {
+    let id = &d.kernel.identity;
+    let kernel = id.release.clone().unwrap_or_else(|| id.checksum.clone());
+    let safe: String = kernel
+        .chars()
+        .map(|c| match c.is_ascii_alphanumeric() || "._-".contains(c) {
+            true => c,
+            false => '_',
+        })
+        .collect();
+    PathBuf::from(format!("ipft-{profile}-{safe}"))
+}
+
+fn generate(a: GenArgs) -> Result<()> {
     let t0 = Instant::now();
     let (mut d, profile) = load(&a.src, Some("ip"))?;
     let mut profile = profile.expect("default profile");
-    let backends: Vec<Backend> = if a.backend == "all" {
-        match &d.availability {
-            None => vec![Backend::Fentry, Backend::KprobeMulti, Backend::Kprobe],
-            Some(av) => av.function_backends(),
-        }
-    } else {
-        choose_backend(&a.backend, &d)?.into_iter().collect()
-    };
-    let backend = backends.first().copied();
-    if backend.is_none() {
+    let mut offer = target_offer(&d, a.backend);
+    let has_functions = d.probes.iter().any(|p| p.kind == ProbeKind::Function);
+    if has_functions && offer.function_backends().is_empty() {
         let why: Vec<String> = d
-            .availability
+            .probed
             .iter()
-            .flat_map(|a| a.refused.iter().map(|(b, r)| format!("{b}: {r}")))
+            .flat_map(|p| p.refused.iter().map(|(b, r)| format!("{b}: {r}")))
             .collect();
-        eprintln!(
+        say!(
             "ipft-gen: no function backend works on this kernel ({}): {}",
             if why.is_empty() {
                 "none found".to_string()
@@ -265,43 +325,59 @@ fn generate(a: GenArgs) -> Result<()> {
             let (d2, p2) = load(&src, None)?;
             d = d2;
             profile = p2.expect("tracepoints profile");
+            offer = target_offer(&d, a.backend);
         }
     }
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(&profile.name, &d));
     let t_discover = t0.elapsed();
+    let mut probes = d.probes.clone();
+    for p in probes.iter_mut().chain(d.end_markers.iter_mut()) {
+        p.backends = match p.kind {
+            ProbeKind::Tracepoint => vec![Backend::TpBtf],
+            ProbeKind::Function => compiled_backends(p, &offer, a.backend),
+        };
+    }
     let (mut probes, left_out): (Vec<_>, Vec<_>) =
-        d.probes.iter().cloned().partition(|p| match p.kind {
-            ProbeKind::Tracepoint => true,
-            ProbeKind::Function => backends.iter().any(|b| p.backends.contains(b)),
-        });
-    if backend.is_some() && !left_out.is_empty() {
-        let names: Vec<String> = left_out
-            .iter()
-            .take(5)
-            .map(|p| format!("{} (skb arg {}, {} args)", p.name, p.skb_pos(), p.nargs))
-            .collect();
-        eprintln!(
-            "ipft-gen: {} functions out of reach of {} left out: {}{}",
-            left_out.len(),
-            a.backend,
-            names.join(", "),
-            if left_out.len() > 5 { ", ..." } else { "" }
+        probes.into_iter().partition(|p| !p.backends.is_empty());
+    if !offer.function_backends().is_empty() && !left_out.is_empty() {
+        say!(
+            "ipft-gen: {} functions out of reach left out:",
+            left_out.len()
         );
+        for p in &left_out {
+            say!(
+                "  {} (skb arg {}, {} args)",
+                p.display_name(),
+                p.skb_pos(),
+                p.nargs
+            );
+        }
     }
     if probes.is_empty() {
         bail!(
             "no probe of profile {} is reachable with backend {}",
             profile.name,
             a.backend
+                .to_possible_value()
+                .map_or("?".into(), |v| v.get_name().to_string())
         );
     }
+    let backends: Vec<Backend> = {
+        let mut b: Vec<Backend> = probes.iter().flat_map(|p| p.backends.clone()).collect();
+        b.sort();
+        b.dedup();
+        b
+    };
     // Probes that only end journeys (the skb's memory freed), not printed.
     let hidden_from = probes.len();
-    let markers = ipft_gen::table::pick_end_markers(&d.end_markers, &probes, backend);
+    let markers = ipft_gen::table::pick_end_markers(&d.end_markers, &probes, &backends);
     probes.extend(markers);
     let plan = Plan {
         profile: &profile.name,
         identity: &d.kernel.identity,
-        function_backends: &backends,
         probes: &probes,
         hidden_from,
         returns: backends.contains(&Backend::Fentry),
@@ -309,22 +385,19 @@ fn generate(a: GenArgs) -> Result<()> {
     let g = codegen::generate(&plan)?;
     compile::write_sources(&out, &g)?;
     let t_gen = t0.elapsed();
-    eprintln!(
+    say!(
         "ipft-gen: {} probes ({} functions via {}, {} tracepoints) -> {}",
         probes.len(),
         probes
             .iter()
             .filter(|p| p.kind == ProbeKind::Function)
             .count(),
-        if backends.is_empty() {
-            "-".to_string()
-        } else {
-            backends
-                .iter()
-                .map(|b| b.name())
-                .collect::<Vec<_>>()
-                .join("+")
-        },
+        backends
+            .iter()
+            .filter(|b| b.for_functions())
+            .map(|b| b.name())
+            .collect::<Vec<_>>()
+            .join("+"),
         probes
             .iter()
             .filter(|p| p.kind == ProbeKind::Tracepoint)
@@ -332,7 +405,7 @@ fn generate(a: GenArgs) -> Result<()> {
         out.display()
     );
     if a.timings {
-        eprintln!(
+        say!(
             "timing: discover {:?}, generate+write {:?}",
             t_discover,
             t_gen - t_discover
@@ -348,28 +421,36 @@ fn generate(a: GenArgs) -> Result<()> {
         };
         let t = Instant::now();
         compile::vmlinux_h(&btf_file, &d.kernel.identity.checksum, &out)?;
-        compile::compile_bpf(
+        let warnings = compile::compile_bpf(
             &out.join("tracer.bpf.c"),
             &out.join("tracer.bpf.o"),
             &[&out],
         )
         .context("compiling the generated BPF C")?;
+        if !warnings.trim().is_empty() {
+            say!("ipft-gen: clang warnings:\n{}", warnings.trim_end());
+        }
         let t_clang = t.elapsed();
         let bin = compile::build_tracer(&out, &profile.name)?;
         if a.timings {
-            eprintln!(
+            say!(
                 "timing: bpftool+clang {:?}, cargo {:?}",
                 t_clang,
                 t.elapsed() - t_clang
             );
         }
-        println!("{}", bin.display());
+        writeln!(std::io::stdout(), "{}", bin.display())?;
+    } else {
+        say!(
+            "ipft-gen: wrote {} (add --build for the tracer)",
+            out.display()
+        );
     }
     Ok(())
 }
 
-fn median_ms(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    let mut v = Vec::with_capacity(runs);
+fn median_ms(runs: u32, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    let mut v = Vec::with_capacity(runs as usize);
     for _ in 0..runs {
         let t = Instant::now();
         f()?;
@@ -391,7 +472,7 @@ fn bench(a: BenchArgs) -> Result<()> {
     };
     let mut n = 0;
     let discovery = median_ms(a.runs, || {
-        let d = discover(&input(&src), None, &Filter::default())?;
+        let d = discover(&input(&src), None, &Filter::default(), Backends::Probe)?;
         n = d.probes.len();
         Ok(())
     })?;
@@ -412,18 +493,28 @@ fn bench(a: BenchArgs) -> Result<()> {
     let all = Profile::load("all")?;
     let mut generated = 0;
     let codegen = median_ms(a.runs, || {
-        let d = discover(&input(&src), Some(&all), &Filter::default())?;
+        let d = discover(
+            &input(&src),
+            Some(&all),
+            &Filter::default(),
+            Backends::Probe,
+        )?;
         let probes: Vec<_> = d
             .probes
             .iter()
             .filter(|p| p.kind == ProbeKind::Tracepoint || p.backends.contains(&Backend::Fentry))
             .cloned()
+            .map(|mut p| {
+                if p.kind == ProbeKind::Function {
+                    p.backends = vec![Backend::Fentry];
+                }
+                p
+            })
             .collect();
         generated = probes.len();
         let plan = Plan {
             profile: "all",
             identity: &d.kernel.identity,
-            function_backends: &[Backend::Fentry],
             probes: &probes,
             hidden_from: probes.len(),
             returns: true,
@@ -432,17 +523,21 @@ fn bench(a: BenchArgs) -> Result<()> {
         Ok(())
     })?;
     let _ = std::fs::remove_dir_all(&out);
-    println!(
+    let mut o = std::io::stdout().lock();
+    writeln!(
+        o,
         "discovery ({n} probes) from {}: {discovery:.1} ms (median of {})",
         a.btf.display(),
         a.runs
-    );
-    println!(
+    )?;
+    writeln!(
+        o,
         "bpftool btf dump -j, same file:      {dump:.1} ms  (ratio ipft/bpftool {:.2})",
         discovery / dump
-    );
-    println!(
+    )?;
+    writeln!(
+        o,
         "ipft-gen profile all ({generated} probes, fentry) to C + Rust on disk: {codegen:.1} ms"
-    );
+    )?;
     Ok(())
 }

@@ -1,69 +1,151 @@
-//! The probe table shared by generated tracers and the generic `ipft`
-//! command: index -> what to attach and how to print it.
+//! The one table builder, for generated objects and for the generic object
+//! of `ipft`: probes and their backends become rows, each naming the
+//! programs that attach it.
 
 use std::borrow::Cow;
 
-use crate::probe::{Backend, ProbeKind};
+use ipft_abi::program::generic_entry;
+use ipft_abi::table::{is_end_marker, mark_journey_ends};
+use ipft_abi::{Backend, ProbeEntry, ProbeKind, ProgramId, TypedKind, Unreached};
 
-/// One row of the table; its index is the probe id carried in events.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ProbeEntry {
-    /// Function or tracepoint name.
-    pub name: Cow<'static, str>,
-    /// Module, `None` for vmlinux.
-    pub module: Option<Cow<'static, str>>,
-    /// Function or tracepoint.
-    pub kind: ProbeKind,
-    /// How it is attached.
-    pub backend: Backend,
-    /// Position of the traced skb argument.
-    pub skb_pos: u8,
-    /// Position of an `enum skb_drop_reason` argument.
-    pub reason_pos: Option<u8>,
-    /// BTF id in the BTF it was generated from (0 if discovered at run time).
-    pub btf_id: u32,
-    /// BPF program attached at entry.
-    pub program: Cow<'static, str>,
-    /// BPF program attached at return (fexit), when generated.
-    pub return_program: Option<Cow<'static, str>>,
-    /// Whether the skb is freed here (ends a journey).
-    pub frees_skb: bool,
-    /// Attached only to see the skb freed (ends journeys); not printed.
-    pub hidden: bool,
+use crate::Probe;
+
+/// Which object the rows are for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Objects {
+    /// A generated object: one typed program per row, index compiled in.
+    /// `returns`: also fexit programs (function_graph).
+    Specialised {
+        /// Generate fexit programs too.
+        returns: bool,
+    },
+    /// The generic object built into `ipft`: programs per position.
+    Generic,
 }
 
-/// Where an skb's memory is released: the probes that end a journey when
-/// present. kfree_skbmem is the last step of every free; the consume_skb and
-/// kfree_skb tracepoints stand in where it cannot be traced.
-pub const END_MARKERS: &[(&str, ProbeKind)] = &[
-    ("kfree_skbmem", ProbeKind::Function),
-    ("consume_skb", ProbeKind::Tracepoint),
-    ("kfree_skb", ProbeKind::Tracepoint),
-];
+/// A probe left out of the table, with the reason.
+pub type LeftOut = (String, Unreached);
 
-/// Whether a probe is one of the [`END_MARKERS`].
-pub fn is_end_marker(name: &str, kind: ProbeKind) -> bool {
-    END_MARKERS.iter().any(|(n, k)| *n == name && *k == kind)
+/// Rows for `probes` in order, one per (probe, backend) from `backends`;
+/// probes from `hidden_from` on only end journeys. Returns the rows and the
+/// probes that got none.
+pub fn build(
+    probes: &[Probe],
+    hidden_from: usize,
+    backends: impl Fn(&Probe) -> Vec<Backend>,
+    objects: Objects,
+) -> (Vec<ProbeEntry>, Vec<LeftOut>) {
+    let mut rows = Vec::new();
+    let mut left_out = Vec::new();
+    for (i, p) in probes.iter().enumerate() {
+        let hidden = i >= hidden_from;
+        let chosen = backends(p);
+        let mut first_miss = None;
+        let before = rows.len();
+        for b in chosen {
+            match programs(p, b, rows.len() as u32, hidden, objects) {
+                Some((program, return_program)) => rows.push(ProbeEntry {
+                    name: Cow::Owned(p.name.clone()),
+                    module: p.module.clone().map(Cow::Owned),
+                    shape: p.shape(),
+                    backend: b,
+                    btf_id: p.btf_id,
+                    program,
+                    return_program,
+                    ends_journey: false,
+                    hidden,
+                }),
+                None => {
+                    first_miss.get_or_insert(Unreached::NoProgram(b));
+                }
+            }
+        }
+        if rows.len() == before {
+            let why = first_miss.unwrap_or(Unreached::Unavailable(Backend::KprobeMulti));
+            left_out.push((p.display_name(), why));
+        }
+    }
+    mark_journey_ends(&mut rows);
+    (rows, left_out)
 }
 
-/// Pick the journey-ending probes to add (hidden) for a function backend:
-/// kfree_skbmem when that backend reaches it, else the two tracepoints.
-/// `markers` are the end-marker probes the kernel has; those already
-/// `selected` are left out.
+/// Entry and return programs of row `row` for `p` through `b`; `None` when
+/// the object has no program for it.
+fn programs(
+    p: &Probe,
+    b: Backend,
+    row: u32,
+    hidden: bool,
+    objects: Objects,
+) -> Option<(ProgramId, Option<ProgramId>)> {
+    let end = is_end_marker(&p.name, p.kind);
+    // Journey-ending probes are never part of a call graph.
+    let graph = !end && !hidden;
+    let shape = p.shape();
+    if !b.is_for(p.kind) {
+        return None;
+    }
+    match (objects, b) {
+        (_, Backend::Kprobe | Backend::KprobeMulti) => {
+            let multi = b == Backend::KprobeMulti;
+            let entry = match objects {
+                // Generic end markers take the skb first.
+                Objects::Generic => generic_entry(&shape, b, end && shape.skb_pos == 0)?,
+                Objects::Specialised { .. } => ProgramId::Kprobe {
+                    multi,
+                    skb: shape.skb_pos,
+                    reason: shape.reason_pos,
+                    end,
+                },
+            };
+            Some((entry, graph.then_some(ProgramId::Kretprobe { multi })))
+        }
+        (Objects::Specialised { returns }, Backend::Fentry | Backend::TpBtf) => {
+            let typed = |kind| ProgramId::Typed { kind, row };
+            Some(match b {
+                Backend::TpBtf => (typed(TypedKind::Tracepoint), None),
+                _ => (
+                    typed(TypedKind::Entry),
+                    (returns && graph).then(|| typed(TypedKind::Return)),
+                ),
+            })
+        }
+        (Objects::Generic, Backend::Fentry | Backend::TpBtf) => {
+            let entry = generic_entry(&shape, b, end && shape.skb_pos == 0)?;
+            let ret = match (b, entry) {
+                (Backend::Fentry, ProgramId::Generic { skb, reason, .. }) if graph => {
+                    Some(ProgramId::Generic {
+                        kind: TypedKind::Return,
+                        skb,
+                        reason,
+                        end: false,
+                    })
+                }
+                _ => None,
+            };
+            Some((entry, ret))
+        }
+    }
+}
+
+/// The journey-ending probes to add (hidden) for a set of function
+/// backends: kfree_skbmem when one of them reaches it, else the consume_skb
+/// and kfree_skb tracepoints. `markers` are the kernel's end-marker probes;
+/// those already `selected` are left out.
 pub fn pick_end_markers(
-    markers: &[crate::Probe],
-    selected: &[crate::Probe],
-    function_backend: Option<Backend>,
-) -> Vec<crate::Probe> {
-    let have = |p: &crate::Probe| {
+    markers: &[Probe],
+    selected: &[Probe],
+    function_backends: &[Backend],
+) -> Vec<Probe> {
+    let have = |p: &Probe| {
         selected
             .iter()
             .any(|s| s.name == p.name && s.kind == p.kind)
     };
     let skbmem = markers.iter().find(|p| {
-        p.kind == ProbeKind::Function && function_backend.is_some_and(|b| p.backends.contains(&b))
+        p.kind == ProbeKind::Function && function_backends.iter().any(|b| p.backends.contains(b))
     });
-    let chosen: Vec<&crate::Probe> = match skbmem {
+    let chosen: Vec<&Probe> = match skbmem {
         Some(m) => vec![m],
         None => markers
             .iter()
@@ -73,99 +155,65 @@ pub fn pick_end_markers(
     chosen.into_iter().filter(|p| !have(p)).cloned().collect()
 }
 
-/// Decide which rows end a journey: the end markers if the table has any,
-/// else every function that frees an skb.
-pub fn mark_journey_ends(rows: &mut [ProbeEntry]) {
-    if rows.iter().any(|r| is_end_marker(&r.name, r.kind)) {
-        for r in rows.iter_mut() {
-            r.frees_skb = is_end_marker(&r.name, r.kind);
-        }
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Identity of the kernel a table was generated for.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct KernelIdentity {
-    /// BTF source path.
-    pub source: Cow<'static, str>,
-    /// FNV-1a of the base BTF.
-    pub checksum: Cow<'static, str>,
-    /// Release string, if known.
-    pub release: Option<Cow<'static, str>>,
-}
-
-/// How typed programs learn their probe index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub enum ObjectMode {
-    /// One program per probe with its index compiled in (ipft-gen tracers).
-    Specialised,
-    /// Programs per skb position; typed ones are instantiated per target with
-    /// the index in rodata (the clang-free `ipft` command).
-    Generic,
-}
-
-/// Name of the kprobe / kprobe-multi program for an skb (and reason)
-/// position; `end` for the journey-ending variant.
-pub fn kprobe_program(multi: bool, skb_pos: u8, reason_pos: Option<u8>, end: bool) -> String {
-    let k = if multi { 'm' } else { 'k' };
-    let r = reason_pos.map(|r| format!("_r{r}")).unwrap_or_default();
-    let e = if end { "_e" } else { "" };
-    format!("ipft_{k}{skb_pos}{r}{e}")
-}
-
-/// Name of the kretprobe (or kretprobe.multi) program: one serves every
-/// position, the skb comes from the entry's stash.
-pub fn kretprobe_program(multi: bool) -> String {
-    format!("ipft_{}r", if multi { 'm' } else { 'k' })
-}
-
-/// Typed program kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TypedKind {
-    /// tp_btf
-    Tracepoint,
-    /// fentry
-    Entry,
-    /// fexit
-    Return,
-}
-
-impl TypedKind {
-    fn letter(self) -> char {
-        match self {
-            TypedKind::Tracepoint => 't',
-            TypedKind::Entry => 'f',
-            TypedKind::Return => 'x',
+    fn probe(name: &str, kind: ProbeKind, skb: u8) -> Probe {
+        Probe {
+            name: name.into(),
+            kind,
+            skb_positions: vec![skb],
+            nargs: skb + 1,
+            ..Default::default()
         }
     }
 
-    /// libbpf section prefix.
-    pub fn section(self) -> &'static str {
-        match self {
-            TypedKind::Tracepoint => "tp_btf",
-            TypedKind::Entry => "fentry",
-            TypedKind::Return => "fexit",
-        }
+    #[test]
+    fn one_builder_two_objects() {
+        let probes = [
+            probe("ip_rcv", ProbeKind::Function, 0),
+            probe("net_dev_queue", ProbeKind::Tracepoint, 0),
+            probe("far", ProbeKind::Function, 12),
+            probe("kfree_skbmem", ProbeKind::Function, 0),
+        ];
+        let all = |p: &Probe| match p.kind {
+            ProbeKind::Tracepoint => vec![Backend::TpBtf],
+            ProbeKind::Function => vec![Backend::KprobeMulti, Backend::Fentry],
+        };
+        let (rows, left) = build(&probes, 3, all, Objects::Specialised { returns: true });
+        let names: Vec<String> = rows.iter().map(|r| r.program.to_string()).collect();
+        assert_eq!(
+            names,
+            [
+                "ipft_m0",
+                "ipft_f1",
+                "ipft_t2",
+                "ipft_m12",
+                "ipft_f4",
+                "ipft_m0_e",
+                "ipft_f6"
+            ]
+        );
+        assert!(left.is_empty());
+        // The hidden end marker has no return program and ends journeys.
+        let end = &rows[6];
+        assert!(end.hidden && end.ends_journey && end.return_program.is_none());
+        assert_eq!(rows[1].return_program.unwrap().to_string(), "ipft_x1");
+
+        // The generic object has no program for an skb in argument 12.
+        let (rows, left) = build(&probes, 3, all, Objects::Generic);
+        let names: Vec<String> = rows.iter().map(|r| r.program.to_string()).collect();
+        assert_eq!(
+            names,
+            ["ipft_m0", "ipft_gf0", "ipft_gt0", "ipft_m0_e", "ipft_gf0_e"]
+        );
+        assert_eq!(
+            left,
+            [(
+                "far".to_string(),
+                Unreached::NoProgram(Backend::KprobeMulti)
+            )]
+        );
     }
 }
-
-/// Name of a specialised typed program for probe `index`.
-pub fn typed_program(kind: TypedKind, index: usize) -> String {
-    format!("ipft_{}{index}", kind.letter())
-}
-
-/// Name of a generic typed program for an skb (and reason) position;
-/// `end` for the journey-ending variant.
-pub fn generic_program(kind: TypedKind, skb_pos: u8, reason_pos: Option<u8>, end: bool) -> String {
-    let r = reason_pos.map(|r| format!("_r{r}")).unwrap_or_default();
-    let e = if end { "_e" } else { "" };
-    format!("ipft_g{}{skb_pos}{r}{e}", kind.letter())
-}
-
-/// Positions covered by the generic object; probes outside them need a
-/// generated tracer.
-pub const GENERIC_MAX_SKB_POS: u8 = 11;
-/// (skb, reason) pairs covered by the generic object: the drop functions and
-/// tracepoints of Linux 5.17+ (kfree_skb_reason, sk_skb_reason_drop,
-/// trace_kfree_skb).
-pub const GENERIC_REASON_PAIRS: &[(u8, u8)] = &[(0, 1), (1, 2), (0, 2)];

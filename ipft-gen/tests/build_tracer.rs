@@ -2,7 +2,7 @@
 //! running kernel's skb tracepoints, build it, and trace a marked ping with
 //! it (real BPF, real packets). Root only.
 
-#[path = "../../ipft-runtime/tests/common/mod.rs"]
+#[path = "../../ipft/tests/common/mod.rs"]
 mod common;
 
 use common::*;

@@ -249,18 +249,19 @@ fn probes_of(all: &[&Ty], own: &[Ty], module: Option<&str>) -> (Vec<Row>, usize)
     (rows, dups)
 }
 
-/// The README's backend rule for a kernel of unknown release.
-fn static_backends(r: &Row) -> Vec<String> {
+/// The README's backend rule for a kernel of unknown release, in auto's
+/// order of preference (kprobe-multi, kprobe, fentry).
+fn static_backends(r: &Row, fentry_max: u8) -> Vec<String> {
     if r.kind == "tracepoint" {
         return vec!["tp_btf".into()];
     }
     let mut b = Vec::new();
-    if !r.byval && !r.variadic && r.nargs <= FENTRY_MAX_ARGS {
-        b.push("fentry".into());
-    }
     if r.skb_positions[0] < REG_ARGS && !r.byval_before_skb {
         b.push("kprobe-multi".into());
         b.push("kprobe".into());
+    }
+    if !r.byval && !r.variadic && r.nargs <= fentry_max {
+        b.push("fentry".into());
     }
     b
 }
@@ -298,10 +299,21 @@ fn fmt_rows<'a>(it: impl Iterator<Item = &'a Row>) -> String {
 
 /// Compare ipft-gen's listing with the bpftool-derived set (all objects).
 fn compare(what: &str, listed: Vec<Row>, derived: Vec<Row>, dups: usize) -> Outcome {
+    compare_with(what, listed, derived, dups, FENTRY_MAX_ARGS)
+}
+
+/// As [`compare`], for a kernel whose fentry sees `fentry_max` arguments.
+fn compare_with(
+    what: &str,
+    listed: Vec<Row>,
+    derived: Vec<Row>,
+    dups: usize,
+    fentry_max: u8,
+) -> Outcome {
     let mut expected = Vec::new();
     let mut dropped = Vec::new();
     for mut r in derived {
-        r.backends = static_backends(&r);
+        r.backends = static_backends(&r, fentry_max);
         r.byval_before_skb = false; // not in ipft-gen's JSON
         if r.backends.is_empty() {
             dropped.push(r);
@@ -336,8 +348,7 @@ fn compare(what: &str, listed: Vec<Row>, derived: Vec<Row>, dups: usize) -> Outc
         .filter(|r| {
             r.kind != "function"
                 || !(r.byval
-                    || (r.skb_positions[0] >= REG_ARGS
-                        && (r.variadic || r.nargs > FENTRY_MAX_ARGS)))
+                    || (r.skb_positions[0] >= REG_ARGS && (r.variadic || r.nargs > fentry_max)))
         })
         .collect();
     assert!(
@@ -401,11 +412,25 @@ fn check_dir(dir: &Path) -> Outcome {
         dups += d;
     }
     let listed = ipft_gen_list(&["--btf-dir".as_ref(), dir.as_os_str()]);
-    compare(
+    // A `release` file names the kernel: fentry sees 6 arguments before 6.6.
+    let release = std::fs::read_to_string(dir.join("release")).unwrap_or_default();
+    let old = release
+        .split(|c: char| !c.is_ascii_digit())
+        .take(2)
+        .map(|n| n.parse::<u32>().unwrap_or(0))
+        .collect::<Vec<_>>()
+        < vec![6, 6];
+    let fentry_max = if !release.is_empty() && old {
+        6
+    } else {
+        FENTRY_MAX_ARGS
+    };
+    compare_with(
         &format!("{} ({} modules)", dir.display(), modules.len()),
         listed,
         derived,
         dups,
+        fentry_max,
     )
 }
 

@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use ipft_abi::{policy, KernelOffer};
 use ipft_gen::btf::KernelBtf;
 use ipft_gen::codegen::{self, Plan};
-use ipft_gen::probe::availability::static_backends;
 use ipft_gen::probe::{Backend, ProbeKind, Profile};
 
 fn root() -> PathBuf {
@@ -20,7 +20,7 @@ fn mini() -> (KernelBtf, Vec<ipft_gen::Probe>) {
     let all = Profile::load("all").unwrap();
     probes.retain(|p| all.keeps(p, None));
     for p in probes.iter_mut() {
-        p.backends = static_backends(p, None);
+        p.backends = policy::reaching(&p.shape(), true, &KernelOffer::everything(None));
     }
     probes.retain(|p| !p.backends.is_empty());
     (k, probes)
@@ -31,11 +31,16 @@ fn generate(backend: Backend) -> codegen::Generated {
     let probes: Vec<_> = probes
         .into_iter()
         .filter(|p| p.kind == ProbeKind::Tracepoint || p.backends.contains(&backend))
+        .map(|mut p| {
+            if p.kind == ProbeKind::Function {
+                p.backends = vec![backend];
+            }
+            p
+        })
         .collect();
     let plan = Plan {
         profile: "all",
         identity: &k.identity,
-        function_backends: &[backend],
         probes: &probes,
         hidden_from: probes.len(),
         returns: backend == Backend::Fentry,
@@ -44,7 +49,11 @@ fn generate(backend: Backend) -> codegen::Generated {
 }
 
 fn check(name: &str, actual: &str) {
-    let path = root().join("tests/golden").join(name);
+    check_file(&root().join("tests/golden").join(name), actual)
+}
+
+fn check_file(path: &Path, actual: &str) {
+    let path = path.to_path_buf();
     if std::env::var_os("IPFT_BLESS").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, actual).unwrap();
@@ -141,4 +150,12 @@ fn generated_c_compiles() {
             .unwrap_or_else(|e| panic!("{e}"));
     }
     let _ = Command::new("rm").arg("-rf").arg(&dir).status();
+}
+
+/// The generic object's C is checked in (ipft's build script compiles it
+/// without depending on the generator); it must stay what ipft-gen renders.
+#[test]
+fn golden_generic_object() {
+    let c = codegen::c::render_generic().unwrap();
+    check_file(&root().join("ipft/bpf/generic.bpf.c"), &c);
 }

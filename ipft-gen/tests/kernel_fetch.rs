@@ -35,7 +35,10 @@ fn concurrent_fetches_into_an_empty_cache() {
                 o.status.code(),
                 String::from_utf8_lossy(&o.stderr)
             );
-            String::from_utf8(o.stdout.clone()).unwrap().trim().to_string()
+            String::from_utf8(o.stdout.clone())
+                .unwrap()
+                .trim()
+                .to_string()
         })
         .collect();
     assert_eq!(dirs[0], dirs[1], "both fetches name the same entry");

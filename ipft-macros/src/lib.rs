@@ -60,7 +60,7 @@ pub fn include_probe_set(input: TokenStream) -> TokenStream {
             object: include_bytes!(#obj),
             probes: __ipft_probe_set::PROBES,
             identity: __ipft_probe_set::IDENTITY,
-            mode: __ipft_probe_set::MODE,
+            profile: __ipft_probe_set::PROFILE,
         };
     }
     .into()

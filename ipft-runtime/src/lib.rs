@@ -1,32 +1,35 @@
-//! ipft-runtime: what every ipft tracer links.
+//! ipft-runtime: what every ipft tracer links. It depends on the contract
+//! (ipft-abi), the BTF reader (ipft-btf) and libbpf-rs, never on the
+//! generator.
 //!
 //! ```text
-//!  ProbeSetSpec (object bytes + probe table)   compiled in by ipft-macros,
-//!     │                                        or discovered by `ipft`
-//!     ▼
-//!  load::Session::open   rodata config, autoload off for unused programs
-//!     │  attach          tp_btf / fentry / fexit / kprobe / kprobe-multi
-//!     ▼
-//!  trace::run            ring buffer -> Event::decode -> Aggregator -> Sink
-//!     │                  (text or JSON), loss counters once a second
-//!     ▼
-//!  drop(Session)         every link detached, fds closed
+//!  flags        IpftArgs -> RunConfig (validated, nothing touched yet)
+//!  kernel       kallsyms, feature probes -> KernelOffer; drop-reason names
+//!  select       policy per probe -> rows of the table to attach
+//!  attach       Session: load, rodata config, attach; drop = detach
+//!  event_loop   ring buffer -> journey ends -> Aggregator -> Sink
+//!  report       summary, listing; output/ the text and JSON sinks
+//!  tracer       a generated tracer's main, from its compiled table
 //! ```
 #![deny(missing_docs)]
 
 pub mod aggregate;
-pub mod args;
-pub mod bench;
-pub mod event;
+pub mod attach;
+pub mod error;
+pub mod event_loop;
 pub mod extension;
-pub mod generic;
-pub mod load;
+pub mod flags;
+pub mod journey;
+pub mod kernel;
 pub mod output;
-pub mod trace;
+pub mod report;
+pub mod select;
+pub mod tracer;
 
-pub use event::Event;
-pub use ipft_gen::probe::{Backend, ProbeKind};
-pub use ipft_gen::table::{KernelIdentity, ObjectMode, ProbeEntry};
+pub use ipft_abi::{
+    Backend, Config, Event, KernelIdentity, ProbeEntry, ProbeKind, ProbeShape, ProgramId, TypedKind,
+};
+pub use tracer::tracer_main;
 
 /// A probe set compiled into a tracer: the BPF object and its table.
 pub struct ProbeSetSpec {
@@ -36,17 +39,6 @@ pub struct ProbeSetSpec {
     pub probes: &'static [ProbeEntry],
     /// Kernel it was generated for.
     pub identity: KernelIdentity,
-    /// How typed programs find their probe id.
-    pub mode: ObjectMode,
-}
-
-/// The generic object built into `ipft` (see build.rs).
-pub static GENERIC_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/generic.bpf.o"));
-
-/// Entry point of a generated tracer binary: parse flags, trace, return the
-/// exit code (0 ok, 1 events lost with --strict-loss, 2 bad input or setup failure).
-pub fn tracer_main(spec: &'static ProbeSetSpec) -> i32 {
-    use clap::Parser;
-    let args = args::IpftArgs::parse();
-    trace::main_with(args, trace::Source::Compiled(spec))
+    /// Profile it was generated with.
+    pub profile: &'static str,
 }

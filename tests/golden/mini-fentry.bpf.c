@@ -17,28 +17,28 @@ char LICENSE[] SEC("license") = "GPL";
 #define PT_REGS_PARM6(x) (((struct pt_regs *)(x))->r9)
 #endif
 
-/* Wire event; the Rust mirror asserts the same layout. */
+/* Wire event and config: rendered from ipft-abi, which the runtime reads them with. */
 struct ipft_event {
 	__u64 skb;	/* @0: skb address (packet identity until freed) */
 	__u64 tstamp;	/* @8: bpf_ktime_get_ns() at the hit */
 	__u64 aux;	/* @16: drop reason when flags has REASON */
 	__u32 probe;	/* @24: index into the probe table */
 	__u16 cpu;	/* @28: CPU of the hit */
-	__u8 flags;	/* @30: 1 = return (fexit), 2 = aux is a drop reason */
+	__u8 flags;	/* @30: event_flags */
 	__u8 ext_len;	/* @31: bytes of extension payload after the header */
 };
 
-#define IPFT_F_RETURN  0x1  /* fexit */
-#define IPFT_F_REASON  0x2  /* aux holds an enum skb_drop_reason */
-#define IPFT_F_END     0x4  /* the skb's memory is released here */
+#define IPFT_F_RETURN	0x1	/* function return */
+#define IPFT_F_REASON	0x2	/* aux holds an enum skb_drop_reason */
+#define IPFT_F_END	0x4	/* the skb's memory is released here */
 
 /* Everything the loader may tune lives here; the verifier sees constants. */
 struct ipft_config {
-	__u32 mark;
-	__u32 mask;
-	__u64 wakeup_bytes;	/* wake the reader once this much is queued */
-	__u32 probe;		/* generic typed programs: which probe this copy is */
-	__u32 graph;		/* -t function_graph: kprobes keep the skb for kretprobes */
+	__u32 mark;	/* @0: skb->mark & mask must equal this */
+	__u32 mask;	/* @4: applied to skb->mark before comparing */
+	__u64 wakeup_bytes;	/* @8: wake the reader once this many bytes are queued */
+	__u32 probe;	/* @16: generic tp_btf copies: which probe this copy is */
+	__u32 graph;	/* @20: -t function_graph: kprobes keep the skb for kretprobes */
 };
 
 const volatile struct ipft_config CONFIG = {
@@ -385,7 +385,7 @@ int ipft_f7(__u64 *ctx)
 		return 0;
 	if (!ipft_match(skb->mark))
 		return 0;
-	return ipft_emit(ctx, skb, 7, 0 | IPFT_F_REASON, ctx[1]);
+	return ipft_emit(ctx, skb, 7, IPFT_F_REASON, ctx[1]);
 }
 
 /* fexit kfree_skb_reason: skb in argument 0, drop reason in argument 1 */
@@ -570,7 +570,7 @@ int ipft_t13(__u64 *ctx)
 		if (bpf_map_delete_elem(&ipft_live, &key) != 0 && !ipft_match(skb->mark))
 			return 0;
 	}
-	return ipft_emit(ctx, skb, 13, IPFT_F_END | 0 | IPFT_F_REASON, ctx[2]);
+	return ipft_emit(ctx, skb, 13, IPFT_F_END | IPFT_F_REASON, ctx[2]);
 }
 
 /* tp_btf net_dev_queue: skb in argument 0 */

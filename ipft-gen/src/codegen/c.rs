@@ -1,16 +1,33 @@
-//! BPF C from templates/bpf/tracer.bpf.c.hbs.
+//! BPF C from templates/bpf: the tracer skeleton plus one partial per
+//! program kind (kprobe, kretprobe, typed). Every expression the C needs
+//! (flags, the drop-reason argument, the probe index) is computed here, so
+//! the templates hold no logic beyond "is this a journey end".
 
 use std::collections::BTreeSet;
 
 use handlebars::Handlebars;
+use ipft_abi::program::generic_programs;
+use ipft_abi::{event_flags, Config, Event, Layout, ProbeEntry, ProgramId, TypedKind};
 use serde::Serialize;
 
-use super::{event, Plan};
-use crate::probe::Backend;
-use crate::table::{self, ProbeEntry, TypedKind};
+use super::Plan;
 
 /// The tracer template, embedded so ipft-gen is self-contained.
 pub const TRACER_TEMPLATE: &str = include_str!("../../../templates/bpf/tracer.bpf.c.hbs");
+const PARTIALS: &[(&str, &str)] = &[
+    (
+        "kprobe",
+        include_str!("../../../templates/bpf/programs/kprobe.c.hbs"),
+    ),
+    (
+        "kretprobe",
+        include_str!("../../../templates/bpf/programs/kretprobe.c.hbs"),
+    ),
+    (
+        "typed",
+        include_str!("../../../templates/bpf/programs/typed.c.hbs"),
+    ),
+];
 /// Minimal CO-RE header for builds without a vmlinux.h (the generic object).
 pub const CORE_HEADER: &str = include_str!("../../../templates/bpf/ipft_core.h");
 
@@ -19,43 +36,22 @@ pub const CORE_HEADER: &str = include_str!("../../../templates/bpf/ipft_core.h")
 #[error("template error: {0}")]
 pub struct TemplateError(String);
 
-#[derive(Serialize)]
-struct Kprobe {
-    section: &'static str,
-    multi: bool,
-    prog: String,
-    skb_pos: u8,
-    skb_reg: u8,
-    reason_pos: Option<u8>,
-    reason_reg: Option<u8>,
-    end: bool,
-}
-
-#[derive(Serialize)]
-struct Kretprobe {
-    section: &'static str,
-    prog: String,
-}
-
-fn kretprobes(multi: impl IntoIterator<Item = bool>) -> Vec<Kretprobe> {
-    multi
-        .into_iter()
-        .map(|m| Kretprobe {
-            section: if m { "kretprobe.multi" } else { "kretprobe" },
-            prog: table::kretprobe_program(m),
-        })
-        .collect()
-}
-
-#[derive(Serialize)]
-struct Typed {
+/// One program, as its partial reads it.
+#[derive(Serialize, Default)]
+struct Program {
     comment: String,
     section: String,
     prog: String,
     skb_pos: u8,
-    reason_pos: Option<u8>,
-    is_return: bool,
+    skb_reg: u8,
+    has_reason: bool,
+    reason_pos: u8,
     end: bool,
+    /// `IPFT_F_...` flags of the events it emits, or `0`.
+    flags: String,
+    /// The `aux` expression: the drop reason argument, or `0`.
+    aux: String,
+    /// The probe index expression (typed programs).
     probe: String,
 }
 
@@ -70,23 +66,103 @@ struct Context<'a> {
     mode: &'a str,
     core_header: &'a str,
     event_struct: String,
+    event_flags: String,
+    config_struct: String,
     extension_hook: String,
-    kprobes: Vec<Kprobe>,
-    kretprobes: Vec<Kretprobe>,
-    typed: Vec<Typed>,
+    kprobes: Vec<Program>,
+    kretprobes: Vec<Program>,
+    typed: Vec<Program>,
 }
 
-fn kprobe(multi: bool, skb_pos: u8, reason_pos: Option<u8>, end: bool) -> Kprobe {
-    Kprobe {
-        section: if multi { "kprobe.multi" } else { "kprobe" },
-        multi,
-        end,
-        prog: table::kprobe_program(multi, skb_pos, reason_pos, end),
-        skb_pos,
-        skb_reg: skb_pos + 1,
-        reason_pos,
-        reason_reg: reason_pos.map(|r| r + 1),
+fn flags(list: &[(bool, &str)]) -> String {
+    let set: Vec<&str> = list.iter().filter(|(on, _)| *on).map(|(_, f)| *f).collect();
+    match set.is_empty() {
+        true => "0".into(),
+        false => set.join(" | "),
     }
+}
+
+/// A program's C, given its id and, for typed programs, the probe index
+/// expression and a comment naming the target.
+fn program(id: ProgramId, probe: String, comment: String) -> Program {
+    let section = id.section().to_string();
+    let prog = id.to_string();
+    match id {
+        ProgramId::Kprobe {
+            skb, reason, end, ..
+        } => Program {
+            section,
+            prog,
+            skb_pos: skb,
+            skb_reg: skb + 1,
+            has_reason: reason.is_some(),
+            reason_pos: reason.unwrap_or(0),
+            end,
+            flags: flags(&[(end, "IPFT_F_END"), (reason.is_some(), "IPFT_F_REASON")]),
+            aux: reason.map_or("0".into(), |r| format!("PT_REGS_PARM{}(ctx)", r + 1)),
+            ..Default::default()
+        },
+        ProgramId::Kretprobe { .. } => Program {
+            section,
+            prog,
+            ..Default::default()
+        },
+        ProgramId::Typed { kind, .. } | ProgramId::Generic { kind, .. } => {
+            let (skb, reason, end) = match id {
+                ProgramId::Generic {
+                    skb, reason, end, ..
+                } => (skb, reason, end),
+                _ => unreachable!("typed ids are filled in by typed()"),
+            };
+            let ret = kind == TypedKind::Return;
+            Program {
+                comment,
+                section,
+                prog,
+                skb_pos: skb,
+                has_reason: reason.is_some(),
+                reason_pos: reason.unwrap_or(0),
+                end,
+                flags: flags(&[
+                    (end, "IPFT_F_END"),
+                    (ret, "IPFT_F_RETURN"),
+                    (reason.is_some(), "IPFT_F_REASON"),
+                ]),
+                aux: reason.map_or("0".into(), |r| format!("ctx[{r}]")),
+                probe,
+                ..Default::default()
+            }
+        }
+    }
+}
+
+/// A typed program for a table row: rendered like the generic program of
+/// the same position, with the row's own section target and index.
+fn typed(id: ProgramId, e: &ProbeEntry, row: usize) -> Program {
+    let ProgramId::Typed { kind, .. } = id else {
+        unreachable!("typed() takes typed ids")
+    };
+    let end = ipft_abi::table::is_end_marker(&e.name, e.kind()) && kind != TypedKind::Return;
+    let as_generic = ProgramId::Generic {
+        kind,
+        skb: e.shape.skb_pos,
+        reason: e.shape.reason_pos,
+        end,
+    };
+    let comment = format!(
+        "{} {}: skb in argument {}{}",
+        kind.section(),
+        c_safe(&e.display_name()),
+        e.shape.skb_pos,
+        e.shape
+            .reason_pos
+            .map(|r| format!(", drop reason in argument {r}"))
+            .unwrap_or_default()
+    );
+    let mut p = program(as_generic, row.to_string(), comment);
+    p.prog = id.to_string();
+    p.section = format!("{}/{}", kind.section(), c_safe(&e.name));
+    p
 }
 
 /// C string-literal safe text (BTF names are C identifiers, but be strict).
@@ -108,61 +184,51 @@ fn comment_safe(s: &str) -> String {
 }
 
 fn render(ctx: &Context<'_>) -> Result<String, TemplateError> {
+    let err = |e: &dyn std::fmt::Display| TemplateError(e.to_string());
     let mut hb = Handlebars::new();
     hb.register_escape_fn(handlebars::no_escape);
     hb.set_strict_mode(true);
     hb.register_template_string("tracer", TRACER_TEMPLATE)
-        .map_err(|e| TemplateError(e.to_string()))?;
-    hb.render("tracer", ctx)
-        .map_err(|e| TemplateError(e.to_string()))
+        .map_err(|e| err(&e))?;
+    for (name, text) in PARTIALS {
+        hb.register_partial(name, *text).map_err(|e| err(&e))?;
+    }
+    hb.render("tracer", ctx).map_err(|e| err(&e))
 }
 
-/// One program per typed probe, kprobe programs per position in use.
+/// Programs of a set of ids, split by partial, in the ids' order.
+fn split(programs: impl IntoIterator<Item = Program>) -> [Vec<Program>; 3] {
+    let mut out: [Vec<Program>; 3] = Default::default();
+    for p in programs {
+        let slot = match p.section.as_str() {
+            "kprobe" | "kprobe.multi" => 0,
+            "kretprobe" | "kretprobe.multi" => 1,
+            _ => 2,
+        };
+        out[slot].push(p);
+    }
+    out
+}
+
+/// One typed program per typed row, kprobe programs per position in use.
 pub fn render_specialised(plan: &Plan<'_>, table: &[ProbeEntry]) -> Result<String, TemplateError> {
-    let mut kprobes = BTreeSet::new();
-    let mut typed = Vec::new();
-    for (i, e) in table.iter().enumerate() {
-        let where_ = match &e.module {
-            Some(m) => format!("{}:{}", m, e.name),
-            None => e.name.to_string(),
-        };
-        let end = table::is_end_marker(&e.name, e.kind);
-        let mut push = |kind: TypedKind, prog: &str| {
-            typed.push(Typed {
-                comment: format!(
-                    "{} {}: skb in argument {}{}",
-                    kind.section(),
-                    c_safe(&where_),
-                    e.skb_pos,
-                    e.reason_pos
-                        .map(|r| format!(", drop reason in argument {r}"))
-                        .unwrap_or_default()
-                ),
-                section: format!("{}/{}", kind.section(), c_safe(&e.name)),
-                prog: prog.to_string(),
-                skb_pos: e.skb_pos,
-                reason_pos: e.reason_pos,
-                is_return: kind == TypedKind::Return,
-                end: end && kind != TypedKind::Return,
-                probe: i.to_string(),
-            })
-        };
-        match e.backend {
-            Backend::TpBtf => push(TypedKind::Tracepoint, &e.program),
-            Backend::Fentry => {
-                push(TypedKind::Entry, &e.program);
-                if let Some(r) = &e.return_program {
-                    push(TypedKind::Return, r);
+    let mut shared: BTreeSet<ProgramId> = BTreeSet::new();
+    let mut typed_progs = Vec::new();
+    for (row, e) in table.iter().enumerate() {
+        for id in [Some(e.program), e.return_program].into_iter().flatten() {
+            match id {
+                ProgramId::Typed { .. } => typed_progs.push(typed(id, e, row)),
+                id => {
+                    shared.insert(id);
                 }
-            }
-            Backend::Kprobe => {
-                kprobes.insert((false, e.skb_pos, e.reason_pos, end));
-            }
-            Backend::KprobeMulti => {
-                kprobes.insert((true, e.skb_pos, e.reason_pos, end));
             }
         }
     }
+    let [kprobes, kretprobes, _] = split(
+        shared
+            .into_iter()
+            .map(|id| program(id, String::new(), String::new())),
+    );
     render(&Context {
         version: env!("CARGO_PKG_VERSION"),
         btf_source: &comment_safe(&plan.identity.source),
@@ -172,83 +238,38 @@ pub fn render_specialised(plan: &Plan<'_>, table: &[ProbeEntry]) -> Result<Strin
         probe_count: table.len(),
         mode: "specialised",
         core_header: "vmlinux.h",
-        event_struct: event::c_struct(),
+        event_struct: Event::c_struct(),
+        event_flags: event_flags::c_defines(),
+        config_struct: Config::c_struct(),
         extension_hook: String::new(),
-        kretprobes: kretprobes(
-            table
-                .iter()
-                .filter(|e| e.return_program.is_some())
-                .filter_map(|e| match e.backend {
-                    Backend::Kprobe => Some(false),
-                    Backend::KprobeMulti => Some(true),
-                    _ => None,
-                })
-                .collect::<BTreeSet<bool>>(),
-        ),
-        kprobes: kprobes
-            .into_iter()
-            .map(|(m, s, r, e)| kprobe(m, s, r, e))
-            .collect(),
-        typed,
+        kprobes,
+        kretprobes,
+        typed: typed_progs,
     })
 }
 
-/// The generic object of the `ipft` command: kprobe programs for every
-/// register position and typed programs for every position, with the probe
-/// index taken from rodata (typed) or the attach cookie (kprobe).
+/// The generic object of the `ipft` command: every program of
+/// [`generic_programs`]. tp_btf copies learn their index from rodata (one
+/// object per tracepoint); fentry/fexit programs are loaded once and
+/// attached many times, each link carrying its index as cookie.
 pub fn render_generic() -> Result<String, TemplateError> {
-    let mut kprobes = Vec::new();
-    for multi in [false, true] {
-        for pos in 0..crate::probe::KPROBE_MAX_REG_ARGS {
-            kprobes.push(kprobe(multi, pos, None, false));
-        }
-        for &(s, r) in table::GENERIC_REASON_PAIRS {
-            kprobes.push(kprobe(multi, s, Some(r), false));
-        }
-        // Journey ends: every end marker takes the skb first.
-        kprobes.push(kprobe(multi, 0, None, true));
-    }
-    let mut typed = Vec::new();
-    for kind in [TypedKind::Tracepoint, TypedKind::Entry, TypedKind::Return] {
-        let mut pairs: Vec<(u8, Option<u8>)> = (0..=table::GENERIC_MAX_SKB_POS)
-            .map(|p| (p, None))
-            .collect();
-        pairs.extend(
-            table::GENERIC_REASON_PAIRS
-                .iter()
-                .map(|&(s, r)| (s, Some(r))),
-        );
-        let mut variants: Vec<(u8, Option<u8>, bool)> =
-            pairs.into_iter().map(|(s, r)| (s, r, false)).collect();
-        if kind != TypedKind::Return {
-            variants.push((0, None, true));
-        }
-        if kind == TypedKind::Tracepoint {
-            // trace_kfree_skb(skb, location, reason): a visible end marker.
-            variants.push((0, Some(2), true));
-        }
-        for (skb_pos, reason_pos, end) in variants {
-            typed.push(Typed {
-                comment: format!(
-                    "generic {}: skb in argument {skb_pos}; target set at load",
+    let programs = generic_programs().into_iter().map(|id| {
+        let (probe, comment) = match id {
+            ProgramId::Generic { kind, skb, .. } => (
+                match kind {
+                    TypedKind::Tracepoint => "CONFIG.probe".to_string(),
+                    _ => "(__u32)bpf_get_attach_cookie(ctx)".to_string(),
+                },
+                format!(
+                    "generic {}: skb in argument {skb}; target set at load",
                     kind.section()
                 ),
-                section: kind.section().to_string(),
-                prog: table::generic_program(kind, skb_pos, reason_pos, end),
-                skb_pos,
-                reason_pos,
-                is_return: kind == TypedKind::Return,
-                end,
-                // tp_btf copies learn their index from rodata (one object
-                // per tracepoint); fentry/fexit programs are loaded once and
-                // attached many times, each link carrying its index as cookie.
-                probe: match kind {
-                    TypedKind::Tracepoint => "CONFIG.probe".into(),
-                    _ => "(__u32)bpf_get_attach_cookie(ctx)".into(),
-                },
-            });
-        }
-    }
+            ),
+            _ => (String::new(), String::new()),
+        };
+        program(id, probe, comment)
+    });
+    let [kprobes, kretprobes, typed] = split(programs);
     render(&Context {
         version: env!("CARGO_PKG_VERSION"),
         btf_source: "none (CO-RE, ipft_core.h)",
@@ -258,10 +279,12 @@ pub fn render_generic() -> Result<String, TemplateError> {
         probe_count: 0,
         mode: "generic",
         core_header: "ipft_core.h",
-        kretprobes: kretprobes([false, true]),
-        event_struct: event::c_struct(),
+        event_struct: Event::c_struct(),
+        event_flags: event_flags::c_defines(),
+        config_struct: Config::c_struct(),
         extension_hook: String::new(),
         kprobes,
+        kretprobes,
         typed,
     })
 }

@@ -3,16 +3,17 @@
 //!
 //! Output is deterministic: same BTF, profile and options give byte-identical
 //! files. Names from BTF never become C or Rust identifiers; programs are
-//! named by index and BTF names only appear inside string literals.
+//! named by [`ipft_abi::ProgramId`] and BTF names only appear inside string
+//! literals.
 
 pub mod c;
-pub mod event;
 pub mod rust;
 
-use crate::btf::BtfIdentity;
-use crate::probe::{Backend, Probe, ProbeKind};
-use crate::table::{self, ObjectMode, ProbeEntry, TypedKind};
-use std::borrow::Cow;
+use ipft_abi::{Backend, ProbeEntry, ProbeKind};
+use ipft_btf::BtfIdentity;
+
+use crate::table::{self, Objects};
+use crate::Probe;
 
 /// What to generate.
 pub struct Plan<'a> {
@@ -20,12 +21,9 @@ pub struct Plan<'a> {
     pub profile: &'a str,
     /// Where the BTF came from.
     pub identity: &'a BtfIdentity,
-    /// Backends for function probes, one table row per (probe, backend)
-    /// that reaches it; the tracer picks one at run time. Tracepoints
-    /// always use tp_btf.
-    pub function_backends: &'a [Backend],
-    /// Probes, in table order; those from `hidden_from` on only end
-    /// journeys and are not printed.
+    /// Probes, in table order, one row per backend in each probe's
+    /// `backends` (the tracer picks one at run time; tracepoints always use
+    /// tp_btf). Those from `hidden_from` on only end journeys.
     pub probes: &'a [Probe],
     /// Index of the first hidden probe (`probes.len()` for none).
     pub hidden_from: usize,
@@ -36,59 +34,14 @@ pub struct Plan<'a> {
 impl Plan<'_> {
     /// The probe table for this plan (specialised programs).
     pub fn table(&self) -> Vec<ProbeEntry> {
-        // (probe index, backend) in table order.
-        let pairs: Vec<(usize, Backend)> = self
-            .probes
-            .iter()
-            .enumerate()
-            .flat_map(|(i, p)| match p.kind {
-                ProbeKind::Tracepoint => vec![(i, Backend::TpBtf)],
-                ProbeKind::Function => self
-                    .function_backends
-                    .iter()
-                    .filter(|b| p.backends.contains(b))
-                    .map(|&b| (i, b))
-                    .collect(),
-            })
-            .collect();
-        let mut rows: Vec<ProbeEntry> = pairs
-            .into_iter()
-            .enumerate()
-            .map(|(i, (pi, backend))| {
-                let p = &self.probes[pi];
-                let reason_pos = p.drop_reason_pos;
-                let end = table::is_end_marker(&p.name, p.kind);
-                let (program, return_program) = match backend {
-                    Backend::TpBtf => (table::typed_program(TypedKind::Tracepoint, i), None),
-                    Backend::Fentry => (
-                        table::typed_program(TypedKind::Entry, i),
-                        (self.returns && !end).then(|| table::typed_program(TypedKind::Return, i)),
-                    ),
-                    Backend::Kprobe | Backend::KprobeMulti => {
-                        let multi = backend == Backend::KprobeMulti;
-                        (
-                            table::kprobe_program(multi, p.skb_pos(), reason_pos, end),
-                            (!end).then(|| table::kretprobe_program(multi)),
-                        )
-                    }
-                };
-                ProbeEntry {
-                    name: Cow::Owned(p.name.clone()),
-                    module: p.module.clone().map(Cow::Owned),
-                    kind: p.kind,
-                    backend,
-                    skb_pos: p.skb_pos(),
-                    reason_pos,
-                    btf_id: p.btf_id,
-                    program: Cow::Owned(program),
-                    return_program: return_program.map(Cow::Owned),
-                    frees_skb: p.frees_skb(),
-                    hidden: pi >= self.hidden_from,
-                }
-            })
-            .collect();
-        table::mark_journey_ends(&mut rows);
-        rows
+        let backends = |p: &Probe| match p.kind {
+            ProbeKind::Tracepoint => vec![Backend::TpBtf],
+            ProbeKind::Function => p.backends.clone(),
+        };
+        let objects = Objects::Specialised {
+            returns: self.returns,
+        };
+        table::build(self.probes, self.hidden_from, backends, objects).0
     }
 }
 
@@ -96,7 +49,7 @@ impl Plan<'_> {
 pub struct Generated {
     /// BPF C source.
     pub c: String,
-    /// Rust bindings (event mirror, table, identity).
+    /// Rust bindings (probe table, identity).
     pub rust: String,
     /// The table, also written as JSON for tools.
     pub table: Vec<ProbeEntry>,
@@ -106,6 +59,6 @@ pub struct Generated {
 pub fn generate(plan: &Plan<'_>) -> Result<Generated, c::TemplateError> {
     let table = plan.table();
     let c = c::render_specialised(plan, &table)?;
-    let rust = rust::render(plan.identity, &table, ObjectMode::Specialised);
+    let rust = rust::render(plan.identity, plan.profile, &table);
     Ok(Generated { c, rust, table })
 }

@@ -1,19 +1,24 @@
-//! Rust bindings for a generated tracer: event mirror, probe table, kernel
-//! identity. Built with quote and formatted with prettyplease.
+//! Rust bindings for a generated tracer: probe table, kernel identity and
+//! profile, built with quote and formatted with prettyplease. The event and
+//! config layouts are not repeated here: both sides take them from ipft-abi.
 
+use ipft_abi::{Backend, ProbeEntry, ProbeKind, ProbeShape, ProgramId, TypedKind};
+use ipft_btf::BtfIdentity;
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::event;
-use crate::btf::BtfIdentity;
-use crate::probe::{Backend, ProbeKind};
-use crate::table::{ObjectMode, ProbeEntry};
-
-fn opt_str(s: Option<&str>) -> TokenStream {
-    match s {
-        Some(s) => quote! { Some(::std::borrow::Cow::Borrowed(#s)) },
+fn opt<T>(v: Option<T>, f: impl Fn(T) -> TokenStream) -> TokenStream {
+    match v {
+        Some(v) => {
+            let t = f(v);
+            quote! { Some(#t) }
+        }
         None => quote! { None },
     }
+}
+
+fn cow(s: &str) -> TokenStream {
+    quote! { ::std::borrow::Cow::Borrowed(#s) }
 }
 
 fn backend(b: Backend) -> TokenStream {
@@ -25,66 +30,112 @@ fn backend(b: Backend) -> TokenStream {
     }
 }
 
+fn typed_kind(k: TypedKind) -> TokenStream {
+    match k {
+        TypedKind::Tracepoint => quote! { ::ipft_runtime::TypedKind::Tracepoint },
+        TypedKind::Entry => quote! { ::ipft_runtime::TypedKind::Entry },
+        TypedKind::Return => quote! { ::ipft_runtime::TypedKind::Return },
+    }
+}
+
+fn program(id: ProgramId) -> TokenStream {
+    let reason = |r: Option<u8>| opt(r, |r| quote! { #r });
+    match id {
+        ProgramId::Kprobe {
+            multi,
+            skb,
+            reason: r,
+            end,
+        } => {
+            let r = reason(r);
+            quote! { ::ipft_runtime::ProgramId::Kprobe { multi: #multi, skb: #skb, reason: #r, end: #end } }
+        }
+        ProgramId::Kretprobe { multi } => {
+            quote! { ::ipft_runtime::ProgramId::Kretprobe { multi: #multi } }
+        }
+        ProgramId::Typed { kind, row } => {
+            let k = typed_kind(kind);
+            quote! { ::ipft_runtime::ProgramId::Typed { kind: #k, row: #row } }
+        }
+        ProgramId::Generic {
+            kind,
+            skb,
+            reason: r,
+            end,
+        } => {
+            let k = typed_kind(kind);
+            let r = reason(r);
+            quote! { ::ipft_runtime::ProgramId::Generic { kind: #k, skb: #skb, reason: #r, end: #end } }
+        }
+    }
+}
+
+fn shape(s: &ProbeShape) -> TokenStream {
+    let kind = match s.kind {
+        ProbeKind::Function => quote! { ::ipft_runtime::ProbeKind::Function },
+        ProbeKind::Tracepoint => quote! { ::ipft_runtime::ProbeKind::Tracepoint },
+    };
+    let ProbeShape {
+        skb_pos,
+        nargs,
+        variadic,
+        byval,
+        byval_before_skb,
+        ..
+    } = *s;
+    let reason = opt(s.reason_pos, |r| quote! { #r });
+    quote! {
+        ::ipft_runtime::ProbeShape {
+            kind: #kind,
+            skb_pos: #skb_pos,
+            reason_pos: #reason,
+            nargs: #nargs,
+            variadic: #variadic,
+            byval: #byval,
+            byval_before_skb: #byval_before_skb,
+        }
+    }
+}
+
 /// Render the bindings module.
-pub fn render(identity: &BtfIdentity, table: &[ProbeEntry], mode: ObjectMode) -> String {
+pub fn render(identity: &BtfIdentity, profile: &str, table: &[ProbeEntry]) -> String {
     let rows = table.iter().map(|e| {
-        let name = e.name.as_ref();
-        let module = opt_str(e.module.as_deref());
-        let kind = match e.kind {
-            ProbeKind::Function => quote! { ::ipft_runtime::ProbeKind::Function },
-            ProbeKind::Tracepoint => quote! { ::ipft_runtime::ProbeKind::Tracepoint },
-        };
+        let name = cow(&e.name);
+        let module = opt(e.module.as_deref(), cow);
+        let shape = shape(&e.shape);
         let backend = backend(e.backend);
-        let skb_pos = e.skb_pos;
-        let reason_pos = match e.reason_pos {
-            Some(r) => quote! { Some(#r) },
-            None => quote! { None },
-        };
         let btf_id = e.btf_id;
-        let program = e.program.as_ref();
-        let ret = opt_str(e.return_program.as_deref());
-        let frees = e.frees_skb;
+        let entry = program(e.program);
+        let ret = opt(e.return_program, program);
+        let ends = e.ends_journey;
         let hidden = e.hidden;
         quote! {
             ::ipft_runtime::ProbeEntry {
-                name: ::std::borrow::Cow::Borrowed(#name),
+                name: #name,
                 module: #module,
-                kind: #kind,
+                shape: #shape,
                 backend: #backend,
-                skb_pos: #skb_pos,
-                reason_pos: #reason_pos,
                 btf_id: #btf_id,
-                program: ::std::borrow::Cow::Borrowed(#program),
+                program: #entry,
                 return_program: #ret,
-                frees_skb: #frees,
+                ends_journey: #ends,
                 hidden: #hidden,
             }
         }
     });
-    let source = identity.source.as_str();
-    let checksum = identity.checksum.as_str();
-    let release = opt_str(identity.release.as_deref());
-    let mode = match mode {
-        ObjectMode::Specialised => quote! { ::ipft_runtime::ObjectMode::Specialised },
-        ObjectMode::Generic => quote! { ::ipft_runtime::ObjectMode::Generic },
-    };
-    let event = event::rust_struct("WireEvent");
-    let size = event::size();
+    let source = cow(&identity.source);
+    let checksum = cow(&identity.checksum);
+    let release = opt(identity.release.as_deref(), cow);
     let file: syn::File = syn::parse2(quote! {
-        #event
-
-        // The runtime decodes with its own mirror: both must agree.
-        const _: () = assert!(::core::mem::size_of::<::ipft_runtime::Event>() == #size);
-
         /// Kernel this probe set was generated for.
         pub const IDENTITY: ::ipft_runtime::KernelIdentity = ::ipft_runtime::KernelIdentity {
-            source: ::std::borrow::Cow::Borrowed(#source),
-            checksum: ::std::borrow::Cow::Borrowed(#checksum),
+            source: #source,
+            checksum: #checksum,
             release: #release,
         };
 
-        /// How the object's typed programs get their probe index.
-        pub const MODE: ::ipft_runtime::ObjectMode = #mode;
+        /// Profile the probe set was selected with.
+        pub const PROFILE: &str = #profile;
 
         /// Probe table: the index is the probe id in events.
         pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[#(#rows),*];

@@ -16,8 +16,8 @@ use std::path::Path;
 use regex::Regex;
 use serde::Deserialize;
 
-use super::availability::parse_release;
 use super::{Probe, ProbeKind};
+use ipft_abi::policy::parse_release;
 
 /// Profiles shipped in the binary (profiles/*.toml at build time).
 pub const SHIPPED: &[(&str, &str)] = &[

@@ -28,6 +28,7 @@ use serde::{Serialize, Serializer};
 
 use super::{Named, Names, Out, Sink};
 use crate::aggregate::Packet;
+use crate::output::Losses;
 
 /// JSON Lines writer; see the [module docs](self).
 pub struct JsonSink {
@@ -94,6 +95,25 @@ impl Sink for JsonSink {
         })
     }
 
+    fn lost(&mut self, l: &Losses) -> io::Result<()> {
+        #[derive(Serialize)]
+        struct Lost<'a> {
+            lost_events: u64,
+            #[serde(flatten)]
+            by_kind: &'a Losses,
+        }
+        self.out.run(|w| {
+            serde_json::to_writer(
+                &mut *w,
+                &Lost {
+                    lost_events: l.total(),
+                    by_kind: l,
+                },
+            )?;
+            w.write_all(b"\n")
+        })
+    }
+
     fn finish(&mut self) -> io::Result<()> {
         self.out.flush()
     }
@@ -110,8 +130,9 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
-    use crate::event::{Event, F_REASON, F_RETURN};
     use crate::output::testutil::{probe, Broken, Shared};
+    use ipft_abi::event_flags::{REASON as F_REASON, RETURN as F_RETURN};
+    use ipft_abi::Event;
 
     #[test]
     fn lines_parse_back_and_escape_odd_names() {

@@ -23,10 +23,8 @@ pub trait Sink {
     /// Print one packet (or chunk, see
     /// [`Packet::truncated`](crate::aggregate::Packet::truncated)).
     fn packet(&mut self, p: &crate::aggregate::Packet, names: &Names) -> io::Result<()>;
-    /// `n` events were lost (ring buffer full).
-    fn lost(&mut self, _n: u64) -> io::Result<()> {
-        Ok(())
-    }
+    /// Events were lost: written into the trace itself, where they happened.
+    fn lost(&mut self, l: &Losses) -> io::Result<()>;
     /// End of output: flush.
     fn finish(&mut self) -> io::Result<()>;
     /// The reader went away (broken pipe): nothing more will be written, so
@@ -36,10 +34,26 @@ pub trait Sink {
     }
 }
 
+/// Events lost since the last report, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Losses {
+    /// Reserve failures: the ring buffer was full.
+    pub ring_buffer: u64,
+    /// Records shorter than an event.
+    pub malformed: u64,
+}
+
+impl Losses {
+    /// All kinds together.
+    pub fn total(&self) -> u64 {
+        self.ring_buffer + self.malformed
+    }
+}
+
 /// What event numbers mean.
 #[derive(Debug, Clone, Copy)]
 pub struct Names<'a> {
-    /// Probe table, indexed by [`Event::probe`](crate::event::Event::probe).
+    /// Probe table, indexed by [`Event::probe`](ipft_abi::Event::probe).
     pub probes: &'a [ProbeEntry],
     /// `enum skb_drop_reason` value -> name (`SKB_DROP_REASON_` stripped or
     /// not, as the caller prefers).
@@ -142,9 +156,7 @@ pub(crate) mod testutil {
     use std::io::{self, Write};
     use std::sync::{Arc, Mutex};
 
-    use ipft_gen::probe::{Backend, ProbeKind};
-
-    use crate::ProbeEntry;
+    use ipft_abi::{Backend, ProbeEntry, ProbeShape, ProgramId, TypedKind};
 
     /// A `Write` whose bytes the test can read after the sink has it.
     #[derive(Clone, Default)]
@@ -182,14 +194,15 @@ pub(crate) mod testutil {
         ProbeEntry {
             name: Cow::Owned(name.to_owned()),
             module: module.map(|m| Cow::Owned(m.to_owned())),
-            kind: ProbeKind::Function,
+            shape: ProbeShape::default(),
             backend: Backend::Fentry,
-            skb_pos: 0,
-            reason_pos: None,
             btf_id: 0,
-            program: Cow::Borrowed("ipft_f0"),
+            program: ProgramId::Typed {
+                kind: TypedKind::Entry,
+                row: 0,
+            },
             return_program: None,
-            frees_skb: false,
+            ends_journey: false,
             hidden: false,
         }
     }

@@ -18,7 +18,8 @@ use std::io::{self, Write};
 
 use super::{Names, Out, Sink};
 use crate::aggregate::Packet;
-use crate::event::Event;
+use crate::output::Losses;
+use ipft_abi::Event;
 
 const HEADER: &str = "Timestamp          CPU  Module          Function";
 
@@ -74,6 +75,18 @@ impl Sink for TextSink {
         })
     }
 
+    fn lost(&mut self, l: &Losses) -> io::Result<()> {
+        self.out.run(|w| {
+            writeln!(
+                w,
+                "=== lost {} events: {} ring buffer full, {} malformed",
+                l.total(),
+                l.ring_buffer,
+                l.malformed
+            )
+        })
+    }
+
     fn finish(&mut self) -> io::Result<()> {
         self.out.flush()
     }
@@ -119,8 +132,8 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::event::{F_REASON, F_RETURN};
     use crate::output::testutil::{probe, Broken, Shared};
+    use ipft_abi::event_flags::{REASON as F_REASON, RETURN as F_RETURN};
 
     fn ev(probe: u32, tstamp: u64, flags: u8, aux: u64) -> Event {
         Event {

@@ -1,0 +1,406 @@
+//! The name of every BPF program, as one type. The template is rendered with
+//! `ProgramId`'s `Display`, and the loader parses the names it finds in an
+//! object back with `FromStr`: names are never assembled anywhere else.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::probe::{Backend, ProbeShape};
+
+/// Programs that read their arguments from BTF (typed context).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TypedKind {
+    /// tp_btf
+    Tracepoint,
+    /// fentry
+    Entry,
+    /// fexit
+    Return,
+}
+
+impl TypedKind {
+    fn letter(self) -> char {
+        match self {
+            TypedKind::Tracepoint => 't',
+            TypedKind::Entry => 'f',
+            TypedKind::Return => 'x',
+        }
+    }
+
+    fn from_letter(c: char) -> Option<TypedKind> {
+        [TypedKind::Tracepoint, TypedKind::Entry, TypedKind::Return]
+            .into_iter()
+            .find(|k| k.letter() == c)
+    }
+
+    /// libbpf section prefix.
+    pub fn section(self) -> &'static str {
+        match self {
+            TypedKind::Tracepoint => "tp_btf",
+            TypedKind::Entry => "fentry",
+            TypedKind::Return => "fexit",
+        }
+    }
+}
+
+/// One BPF program of a tracer object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ProgramId {
+    /// kprobe (or kprobe.multi) entry for an skb (and drop-reason) position;
+    /// the attach cookie is the probe index. `end`: the journey-ending
+    /// variant, which also sees skbs whose mark is gone.
+    Kprobe {
+        /// kprobe.multi
+        multi: bool,
+        /// skb argument
+        skb: u8,
+        /// drop-reason argument
+        reason: Option<u8>,
+        /// journey-ending variant
+        end: bool,
+    },
+    /// kretprobe (or kretprobe.multi): one serves every position, the skb
+    /// comes from the entry's stash.
+    Kretprobe {
+        /// kretprobe.multi
+        multi: bool,
+    },
+    /// A specialised typed program for table row `row` (generated tracers).
+    Typed {
+        /// tp_btf, fentry or fexit
+        kind: TypedKind,
+        /// probe index, compiled in
+        row: u32,
+    },
+    /// A generic typed program for a position (`ipft`), aimed at its target
+    /// at load time; its probe index comes from rodata or the cookie.
+    Generic {
+        /// tp_btf, fentry or fexit
+        kind: TypedKind,
+        /// skb argument
+        skb: u8,
+        /// drop-reason argument
+        reason: Option<u8>,
+        /// journey-ending variant
+        end: bool,
+    },
+}
+
+impl ProgramId {
+    /// The libbpf section (without a target).
+    pub fn section(self) -> &'static str {
+        match self {
+            ProgramId::Kprobe { multi: false, .. } => "kprobe",
+            ProgramId::Kprobe { multi: true, .. } => "kprobe.multi",
+            ProgramId::Kretprobe { multi: false } => "kretprobe",
+            ProgramId::Kretprobe { multi: true } => "kretprobe.multi",
+            ProgramId::Typed { kind, .. } | ProgramId::Generic { kind, .. } => kind.section(),
+        }
+    }
+
+    /// The backend this program attaches with.
+    pub fn backend(self) -> Backend {
+        match self {
+            ProgramId::Kprobe { multi, .. } | ProgramId::Kretprobe { multi } => match multi {
+                true => Backend::KprobeMulti,
+                false => Backend::Kprobe,
+            },
+            ProgramId::Typed { kind, .. } | ProgramId::Generic { kind, .. } => match kind {
+                TypedKind::Tracepoint => Backend::TpBtf,
+                TypedKind::Entry | TypedKind::Return => Backend::Fentry,
+            },
+        }
+    }
+
+    /// Whether this program sees returns (kretprobe, fexit).
+    pub fn is_return(self) -> bool {
+        matches!(
+            self,
+            ProgramId::Kretprobe { .. }
+                | ProgramId::Typed {
+                    kind: TypedKind::Return,
+                    ..
+                }
+                | ProgramId::Generic {
+                    kind: TypedKind::Return,
+                    ..
+                }
+        )
+    }
+}
+
+fn suffix(f: &mut fmt::Formatter<'_>, reason: Option<u8>, end: bool) -> fmt::Result {
+    if let Some(r) = reason {
+        write!(f, "_r{r}")?;
+    }
+    if end {
+        f.write_str("_e")?;
+    }
+    Ok(())
+}
+
+impl fmt::Display for ProgramId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let k = |multi: bool| if multi { 'm' } else { 'k' };
+        match *self {
+            ProgramId::Kprobe {
+                multi,
+                skb,
+                reason,
+                end,
+            } => {
+                write!(f, "ipft_{}{skb}", k(multi))?;
+                suffix(f, reason, end)
+            }
+            ProgramId::Kretprobe { multi } => write!(f, "ipft_{}r", k(multi)),
+            ProgramId::Typed { kind, row } => write!(f, "ipft_{}{row}", kind.letter()),
+            ProgramId::Generic {
+                kind,
+                skb,
+                reason,
+                end,
+            } => {
+                write!(f, "ipft_g{}{skb}", kind.letter())?;
+                suffix(f, reason, end)
+            }
+        }
+    }
+}
+
+/// A program name that is not one of ours.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not an ipft program name")]
+pub struct NotOurs(pub String);
+
+impl FromStr for ProgramId {
+    type Err = NotOurs;
+    fn from_str(s: &str) -> Result<ProgramId, NotOurs> {
+        parse(s).ok_or_else(|| NotOurs(s.to_string()))
+    }
+}
+
+/// `<digits>[_r<digits>][_e]` -> (n, reason, end).
+fn position(s: &str) -> Option<(u32, Option<u8>, bool)> {
+    let (s, end) = match s.strip_suffix("_e") {
+        Some(rest) => (rest, true),
+        None => (s, false),
+    };
+    let (n, reason) = match s.split_once("_r") {
+        Some((n, r)) => (n, Some(digits(r)?.try_into().ok()?)),
+        None => (s, None),
+    };
+    Some((digits(n)?, reason, end))
+}
+
+fn digits(s: &str) -> Option<u32> {
+    (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0')))
+        .then(|| s.parse().ok())
+        .flatten()
+}
+
+fn parse(s: &str) -> Option<ProgramId> {
+    let rest = s.strip_prefix("ipft_")?;
+    let mut chars = rest.chars();
+    let first = chars.next()?;
+    let tail = chars.as_str();
+    match first {
+        'k' | 'm' => {
+            let multi = first == 'm';
+            if tail == "r" {
+                return Some(ProgramId::Kretprobe { multi });
+            }
+            let (skb, reason, end) = position(tail)?;
+            Some(ProgramId::Kprobe {
+                multi,
+                skb: skb.try_into().ok()?,
+                reason,
+                end,
+            })
+        }
+        'g' => {
+            let mut c = tail.chars();
+            let kind = TypedKind::from_letter(c.next()?)?;
+            let (skb, reason, end) = position(c.as_str())?;
+            Some(ProgramId::Generic {
+                kind,
+                skb: skb.try_into().ok()?,
+                reason,
+                end,
+            })
+        }
+        c => {
+            let kind = TypedKind::from_letter(c)?;
+            Some(ProgramId::Typed {
+                kind,
+                row: digits(tail)?,
+            })
+        }
+    }
+}
+
+/// kprobe reads the skb from a register: x86_64 passes the first six integer
+/// arguments in rdi, rsi, rdx, rcx, r8, r9.
+pub const KPROBE_MAX_REG_ARGS: u8 = 6;
+/// Highest skb position the generic typed programs cover.
+pub const GENERIC_MAX_SKB_POS: u8 = 11;
+/// (skb, reason) pairs the generic object has programs for: the drop
+/// functions and tracepoints of Linux 5.17+ (kfree_skb_reason,
+/// sk_skb_reason_drop, trace_kfree_skb).
+pub const GENERIC_REASON_PAIRS: &[(u8, u8)] = &[(0, 1), (1, 2), (0, 2)];
+
+/// Every program of the generic object, in the order the template renders
+/// them: kprobe and kprobe.multi per register position, typed programs per
+/// position, the drop-reason variants and the journey-ending variants.
+pub fn generic_programs() -> Vec<ProgramId> {
+    let mut out = Vec::new();
+    for multi in [false, true] {
+        for skb in 0..KPROBE_MAX_REG_ARGS {
+            out.push(ProgramId::Kprobe {
+                multi,
+                skb,
+                reason: None,
+                end: false,
+            });
+        }
+        for &(skb, r) in GENERIC_REASON_PAIRS {
+            out.push(ProgramId::Kprobe {
+                multi,
+                skb,
+                reason: Some(r),
+                end: false,
+            });
+        }
+        // Every journey-ending probe takes the skb first.
+        out.push(ProgramId::Kprobe {
+            multi,
+            skb: 0,
+            reason: None,
+            end: true,
+        });
+        out.push(ProgramId::Kretprobe { multi });
+    }
+    for kind in [TypedKind::Tracepoint, TypedKind::Entry, TypedKind::Return] {
+        let generic = |skb, reason, end| ProgramId::Generic {
+            kind,
+            skb,
+            reason,
+            end,
+        };
+        out.extend((0..=GENERIC_MAX_SKB_POS).map(|p| generic(p, None, false)));
+        out.extend(
+            GENERIC_REASON_PAIRS
+                .iter()
+                .map(|&(s, r)| generic(s, Some(r), false)),
+        );
+        if kind != TypedKind::Return {
+            out.push(generic(0, None, true));
+        }
+        if kind == TypedKind::Tracepoint {
+            // trace_kfree_skb(skb, location, reason) ends journeys visibly.
+            out.push(generic(0, Some(2), true));
+        }
+    }
+    out
+}
+
+/// The entry program of the generic object for a probe through `backend`,
+/// if the object has one. `end` asks for the journey-ending variant.
+pub fn generic_entry(shape: &ProbeShape, backend: Backend, end: bool) -> Option<ProgramId> {
+    // A drop reason is passed only where the object has that pair.
+    let reason = shape.reason_pos.filter(|&r| match end {
+        true => backend == Backend::TpBtf && r == 2,
+        false => GENERIC_REASON_PAIRS.contains(&(shape.skb_pos, r)),
+    });
+    let id = match backend {
+        Backend::Kprobe | Backend::KprobeMulti => ProgramId::Kprobe {
+            multi: backend == Backend::KprobeMulti,
+            skb: shape.skb_pos,
+            reason: reason.filter(|_| !end),
+            end,
+        },
+        Backend::TpBtf | Backend::Fentry => ProgramId::Generic {
+            kind: match backend {
+                Backend::TpBtf => TypedKind::Tracepoint,
+                _ => TypedKind::Entry,
+            },
+            skb: shape.skb_pos,
+            reason,
+            end,
+        },
+    };
+    generic_programs().contains(&id).then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        let mut all = generic_programs();
+        all.extend((0..30).flat_map(|row| {
+            [TypedKind::Tracepoint, TypedKind::Entry, TypedKind::Return]
+                .map(|kind| ProgramId::Typed { kind, row })
+        }));
+        for id in all {
+            let name = id.to_string();
+            assert_eq!(name.parse::<ProgramId>(), Ok(id), "{name}");
+            // libbpf keeps 15 characters of a program name in the kernel.
+            assert!(
+                name.len() <= 15 || matches!(id, ProgramId::Typed { .. }),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn known_names() {
+        let k = ProgramId::Kprobe {
+            multi: false,
+            skb: 0,
+            reason: Some(1),
+            end: true,
+        };
+        assert_eq!(k.to_string(), "ipft_k0_r1_e");
+        assert_eq!(ProgramId::Kretprobe { multi: true }.to_string(), "ipft_mr");
+        let t = ProgramId::Typed {
+            kind: TypedKind::Return,
+            row: 12,
+        };
+        assert_eq!(t.to_string(), "ipft_x12");
+        assert_eq!(t.section(), "fexit");
+        assert!(t.is_return());
+        for bad in [
+            "ipft_",
+            "ipft_k",
+            "ipft_k01",
+            "ipft_q1",
+            "other",
+            "ipft_gt_e",
+            "ipft_k1_r",
+        ] {
+            assert!(bad.parse::<ProgramId>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn generic_entries() {
+        let drop = ProbeShape {
+            skb_pos: 1,
+            reason_pos: Some(2),
+            nargs: 3,
+            ..Default::default()
+        };
+        let id = generic_entry(&drop, Backend::KprobeMulti, false).unwrap();
+        assert_eq!(id.to_string(), "ipft_m1_r2");
+        let far = ProbeShape {
+            skb_pos: 12,
+            nargs: 13,
+            ..Default::default()
+        };
+        assert_eq!(generic_entry(&far, Backend::Fentry, false), None);
+        assert_eq!(generic_entry(&far, Backend::Kprobe, false), None);
+    }
+}

@@ -1,0 +1,154 @@
+//! The probe table: row index = the probe id carried in events. Generated
+//! tracers compile it in; `ipft` builds it at start. Also the one rule of
+//! where a packet's journey ends.
+
+use std::borrow::Cow;
+
+use serde::Serialize;
+
+use crate::probe::{Backend, ProbeKind, ProbeShape};
+use crate::program::ProgramId;
+
+/// One row of the table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProbeEntry {
+    /// Function or tracepoint name.
+    pub name: Cow<'static, str>,
+    /// Module, `None` for vmlinux.
+    pub module: Option<Cow<'static, str>>,
+    /// What BTF says of its prototype.
+    pub shape: ProbeShape,
+    /// How this row attaches (a probe may have one row per backend).
+    pub backend: Backend,
+    /// BTF id in the BTF it was generated from (0 if discovered at run time).
+    pub btf_id: u32,
+    /// Program attached at entry.
+    pub program: ProgramId,
+    /// Program attached at return (-t function_graph), when there is one.
+    pub return_program: Option<ProgramId>,
+    /// A journey ends here (see [`mark_journey_ends`]).
+    pub ends_journey: bool,
+    /// Attached only to see the skb freed (ends journeys); not printed.
+    pub hidden: bool,
+}
+
+impl ProbeEntry {
+    /// Function or tracepoint.
+    pub fn kind(&self) -> ProbeKind {
+        self.shape.kind
+    }
+
+    /// `module:name` or `name`.
+    pub fn display_name(&self) -> String {
+        match &self.module {
+            Some(m) => format!("{m}:{}", self.name),
+            None => self.name.to_string(),
+        }
+    }
+
+    /// Module name for `--module-regex` (`vmlinux` for the kernel image).
+    pub fn module_or_vmlinux(&self) -> &str {
+        self.module.as_deref().unwrap_or("vmlinux")
+    }
+}
+
+/// Identity of the kernel a table was generated for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KernelIdentity {
+    /// BTF source path.
+    pub source: Cow<'static, str>,
+    /// FNV-1a of the base BTF.
+    pub checksum: Cow<'static, str>,
+    /// Release string, if known.
+    pub release: Option<Cow<'static, str>>,
+}
+
+/// Where an skb's memory is released: the probes that end a journey when
+/// present. kfree_skbmem is the last step of every free; the consume_skb and
+/// kfree_skb tracepoints stand in where it cannot be traced.
+pub const END_MARKERS: &[(&str, ProbeKind)] = &[
+    ("kfree_skbmem", ProbeKind::Function),
+    ("consume_skb", ProbeKind::Tracepoint),
+    ("kfree_skb", ProbeKind::Tracepoint),
+];
+
+/// Whether a probe is one of the [`END_MARKERS`].
+pub fn is_end_marker(name: &str, kind: ProbeKind) -> bool {
+    END_MARKERS.iter().any(|(n, k)| *n == name && *k == kind)
+}
+
+/// Functions and tracepoints at which an skb is released (or its last
+/// reference dropped).
+pub fn releases_skb(name: &str) -> bool {
+    matches!(
+        name,
+        "kfree_skb"
+            | "kfree_skb_reason"
+            | "sk_skb_reason_drop"
+            | "__kfree_skb"
+            | "kfree_skbmem"
+            | "consume_skb"
+            | "__consume_stateless_skb"
+            | "napi_consume_skb"
+            | "kfree_skb_list_reason"
+            | "__dev_kfree_skb_any"
+            | "__dev_kfree_skb_irq"
+            | "dev_kfree_skb_any_reason"
+            | "dev_kfree_skb_irq_reason"
+            | "skb_free_head"
+    )
+}
+
+/// Decide which rows end a journey: the end markers if the table has any,
+/// else every probe where an skb is released.
+pub fn mark_journey_ends(rows: &mut [ProbeEntry]) {
+    let markers = rows.iter().any(|r| is_end_marker(&r.name, r.kind()));
+    for r in rows.iter_mut() {
+        r.ends_journey = match markers {
+            true => is_end_marker(&r.name, r.kind()),
+            false => releases_skb(&r.name),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::program::TypedKind;
+
+    fn row(name: &'static str, kind: ProbeKind) -> ProbeEntry {
+        ProbeEntry {
+            name: Cow::Borrowed(name),
+            module: None,
+            shape: ProbeShape {
+                kind,
+                ..Default::default()
+            },
+            backend: Backend::TpBtf,
+            btf_id: 0,
+            program: ProgramId::Typed {
+                kind: TypedKind::Tracepoint,
+                row: 0,
+            },
+            return_program: None,
+            ends_journey: false,
+            hidden: false,
+        }
+    }
+
+    #[test]
+    fn markers_win_over_drop_functions() {
+        let mut rows = vec![
+            row("kfree_skb_reason", ProbeKind::Function),
+            row("kfree_skbmem", ProbeKind::Function),
+            row("ip_rcv", ProbeKind::Function),
+        ];
+        mark_journey_ends(&mut rows);
+        let ends: Vec<bool> = rows.iter().map(|r| r.ends_journey).collect();
+        assert_eq!(ends, [false, true, false]);
+        // Without a marker, the drop itself ends the journey.
+        let mut rows = vec![row("kfree_skb_reason", ProbeKind::Function)];
+        mark_journey_ends(&mut rows);
+        assert!(rows[0].ends_journey);
+    }
+}

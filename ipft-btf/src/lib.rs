@@ -1,0 +1,388 @@
+//! ipft-btf, stage 1 of the pipeline, BTF input: the base (vmlinux) BTF of a kernel plus the split BTF
+//! of its modules, from the running kernel, a single file or a directory.
+//!
+//! Parsing is delegated to btf-rs. This module only finds the bytes, checks
+//! the header before handing them over (so truncated input is a clear error,
+//! not a panic deep inside the parser) and records where the BTF came from.
+
+mod probe;
+mod scan;
+
+pub use probe::Probe;
+pub use scan::{enum_values, scan, ScanStats};
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use btf_rs::Btf;
+
+/// Where the running kernel exposes its BTF.
+pub const SYS_BTF_DIR: &str = "/sys/kernel/btf";
+
+const BTF_MAGIC: u16 = 0xeb9f;
+const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
+
+/// Errors while reading BTF input.
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is neither raw BTF nor an ELF file with a .BTF section.
+    #[error("{path}: not a BTF file (neither raw BTF nor ELF with a .BTF section)")]
+    NotBtf {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The BTF is truncated or malformed.
+    #[error("{path}: corrupt BTF: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The BTF of one module, split on top of the base BTF.
+pub struct ModuleBtf {
+    /// Module name (file name under the BTF directory).
+    pub name: String,
+    /// Split BTF; type ids continue after the base ids.
+    pub btf: Btf,
+}
+
+/// Identity of the BTF input, carried into generated code so a tracer can
+/// check it runs on the kernel it was generated for.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BtfIdentity {
+    /// Human description of the source (a path).
+    pub source: String,
+    /// FNV-1a 64 checksum of the base BTF bytes, hex.
+    pub checksum: String,
+    /// Kernel release, when known (running kernel or a `release` file).
+    pub release: Option<String>,
+}
+
+/// A kernel's BTF: vmlinux plus modules.
+pub struct KernelBtf {
+    /// vmlinux BTF.
+    pub base: Btf,
+    /// Module BTFs, sorted by name.
+    pub modules: Vec<ModuleBtf>,
+    /// Where it came from.
+    pub identity: BtfIdentity,
+    /// Module BTF files skipped because they could not be read or parsed.
+    pub skipped: Vec<BtfError>,
+}
+
+impl KernelBtf {
+    /// The running kernel: /sys/kernel/btf/vmlinux and every module file.
+    pub fn running() -> Result<Self, BtfError> {
+        let mut k = Self::from_dir(Path::new(SYS_BTF_DIR))?;
+        k.identity.release = running_release();
+        Ok(k)
+    }
+
+    /// A single file: raw BTF or an ELF (vmlinux) carrying a `.BTF` section.
+    pub fn from_file(path: &Path) -> Result<Self, BtfError> {
+        let bytes = read_btf_bytes(path)?;
+        let raw_file = bytes.len() >= 2
+            && u16::from_le_bytes([bytes[0], bytes[1]]) == BTF_MAGIC
+            && fs::metadata(path).is_ok_and(|m| m.len() == bytes.len() as u64);
+        let base = if raw_file {
+            // A raw file: mmap it and let btf-rs parse lazily (5x faster
+            // start-up than caching every type up front).
+            check_header(&bytes).map_err(|reason| BtfError::Corrupt {
+                path: path.to_path_buf(),
+                reason,
+            })?;
+            // sysfs files cannot be mmapped on older kernels (ENODEV on 6.1
+            // and 6.12): map a copy of the bytes already read instead.
+            match guard(path, || {
+                Btf::from_file_with_backend(path, btf_rs::Backend::Mmap)
+            }) {
+                Ok(b) => b,
+                Err(_) => match mmap_copy(&bytes) {
+                    Some(b) => b,
+                    None => parse(path, &bytes, None)?,
+                },
+            }
+        } else {
+            parse(path, &bytes, None)?
+        };
+        Ok(KernelBtf {
+            base,
+            modules: Vec::new(),
+            identity: BtfIdentity {
+                source: path.display().to_string(),
+                checksum: checksum(&bytes),
+                release: None,
+            },
+            skipped: Vec::new(),
+        })
+    }
+
+    /// A directory laid out like /sys/kernel/btf: `vmlinux` plus one split
+    /// BTF file (raw or `.ko`) per module. An optional `release` file names
+    /// the kernel release.
+    pub fn from_dir(dir: &Path) -> Result<Self, BtfError> {
+        let mut k = Self::from_file(&dir.join("vmlinux"))?;
+        k.identity.source = dir.display().to_string();
+        let entries = fs::read_dir(dir).map_err(|source| BtfError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.is_file())
+            .filter(|p| {
+                let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                n != "vmlinux" && n != "release" && !n.starts_with('.')
+            })
+            .collect();
+        paths.sort();
+        // One unreadable or corrupt module must not hide the rest of the
+        // kernel: it is skipped, and the caller says so once.
+        for path in paths {
+            match read_btf_bytes(&path).and_then(|b| parse(&path, &b, Some(&k.base))) {
+                Ok(btf) => k.modules.push(ModuleBtf {
+                    name: module_name(&path),
+                    btf,
+                }),
+                Err(e) => k.skipped.push(e),
+            }
+        }
+        if let Ok(r) = fs::read_to_string(dir.join("release")) {
+            k.identity.release = Some(r.trim().to_string());
+        }
+        Ok(k)
+    }
+
+    /// Add one module's split BTF (raw or `.ko`).
+    pub fn add_module(&mut self, path: &Path) -> Result<(), BtfError> {
+        let bytes = read_btf_bytes(path)?;
+        let btf = parse(path, &bytes, Some(&self.base))?;
+        self.modules.push(ModuleBtf {
+            name: module_name(path),
+            btf,
+        });
+        self.modules.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(())
+    }
+}
+
+/// Lazy (mmap) parsing of bytes whose file cannot be mmapped: put them in a
+/// memfd and map that. Parsing everything up front instead costs ~5x more,
+/// seconds under emulation.
+fn mmap_copy(bytes: &[u8]) -> Option<Btf> {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    // SAFETY: a valid NUL-terminated name; the fd is owned by the File below.
+    let fd = unsafe { libc::memfd_create(c"ipft-btf".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: fresh fd, owned from here on.
+    let mut f = unsafe { fs::File::from_raw_fd(fd) };
+    f.write_all(bytes).ok()?;
+    let proc_path = PathBuf::from(format!("/proc/self/fd/{fd}"));
+    let btf = guard(&proc_path, || {
+        Btf::from_file_with_backend(&proc_path, btf_rs::Backend::Mmap)
+    })
+    .ok();
+    drop(f); // the mapping outlives the descriptor
+    btf
+}
+
+/// `veth.ko.xz` -> `veth`; `nf_tables` -> `nf_tables`.
+fn module_name(path: &Path) -> String {
+    let n = path.file_name().and_then(|n| n.to_str()).unwrap_or("?");
+    n.split(".ko").next().unwrap_or(n).replace('-', "_")
+}
+
+/// Release of the running kernel (uname -r).
+pub fn running_release() -> Option<String> {
+    fs::read_to_string("/proc/sys/kernel/osrelease")
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// Raw BTF bytes from a raw BTF file or from the `.BTF` section of an ELF
+/// file (possibly compressed, like `.ko.xz`).
+pub fn read_btf_bytes(path: &Path) -> Result<Vec<u8>, BtfError> {
+    let io = |source| BtfError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    // A device (/dev/zero, /dev/urandom) would be read until memory runs
+    // out; pipes (`--btf <(zcat x)`) and regular files are fine.
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let ft = fs::metadata(path).map_err(io)?.file_type();
+        if ft.is_char_device() || ft.is_block_device() || ft.is_socket() {
+            return Err(io(std::io::Error::other("not a regular file")));
+        }
+    }
+    let bytes = fs::read(path).map_err(io)?;
+    if bytes.len() >= 2 && u16::from_le_bytes([bytes[0], bytes[1]]) == BTF_MAGIC {
+        return Ok(bytes);
+    }
+    let is_elf = bytes.len() >= 4 && &bytes[..4] == ELF_MAGIC;
+    let maybe_compressed = path
+        .extension()
+        .is_some_and(|e| e == "xz" || e == "zst" || e == "gz");
+    if !is_elf && !maybe_compressed {
+        return Err(BtfError::NotBtf {
+            path: path.to_path_buf(),
+        });
+    }
+    guard(path, || btf_rs::utils::elf::extract_btf_from_file(path)).map_err(|e| match e {
+        BtfError::Corrupt { path, reason } if reason.contains("No BTF section") => {
+            BtfError::NotBtf { path }
+        }
+        e => e,
+    })
+}
+
+/// Check the BTF header against the buffer, then parse with btf-rs.
+fn parse(path: &Path, bytes: &[u8], base: Option<&Btf>) -> Result<Btf, BtfError> {
+    check_header(bytes).map_err(|reason| BtfError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    })?;
+    match base {
+        None => guard(path, || Btf::from_bytes(bytes)),
+        Some(b) => guard(path, || Btf::from_split_bytes(bytes, b)),
+    }
+}
+
+/// The fixed BTF header (struct btf_header): every section must lie inside
+/// the buffer.
+fn check_header(b: &[u8]) -> Result<(), String> {
+    if b.len() < 24 {
+        return Err(format!("{} bytes, shorter than the BTF header", b.len()));
+    }
+    let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]) as u64;
+    if u16::from_le_bytes([b[0], b[1]]) != BTF_MAGIC {
+        return Err("bad magic (big-endian BTF is not supported)".into());
+    }
+    if b[2] != 1 {
+        return Err(format!("unsupported BTF version {}", b[2]));
+    }
+    let hdr_len = u32_at(4);
+    if hdr_len < 24 || hdr_len > b.len() as u64 {
+        return Err(format!("header length {hdr_len} out of range"));
+    }
+    let (type_off, type_len, str_off, str_len) = (u32_at(8), u32_at(12), u32_at(16), u32_at(20));
+    let data = b.len() as u64 - hdr_len;
+    if type_off + type_len > data || str_off + str_len > data {
+        return Err(format!(
+            "truncated: sections need {} bytes, file has {data}",
+            (type_off + type_len).max(str_off + str_len)
+        ));
+    }
+    if type_len % 4 != 0 {
+        return Err("type section length not 4-byte aligned".into());
+    }
+    Ok(())
+}
+
+/// Run a btf-rs call, turning both its errors and any panic on malformed
+/// input into [`BtfError::Corrupt`].
+pub(crate) fn guard<T>(path: &Path, f: impl FnOnce() -> btf_rs::Result<T>) -> Result<T, BtfError> {
+    let corrupt = |reason: String| BtfError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    match quiet_catch_unwind(f) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(corrupt(e.to_string())),
+        Err(msg) => Err(corrupt(format!("parser failed: {msg}"))),
+    }
+}
+
+thread_local! {
+    /// Set while this thread runs inside [`quiet_catch_unwind`].
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Make the panics that [`guard`] turns into errors silent: a hook that
+/// stays quiet for a thread inside the BTF parser and otherwise defers to
+/// the hook it replaced. A library must not own the process's panic hook,
+/// so binaries call this once at start; without it a caught parser panic is
+/// still an error, with the default hook's message on stderr.
+pub fn install_quiet_panic_hook() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.try_with(|q| q.get()).unwrap_or(false) {
+                prev(info)
+            }
+        }));
+    });
+}
+
+/// catch_unwind, marking this thread as inside the parser for the hook of
+/// [`install_quiet_panic_hook`].
+pub(crate) fn quiet_catch_unwind<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    let was = QUIET.with(|q| q.replace(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(was));
+    r.map_err(|p| {
+        p.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "panic".into())
+    })
+}
+
+/// FNV-1a 64-bit: a stable, dependency-free fingerprint of the BTF bytes.
+pub fn checksum(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_checks() {
+        assert!(check_header(&[]).is_err());
+        let mut h = vec![0u8; 24];
+        h[0] = 0x9f;
+        h[1] = 0xeb;
+        h[2] = 1;
+        h[4] = 24;
+        assert!(check_header(&h).is_ok());
+        h[12] = 8; // type_len 8 but no data
+        assert!(check_header(&h).unwrap_err().contains("truncated"));
+    }
+
+    #[test]
+    fn memfd_copy_parses_lazily() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/btf/mini.btf");
+        let bytes = fs::read(path).unwrap();
+        let btf = mmap_copy(&bytes).expect("memfd + mmap");
+        assert!(!btf.resolve_ids_by_name("sk_buff").unwrap().is_empty());
+    }
+
+    #[test]
+    fn module_names() {
+        assert_eq!(module_name(Path::new("/x/veth.ko.xz")), "veth");
+        assert_eq!(module_name(Path::new("/x/nf-tables")), "nf_tables");
+    }
+}

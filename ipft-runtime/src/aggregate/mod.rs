@@ -1,0 +1,528 @@
+//! Per-packet aggregation with bounded memory.
+//!
+//! Events are grouped into *journeys* keyed by skb address. A journey ends
+//! when
+//! - an event of a probe that frees the skb arrives (the free event is the
+//!   journey's last one); the next event on the same address starts a new
+//!   packet with a new id, since loopback and veth recycle skb memory;
+//! - no event arrived for it for [`AggregateConfig::idle`]
+//!   ([`Aggregator::flush_idle`]);
+//! - [`AggregateConfig::max_packets`] journeys are open and a new one starts:
+//!   the least recently active one is emitted early;
+//! - the trace ends ([`Aggregator::finish`]).
+//!
+//! A journey never holds more than
+//! [`AggregateConfig::max_events_per_packet`] events. When one more event
+//! arrives for a full journey, the full chunk is emitted with
+//! [`Packet::truncated`] set and the event starts a new chunk with the *same*
+//! id. So `truncated` means "continued by the next packet with this id";
+//! a journey of exactly the maximum that then goes quiet is not truncated.
+//!
+//! Memory per open journey is one slot (72 bytes, the first event inline),
+//! 8 to 16 bytes of index, and a heap `Vec` once it has two events or more:
+//! a million one-event journeys take under 90 MiB.
+
+use std::time::Duration;
+
+use ipft_abi::Event;
+
+mod index;
+use index::SkbIndex;
+
+/// Bounds of the aggregation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AggregateConfig {
+    /// A journey with no event for this long is complete (default 1 s).
+    pub idle: Duration,
+    /// Events kept per journey before a chunk is emitted (default 512).
+    pub max_events_per_packet: usize,
+    /// Open journeys kept before the least recently active one is emitted
+    /// (default 65536).
+    pub max_packets: usize,
+}
+
+impl Default for AggregateConfig {
+    fn default() -> Self {
+        AggregateConfig {
+            idle: Duration::from_secs(1),
+            max_events_per_packet: 512,
+            max_packets: 65536,
+        }
+    }
+}
+
+/// One packet's journey (or one chunk of it, see [`Packet::truncated`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packet {
+    /// 1, 2, 3... in order of the journeys' first events.
+    pub id: u64,
+    /// skb address.
+    pub skb: u64,
+    /// Events, sorted by timestamp (stable: equal stamps keep arrival order).
+    pub events: Vec<Event>,
+    /// The journey hit the event limit: the next packet emitted with the
+    /// same id continues it.
+    pub truncated: bool,
+}
+
+/// "No slot" in the LRU and free lists.
+const NIL: u32 = u32::MAX;
+/// Journeys reserved for up front at most (72 MiB of slots, 16 MiB of
+/// index).
+const MAX_RESERVED_SLOTS: usize = 1 << 20;
+/// Capacity of a journey's `Vec` when it gets its second event: most
+/// journeys are a handful to a few dozen events.
+const FIRST_CAPACITY: usize = 8;
+
+/// An open journey. `rest` is empty while the journey has one event (kept
+/// inline in `first`, so a million one-event journeys cost no heap); from the
+/// second event on it holds *all* events, first included, so emitting is a
+/// move of the Vec, not a copy.
+struct Slot {
+    /// Packet id; 0 marks a vacant slot.
+    id: u64,
+    first: Event,
+    rest: Vec<Event>,
+    /// LRU neighbours (towards least / most recently active); `next` also
+    /// links the free list.
+    prev: u32,
+    next: u32,
+}
+
+impl Slot {
+    fn len(&self) -> usize {
+        self.rest.len().max(1)
+    }
+
+    fn last_tstamp(&self) -> u64 {
+        self.rest.last().unwrap_or(&self.first).tstamp
+    }
+
+    fn take_events(&mut self) -> Vec<Event> {
+        if self.rest.is_empty() {
+            vec![self.first]
+        } else {
+            std::mem::take(&mut self.rest)
+        }
+    }
+}
+
+/// Groups events into packets; see the [module docs](self).
+pub struct Aggregator {
+    idle_ns: u64,
+    max_events: usize,
+    max_packets: usize,
+    slots: Vec<Slot>,
+    /// Vacant slots, linked through `Slot::next`.
+    free: u32,
+    /// Least recently active open journey.
+    head: u32,
+    /// Most recently active open journey.
+    tail: u32,
+    index: SkbIndex,
+    next_id: u64,
+}
+
+impl Aggregator {
+    /// An empty aggregator. Zero limits are treated as 1.
+    pub fn new(cfg: AggregateConfig) -> Self {
+        // Slot indexes are u32 with NIL reserved.
+        let max_packets = cfg.max_packets.clamp(1, NIL as usize - 1);
+        Aggregator {
+            idle_ns: u64::try_from(cfg.idle.as_nanos()).unwrap_or(u64::MAX),
+            max_events: cfg.max_events_per_packet.max(1),
+            max_packets,
+            // Reserved, not touched: pages become resident as slots are
+            // used, and growing never copies (a copy would briefly need the
+            // old and the new array resident).
+            slots: Vec::with_capacity(max_packets.min(MAX_RESERVED_SLOTS)),
+            free: NIL,
+            head: NIL,
+            tail: NIL,
+            // Sized for the same number up front: growing means rehashing,
+            // a stall while the ring buffer fills.
+            index: SkbIndex::with_capacity(max_packets.min(MAX_RESERVED_SLOTS)),
+            next_id: 1,
+        }
+    }
+
+    /// Open journeys.
+    pub fn len(&self) -> usize {
+        self.index.len
+    }
+
+    /// Whether no journey is open.
+    pub fn is_empty(&self) -> bool {
+        self.index.len == 0
+    }
+
+    /// Add an event. `frees_skb`: the event's probe ends the skb's life, so
+    /// its journey is complete and emitted now. (With function_graph, pass
+    /// it for the return of the freeing function so the nested calls stay in
+    /// the journey.) Completed packets go to `out`.
+    pub fn push(&mut self, ev: Event, frees_skb: bool, out: &mut dyn FnMut(Packet)) {
+        let Some(idx) = self.index.find(ev.skb, &self.slots) else {
+            return self.start(ev, frees_skb, out);
+        };
+        let slot = &mut self.slots[idx as usize];
+        if slot.len() >= self.max_events {
+            let mut events = slot.take_events();
+            slot.first = ev;
+            let packet_id = slot.id;
+            sort(&mut events);
+            out(Packet {
+                id: packet_id,
+                skb: ev.skb,
+                events,
+                truncated: true,
+            });
+        } else {
+            if slot.rest.is_empty() {
+                slot.rest.reserve_exact(FIRST_CAPACITY.min(self.max_events));
+                slot.rest.push(slot.first);
+            }
+            slot.rest.push(ev);
+        }
+        if frees_skb {
+            self.emit(idx, out);
+        } else {
+            self.touch(idx);
+        }
+    }
+
+    /// Emit journeys whose last event is more than `idle` before `now_ns`
+    /// (CLOCK_MONOTONIC ns, the clock of `bpf_ktime_get_ns`). Walks from the
+    /// least recently active journey and stops at the first one still live,
+    /// so the cost is proportional to what is emitted; a journey whose
+    /// events arrived out of timestamp order may wait for a later call.
+    pub fn flush_idle(&mut self, now_ns: u64, out: &mut dyn FnMut(Packet)) {
+        while self.head != NIL {
+            let last = self.slots[self.head as usize].last_tstamp();
+            if now_ns.saturating_sub(last) <= self.idle_ns {
+                break;
+            }
+            self.emit(self.head, out);
+        }
+    }
+
+    /// Emit every open journey, least recently active first, and release
+    /// the memory held for them.
+    pub fn finish(&mut self, out: &mut dyn FnMut(Packet)) {
+        // Walk the LRU without unindexing journeys one by one: the index is
+        // dropped whole afterwards, saving a random access per journey.
+        let mut idx = self.head;
+        while idx != NIL {
+            let slot = &mut self.slots[idx as usize];
+            idx = slot.next;
+            let mut events = slot.take_events();
+            sort(&mut events);
+            out(Packet {
+                id: slot.id,
+                skb: slot.first.skb,
+                events,
+                truncated: false,
+            });
+        }
+        self.slots = Vec::new();
+        self.free = NIL;
+        self.head = NIL;
+        self.tail = NIL;
+        self.index = SkbIndex::new();
+    }
+
+    /// First event of a journey.
+    fn start(&mut self, ev: Event, frees_skb: bool, out: &mut dyn FnMut(Packet)) {
+        let id = self.next_id;
+        self.next_id += 1;
+        if frees_skb {
+            // Born and freed in one event: never stored.
+            return out(Packet {
+                id,
+                skb: ev.skb,
+                events: vec![ev],
+                truncated: false,
+            });
+        }
+        if self.index.len >= self.max_packets {
+            self.emit(self.head, out);
+        }
+        let slot = Slot {
+            id,
+            first: ev,
+            rest: Vec::new(),
+            prev: NIL,
+            next: NIL,
+        };
+        let idx = if self.free != NIL {
+            let idx = self.free;
+            self.free = self.slots[idx as usize].next;
+            self.slots[idx as usize] = slot;
+            idx
+        } else {
+            self.slots.push(slot);
+            (self.slots.len() - 1) as u32
+        };
+        self.index.insert(ev.skb, idx);
+        self.link_tail(idx);
+    }
+
+    /// Close journey `idx`: unlink, unindex, free the slot, send it out.
+    fn emit(&mut self, idx: u32, out: &mut dyn FnMut(Packet)) {
+        self.unlink(idx);
+        let slot = &mut self.slots[idx as usize];
+        let skb = slot.first.skb;
+        let id = slot.id;
+        let mut events = slot.take_events();
+        slot.id = 0;
+        slot.next = self.free;
+        self.free = idx;
+        self.index.remove(skb, &self.slots);
+        sort(&mut events);
+        out(Packet {
+            id,
+            skb,
+            events,
+            truncated: false,
+        });
+    }
+
+    /// Mark `idx` most recently active.
+    fn touch(&mut self, idx: u32) {
+        if self.tail != idx {
+            self.unlink(idx);
+            self.link_tail(idx);
+        }
+    }
+
+    fn unlink(&mut self, idx: u32) {
+        let (prev, next) = {
+            let s = &self.slots[idx as usize];
+            (s.prev, s.next)
+        };
+        match prev {
+            NIL => self.head = next,
+            p => self.slots[p as usize].next = next,
+        }
+        match next {
+            NIL => self.tail = prev,
+            n => self.slots[n as usize].prev = prev,
+        }
+    }
+
+    fn link_tail(&mut self, idx: u32) {
+        let tail = self.tail;
+        let s = &mut self.slots[idx as usize];
+        s.prev = tail;
+        s.next = NIL;
+        match tail {
+            NIL => self.head = idx,
+            t => self.slots[t as usize].next = idx,
+        }
+        self.tail = idx;
+    }
+}
+
+/// Stable sort by timestamp; events nearly always arrive in order, which
+/// the merge sort detects in one pass.
+fn sort(events: &mut [Event]) {
+    if events.len() > 1 {
+        events.sort_by_key(|e| e.tstamp);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(skb: u64, tstamp: u64) -> Event {
+        Event {
+            skb,
+            tstamp,
+            ..Default::default()
+        }
+    }
+
+    fn collect(f: impl FnOnce(&mut dyn FnMut(Packet))) -> Vec<Packet> {
+        let mut v = Vec::new();
+        f(&mut |p| v.push(p));
+        v
+    }
+
+    fn stamps(p: &Packet) -> Vec<u64> {
+        p.events.iter().map(|e| e.tstamp).collect()
+    }
+
+    #[test]
+    fn free_ends_journey_and_reused_address_is_a_new_packet() {
+        let mut a = Aggregator::new(AggregateConfig::default());
+        let out = collect(|out| {
+            a.push(ev(0x1000, 1), false, out);
+            a.push(ev(0x2000, 2), false, out);
+            a.push(ev(0x1000, 3), true, out); // freed
+            a.push(ev(0x1000, 4), false, out); // recycled memory
+            a.push(ev(0x1000, 5), true, out);
+            a.finish(out);
+        });
+        let got: Vec<_> = out.iter().map(|p| (p.id, p.skb, stamps(p))).collect();
+        assert_eq!(
+            got,
+            [
+                (1, 0x1000, vec![1, 3]),
+                (3, 0x1000, vec![4, 5]),
+                (2, 0x2000, vec![2]),
+            ]
+        );
+        assert!(a.is_empty());
+    }
+
+    #[test]
+    fn slot_size_is_the_memory_budget() {
+        assert_eq!(std::mem::size_of::<Slot>(), 72);
+    }
+
+    #[test]
+    fn single_free_event_is_a_packet() {
+        let mut a = Aggregator::new(AggregateConfig::default());
+        let out = collect(|out| a.push(ev(0x1000, 1), true, out));
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].id, out[0].events.len()), (1, 1));
+        assert!(a.is_empty());
+    }
+
+    #[test]
+    fn idle_flush() {
+        let mut a = Aggregator::new(AggregateConfig {
+            idle: Duration::from_nanos(100),
+            ..Default::default()
+        });
+        let out = collect(|out| {
+            a.push(ev(0x1000, 10), false, out);
+            a.push(ev(0x2000, 50), false, out);
+            a.push(ev(0x1000, 60), false, out);
+            a.flush_idle(150, out); // 0x2000 idle for exactly 100: kept
+        });
+        assert!(out.is_empty());
+        let out = collect(|out| a.flush_idle(151, out));
+        let got: Vec<_> = out.iter().map(|p| (p.id, stamps(p))).collect();
+        assert_eq!(got, [(2, vec![50])]);
+        let out = collect(|out| a.flush_idle(161, out));
+        let got: Vec<_> = out.iter().map(|p| (p.id, stamps(p))).collect();
+        assert_eq!(got, [(1, vec![10, 60])]);
+        assert!(a.is_empty());
+    }
+
+    #[test]
+    fn max_packets_evicts_least_recently_active() {
+        let mut a = Aggregator::new(AggregateConfig {
+            max_packets: 2,
+            ..Default::default()
+        });
+        let out = collect(|out| {
+            a.push(ev(0x1000, 1), false, out);
+            a.push(ev(0x2000, 2), false, out);
+            a.push(ev(0x1000, 3), false, out); // 0x2000 is now the oldest
+            a.push(ev(0x3000, 4), false, out);
+        });
+        assert_eq!(a.len(), 2);
+        let got: Vec<_> = out.iter().map(|p| (p.id, p.skb)).collect();
+        assert_eq!(got, [(2, 0x2000)]);
+        let out = collect(|out| a.finish(out));
+        let got: Vec<_> = out.iter().map(|p| (p.id, stamps(p))).collect();
+        assert_eq!(got, [(1, vec![1, 3]), (3, vec![4])]);
+    }
+
+    #[test]
+    fn max_events_emits_truncated_chunks_with_same_id() {
+        let mut a = Aggregator::new(AggregateConfig {
+            max_events_per_packet: 3,
+            ..Default::default()
+        });
+        let out = collect(|out| {
+            for t in 1..=7 {
+                a.push(ev(0x1000, t), t == 7, out);
+            }
+        });
+        let got: Vec<_> = out.iter().map(|p| (p.id, p.truncated, stamps(p))).collect();
+        assert_eq!(
+            got,
+            [
+                (1, true, vec![1, 2, 3]),
+                (1, true, vec![4, 5, 6]),
+                (1, false, vec![7]),
+            ]
+        );
+    }
+
+    #[test]
+    fn events_sorted_by_timestamp_stably() {
+        let mut a = Aggregator::new(AggregateConfig::default());
+        let e = |t, probe| Event {
+            probe,
+            ..ev(0x1000, t)
+        };
+        let evs = [e(30, 0), e(10, 1), e(20, 2), e(10, 3), e(5, 4)];
+        let out = collect(|out| {
+            for x in evs {
+                a.push(x, false, out);
+            }
+            a.finish(out);
+        });
+        let got: Vec<_> = out[0].events.iter().map(|e| (e.tstamp, e.probe)).collect();
+        assert_eq!(got, [(5, 4), (10, 1), (10, 3), (20, 2), (30, 0)]);
+    }
+
+    #[test]
+    fn ids_follow_first_events() {
+        let mut a = Aggregator::new(AggregateConfig::default());
+        let out = collect(|out| {
+            for (i, skb) in [0x3000u64, 0x1000, 0x2000, 0x1000].into_iter().enumerate() {
+                a.push(ev(skb, i as u64), false, out);
+            }
+            a.finish(out);
+        });
+        let mut got: Vec<_> = out.iter().map(|p| (p.skb, p.id)).collect();
+        got.sort();
+        assert_eq!(got, [(0x1000, 2), (0x2000, 3), (0x3000, 1)]);
+    }
+
+    /// Random operations against a simple model: the index and LRU must
+    /// agree with a HashMap of open journeys.
+    #[test]
+    fn matches_model_under_churn() {
+        use std::collections::HashMap;
+        let mut a = Aggregator::new(AggregateConfig {
+            max_packets: 1000,
+            max_events_per_packet: 1 << 20,
+            idle: Duration::from_secs(1000),
+        });
+        let mut model: HashMap<u64, Vec<u64>> = HashMap::new();
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut emitted = Vec::new();
+        for t in 0..200_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Addresses collide in the top hash bits (same slab page).
+            let skb = 0xffff_8880_0000_0000 + (x % 700) * 256;
+            let free = x % 5 == 1;
+            model.entry(skb).or_default().push(t);
+            if free {
+                let want = model.remove(&skb).unwrap();
+                a.push(ev(skb, t), true, &mut |p| emitted.push(p));
+                let p = emitted.pop().unwrap();
+                assert_eq!((p.skb, stamps(&p)), (skb, want));
+                assert!(emitted.is_empty());
+            } else {
+                a.push(ev(skb, t), false, &mut |p| emitted.push(p));
+                assert!(emitted.is_empty());
+            }
+            assert_eq!(a.len(), model.len());
+        }
+        a.finish(&mut |p| emitted.push(p));
+        let mut got: Vec<_> = emitted.iter().map(|p| (p.skb, stamps(p))).collect();
+        let mut want: Vec<_> = model.into_iter().collect();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want);
+    }
+}

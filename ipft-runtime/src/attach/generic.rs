@@ -1,0 +1,234 @@
+//! Loading the generic object of `ipft`: kprobe programs once, typed
+//! programs once per target.
+
+use std::collections::{BTreeMap, HashSet};
+use std::os::fd::{AsFd, AsRawFd};
+
+use ipft_abi::{Backend, Config, ProbeEntry, ProgramId};
+use libbpf_rs::libbpf_sys as sys;
+use libbpf_rs::MapCore;
+
+use super::{
+    backend_unusable, load_error, open, program_id, reason, set_config, take_log, LoadError,
+    Progress, Session,
+};
+use crate::kernel::{errno_text, raw};
+
+impl Session {
+    /// Load the generic object and attach every row of `table`.
+    pub fn generic(
+        object: &[u8],
+        table: &[ProbeEntry],
+        cfg: Config,
+        progress: Progress<'_>,
+    ) -> Result<Session, LoadError> {
+        let graph = cfg.graph != 0;
+        let mut autoload: HashSet<ProgramId> = HashSet::new();
+        for e in table
+            .iter()
+            .filter(|e| matches!(e.backend, Backend::Kprobe | Backend::KprobeMulti))
+        {
+            autoload.insert(e.program);
+            autoload.extend(e.return_program.filter(|_| graph));
+        }
+        // Each generic fentry/fexit program is loaded once in the main object,
+        // aimed at the first vmlinux function that uses it; its relocated
+        // instructions are then loaded again for every other function (a
+        // verifier pass each, no object reopen), the probe index travelling
+        // as the link's cookie.
+        let mut first_target: BTreeMap<ProgramId, &str> = BTreeMap::new();
+        for e in table
+            .iter()
+            .filter(|e| e.backend == Backend::Fentry && e.module.is_none())
+        {
+            first_target.entry(e.program).or_insert(e.name.as_ref());
+            if let Some(r) = e.return_program.filter(|_| graph) {
+                first_target.entry(r).or_insert(e.name.as_ref());
+            }
+        }
+        autoload.extend(first_target.keys());
+        let mut s = Session::default();
+        let mut open_main = open(object)?;
+        set_config(&mut open_main, &cfg)?;
+        for mut p in open_main.progs_mut() {
+            let Some(id) = program_id(p.name()) else {
+                p.set_autoload(false);
+                continue;
+            };
+            p.set_autoload(autoload.contains(&id));
+            if let Some(t) = first_target.get(&id) {
+                p.set_attach_target(0, Some(t.to_string()))
+                    .map_err(|source| LoadError::Open {
+                        source,
+                        log: String::new(),
+                    })?;
+            }
+        }
+        take_log();
+        let main = match open_main.load() {
+            Ok(m) => m,
+            Err(e) if backend_unusable(&e) && !first_target.is_empty() => {
+                return Err(LoadError::Unavailable {
+                    backend: Backend::Fentry,
+                    reason: format!("{e:#}"),
+                })
+            }
+            Err(e) => return Err(load_error(e, &take_log(), &[])),
+        };
+        for &id in first_target.keys() {
+            if let Some(p) = Self::prog(&main, id) {
+                s.templates.insert(id, p.insns().to_vec());
+            }
+        }
+        s.objects.push(main);
+        let mut multi: BTreeMap<ProgramId, Vec<usize>> = BTreeMap::new();
+        let mut done = 0;
+        let mut typed_ok = false;
+        for (i, e) in table.iter().enumerate() {
+            let r = match e.backend {
+                Backend::Kprobe => Ok(s.attach_one(0, e, i, graph)),
+                Backend::KprobeMulti => {
+                    multi.entry(e.program).or_default().push(i);
+                    continue;
+                }
+                Backend::Fentry if e.module.is_none() => s.attach_fentry_raw(e, i, graph),
+                Backend::TpBtf | Backend::Fentry => s.load_typed_copy(object, e, i, cfg),
+            };
+            match r {
+                Ok(r) => {
+                    typed_ok |= r.is_ok();
+                    s.record(i, r);
+                }
+                // The first typed probe already fails: the backend itself is
+                // unusable here (sandbox, missing cookie support, ...).
+                Err(le) if !typed_ok => {
+                    return Err(match le {
+                        LoadError::Load { source, .. } => LoadError::Unavailable {
+                            backend: e.backend,
+                            reason: format!("{source:#}"),
+                        },
+                        le => le,
+                    })
+                }
+                Err(le) => s.record(i, Err(le.to_string())),
+            }
+            done += 1;
+            progress(done);
+        }
+        s.attach_multi_groups(multi, table, graph, &mut done, progress)?;
+        Ok(s)
+    }
+
+    /// Load a generic fentry (and fexit) program's instructions for one more
+    /// vmlinux function and link it with the probe index as cookie. The outer
+    /// error is a whole-backend failure, the inner one this probe's.
+    fn attach_fentry_raw(
+        &mut self,
+        e: &ProbeEntry,
+        id: usize,
+        graph: bool,
+    ) -> Result<Result<(), String>, LoadError> {
+        let mut progs = vec![(e.program, sys::BPF_TRACE_FENTRY)];
+        if let Some(r) = e.return_program.filter(|_| graph) {
+            progs.push((r, sys::BPF_TRACE_FEXIT));
+        }
+        let mut links = Vec::new();
+        for (prog_id, attach) in progs {
+            let Some(insns) = self.templates.get(&prog_id) else {
+                return Ok(Err(format!("program {prog_id} missing")));
+            };
+            let name = prog_id.to_string();
+            let prog =
+                match raw::prog_load(sys::BPF_PROG_TYPE_TRACING, &name, insns, attach, e.btf_id) {
+                    Ok(p) => p,
+                    Err(errno)
+                        if matches!(errno, libc::EPERM | libc::EINVAL)
+                            && self.raw_links.is_empty() =>
+                    {
+                        return Err(LoadError::Unavailable {
+                            backend: Backend::Fentry,
+                            reason: errno_text(errno),
+                        })
+                    }
+                    Err(errno) => return Ok(Err(format!("load: {}", errno_text(errno)))),
+                };
+            let link = match raw::tracing_link(prog.as_raw_fd(), attach, id as u64) {
+                Ok(l) => l,
+                Err(errno) => return Ok(Err(errno_text(errno))),
+            };
+            self.raw_progs.push(prog);
+            links.push(link);
+        }
+        self.raw_links.extend(links);
+        Ok(Ok(()))
+    }
+
+    /// One copy of the generic object for one typed target.
+    fn load_typed_copy(
+        &mut self,
+        object: &[u8],
+        e: &ProbeEntry,
+        id: usize,
+        cfg: Config,
+    ) -> Result<Result<(), String>, LoadError> {
+        let graph = cfg.graph != 0;
+        let mut open = open(object)?;
+        set_config(
+            &mut open,
+            &Config {
+                probe: id as u32,
+                ..cfg
+            },
+        )?;
+        let ret = e.return_program.filter(|_| graph);
+        for mut p in open.progs_mut() {
+            let pid = program_id(p.name());
+            let on = pid == Some(e.program) || (pid.is_some() && pid == ret);
+            p.set_autoload(on);
+            if on {
+                if let Err(err) = p.set_attach_target(0, Some(e.name.to_string())) {
+                    return Ok(Err(reason(&err)));
+                }
+            }
+        }
+        // Share the ring buffer and loss counters of the main object.
+        let main = &self.objects[0];
+        for mut m in open.maps_mut() {
+            let name = m.name().to_string_lossy().into_owned();
+            if let Some(src) = main
+                .maps()
+                .find(|x| x.name() == name.as_str() && !name.contains(".rodata"))
+            {
+                if let Err(err) = m.reuse_fd(src.as_fd()) {
+                    return Ok(Err(reason(&err)));
+                }
+            }
+        }
+        take_log();
+        let obj = match open.load() {
+            Ok(o) => o,
+            Err(err) if backend_unusable(&err) => return Err(load_error(err, &take_log(), &[])),
+            Err(err) => return Ok(Err(format!("load: {}", reason(&err)))),
+        };
+        self.objects.push(obj);
+        let o = self.objects.len() - 1;
+        if e.backend != Backend::Fentry {
+            return Ok(self.attach_one(o, e, id, graph));
+        }
+        // Generic fentry/fexit read their probe index from the cookie.
+        let mut progs = vec![(e.program, sys::BPF_TRACE_FENTRY)];
+        if let Some(r) = ret {
+            progs.push((r, sys::BPF_TRACE_FEXIT));
+        }
+        for (pid, attach) in progs {
+            let Some(p) = Self::prog(&self.objects[o], pid) else {
+                return Ok(Err(format!("program {pid} missing")));
+            };
+            match raw::tracing_link(p.as_fd().as_raw_fd(), attach, id as u64) {
+                Ok(l) => self.raw_links.push(l),
+                Err(errno) => return Ok(Err(errno_text(errno))),
+            }
+        }
+        Ok(Ok(()))
+    }
+}

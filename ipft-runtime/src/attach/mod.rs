@@ -1,0 +1,371 @@
+//! Stage 5, load and attach. A [`Session`] owns every object and link;
+//! dropping it detaches everything (links are fd-based, so even SIGKILL
+//! leaves nothing attached).
+//!
+//! `specialised` loads a generated object (one program per typed probe);
+//! `generic` loads the object built into `ipft` (programs per position,
+//! aimed at their targets at load time).
+
+mod generic;
+mod specialised;
+
+use std::os::fd::OwnedFd;
+use std::sync::Mutex;
+
+use ipft_abi::{Backend, Config, Layout, ProbeEntry, ProgramId};
+use libbpf_rs::{
+    ErrorKind, KprobeMultiOpts, KprobeOpts, Link, MapCore, Object, ObjectBuilder, OpenObject,
+    PrintLevel,
+};
+
+/// Setting up failed as a whole (as opposed to one probe failing).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// libbpf could not open the object.
+    #[error("opening the BPF object: {source}{log}")]
+    Open {
+        /// libbpf's error.
+        #[source]
+        source: libbpf_rs::Error,
+        /// Tail of libbpf's log, with a leading newline, or empty.
+        log: String,
+    },
+    /// The object has no `.rodata` large enough for `struct ipft_config`:
+    /// the mark filter would not apply, so it is not loaded at all.
+    #[error("the BPF object's .rodata does not hold struct ipft_config ({found} of {want} bytes)")]
+    NoConfig {
+        /// Bytes found (0: no .rodata).
+        found: usize,
+        /// Bytes needed.
+        want: usize,
+    },
+    /// The verifier (or the kernel) refused a program; the log tail says why.
+    #[error(
+        "loading BPF program {program}: {source}\n--- verifier log (last 30 lines) ---\n{log}"
+    )]
+    Load {
+        /// Program name.
+        program: String,
+        /// libbpf's error.
+        #[source]
+        source: libbpf_rs::Error,
+        /// Verifier log tail.
+        log: String,
+    },
+    /// The backend cannot work on this kernel: every program of it failed.
+    #[error("backend {backend} is unavailable on this kernel: {reason}")]
+    Unavailable {
+        /// Backend.
+        backend: Backend,
+        /// First error seen.
+        reason: String,
+    },
+}
+
+static LIBBPF_LOG: Mutex<String> = Mutex::new(String::new());
+
+/// Route libbpf's messages into a buffer so failures can show the verifier
+/// log tail instead of flooding stderr.
+pub fn capture_libbpf_log() {
+    fn cb(_level: PrintLevel, msg: String) {
+        if let Ok(mut l) = LIBBPF_LOG.lock() {
+            if l.len() > 1 << 20 {
+                let cut = l.len() - (1 << 19);
+                l.drain(..cut);
+            }
+            l.push_str(&msg);
+        }
+    }
+    libbpf_rs::set_print(Some((PrintLevel::Debug, cb)));
+}
+
+fn take_log() -> String {
+    LIBBPF_LOG
+        .lock()
+        .map(|mut l| std::mem::take(&mut *l))
+        .unwrap_or_default()
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The program a libbpf load failure names (`prog 'NAME': ... failed`).
+fn failed_program(log: &str) -> Option<String> {
+    log.lines().rev().find_map(|l| {
+        let rest = l.split("prog '").nth(1)?;
+        let name = rest.split('\'').next()?;
+        l.contains("fail").then(|| name.to_string())
+    })
+}
+
+/// A libbpf error in a few words, for grouping per-probe failures.
+pub fn reason(e: &libbpf_rs::Error) -> String {
+    let what = match e.kind() {
+        ErrorKind::NotFound => "not found",
+        ErrorKind::PermissionDenied => "permission denied",
+        ErrorKind::Unsupported => "not supported",
+        ErrorKind::InvalidInput => "invalid argument",
+        ErrorKind::AlreadyExists => "already attached",
+        ErrorKind::TooBig => "too big",
+        ErrorKind::OutOfMemory => "out of memory",
+        // ENOTSUPP (524) and friends have no kind of their own.
+        _ => {
+            return format!("{e:#}")
+                .rsplit(": ")
+                .next()
+                .unwrap_or("error")
+                .into()
+        }
+    };
+    what.into()
+}
+
+/// Whether an attach error says "this backend does not work here" rather
+/// than "this one function cannot be attached".
+fn backend_unusable(e: &libbpf_rs::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::PermissionDenied | ErrorKind::Unsupported
+    )
+}
+
+/// Threads closing links at exit.
+const DETACH_THREADS: usize = 64;
+
+/// Progress of attaching, reported to a callback.
+pub type Progress<'a> = &'a mut dyn FnMut(usize);
+
+/// Loaded objects and the links that keep programs attached.
+#[derive(Default)]
+pub struct Session {
+    // Links first: dropped (detached) before the objects that own the programs.
+    links: Vec<Link>,
+    /// Links and programs made with the raw API (generic fentry/fexit).
+    raw_links: Vec<OwnedFd>,
+    raw_progs: Vec<OwnedFd>,
+    objects: Vec<Object>,
+    /// Relocated instructions of generic fentry/fexit programs.
+    templates: std::collections::HashMap<ProgramId, Vec<libbpf_rs::libbpf_sys::bpf_insn>>,
+    /// Table rows attached.
+    pub attached: Vec<usize>,
+    /// Table rows that failed, with the reason.
+    pub failed: Vec<(usize, String)>,
+}
+
+impl Session {
+    /// The object holding the ring buffer and loss counters.
+    pub fn main_object(&self) -> &Object {
+        &self.objects[0]
+    }
+
+    /// Detach everything now (also done on drop).
+    pub fn detach(&mut self) {
+        // Releasing an fentry/fexit link waits for an RCU-tasks grace period
+        // (the trampoline may still be running): close links from several
+        // threads so those waits overlap instead of adding up.
+        let links = std::mem::take(&mut self.links);
+        let raw = std::mem::take(&mut self.raw_links);
+        let threads = DETACH_THREADS
+            .min(links.len().max(raw.len()).div_ceil(16))
+            .max(1);
+        let mut link_chunks: Vec<Vec<Link>> = (0..threads).map(|_| Vec::new()).collect();
+        for (i, l) in links.into_iter().enumerate() {
+            link_chunks[i % threads].push(l);
+        }
+        let mut raw_chunks: Vec<Vec<OwnedFd>> = (0..threads).map(|_| Vec::new()).collect();
+        for (i, l) in raw.into_iter().enumerate() {
+            raw_chunks[i % threads].push(l);
+        }
+        std::thread::scope(|sc| {
+            for (l, r) in link_chunks.into_iter().zip(raw_chunks) {
+                sc.spawn(move || drop((l, r)));
+            }
+        });
+        self.raw_progs.clear();
+        self.objects.clear();
+    }
+
+    fn record(&mut self, i: usize, r: Result<(), String>) {
+        match r {
+            Ok(()) => self.attached.push(i),
+            Err(e) => self.failed.push((i, e)),
+        }
+    }
+
+    fn prog(obj: &Object, id: ProgramId) -> Option<libbpf_rs::ProgramMut<'_>> {
+        obj.progs_mut().find(|p| program_id(p.name()) == Some(id))
+    }
+
+    /// Attach one probe whose program lives in object `o`.
+    fn attach_one(
+        &mut self,
+        o: usize,
+        e: &ProbeEntry,
+        id: usize,
+        graph: bool,
+    ) -> Result<(), String> {
+        let obj = &self.objects[o];
+        let prog =
+            Self::prog(obj, e.program).ok_or_else(|| format!("program {} missing", e.program))?;
+        // Entry and return attach alike: kprobe by name with the index as
+        // cookie, typed programs to the target they were loaded for.
+        let attach = |p: &libbpf_rs::ProgramMut<'_>, retprobe: bool| {
+            match e.backend {
+                Backend::Kprobe => p.attach_kprobe_with_opts(
+                    retprobe,
+                    e.name.as_ref(),
+                    KprobeOpts {
+                        cookie: id as u64,
+                        ..Default::default()
+                    },
+                ),
+                Backend::TpBtf | Backend::Fentry => p.attach_trace(),
+                Backend::KprobeMulti => unreachable!("grouped"),
+            }
+            .map_err(|err| reason(&err))
+        };
+        let mut links = vec![attach(&prog, false)?];
+        if let Some(r) = e.return_program.filter(|_| graph) {
+            let rp = Self::prog(obj, r).ok_or_else(|| format!("program {r} missing"))?;
+            links.push(attach(&rp, true)?);
+        }
+        self.links.extend(links);
+        Ok(())
+    }
+
+    /// One kprobe-multi link per program for the rows `ids` (symbols and
+    /// cookies in one syscall).
+    fn attach_multi(
+        &mut self,
+        o: usize,
+        prog: ProgramId,
+        table: &[ProbeEntry],
+        ids: &[usize],
+        graph: bool,
+    ) -> Result<(), libbpf_rs::Error> {
+        let obj = &self.objects[o];
+        let mut progs = vec![(prog, false)];
+        // Every entry of a group shares the kretprobe.multi program.
+        if let Some(r) = table[ids[0]].return_program.filter(|_| graph) {
+            progs.push((r, true));
+        }
+        let mut links = Vec::new();
+        for (id, retprobe) in progs {
+            let Some(p) = Self::prog(obj, id) else {
+                return Err(libbpf_rs::Error::from_raw_os_error(libc::ENOENT));
+            };
+            let opts = KprobeMultiOpts {
+                symbols: ids.iter().map(|&i| table[i].name.to_string()).collect(),
+                cookies: ids.iter().map(|&i| i as u64).collect(),
+                retprobe,
+                ..Default::default()
+            };
+            links.push(p.attach_kprobe_multi_with_opts(opts)?);
+        }
+        self.links.extend(links);
+        Ok(())
+    }
+
+    /// Attach every kprobe-multi group, one link per program.
+    fn attach_multi_groups(
+        &mut self,
+        groups: std::collections::BTreeMap<ProgramId, Vec<usize>>,
+        table: &[ProbeEntry],
+        graph: bool,
+        done: &mut usize,
+        progress: Progress<'_>,
+    ) -> Result<(), LoadError> {
+        for (prog, ids) in groups {
+            match self.attach_multi(0, prog, table, &ids, graph) {
+                Ok(()) => self.attached.extend(&ids),
+                Err(e) if backend_unusable(&e) && self.attached.is_empty() => {
+                    return Err(LoadError::Unavailable {
+                        backend: Backend::KprobeMulti,
+                        reason: format!("{e:#}"),
+                    })
+                }
+                Err(e) => {
+                    let why = reason(&e);
+                    self.failed.extend(ids.iter().map(|&i| (i, why.clone())));
+                }
+            }
+            *done += ids.len();
+            progress(*done);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
+/// The id of an object's program, if it is one of ours.
+fn program_id(name: &std::ffi::OsStr) -> Option<ProgramId> {
+    name.to_str()?.parse().ok()
+}
+
+fn load_error(e: libbpf_rs::Error, log: &str, refused: &[String]) -> LoadError {
+    LoadError::Load {
+        program: failed_program(log)
+            .or_else(|| refused.first().cloned())
+            .unwrap_or_else(|| "?".into()),
+        source: e,
+        log: tail(log, 30),
+    }
+}
+
+fn open(object: &[u8]) -> Result<OpenObject, LoadError> {
+    let mut b = ObjectBuilder::default();
+    let wrap = |source| LoadError::Open {
+        source,
+        log: String::new(),
+    };
+    b.name("ipft").map_err(wrap)?;
+    take_log();
+    b.open_memory(object).map_err(|source| LoadError::Open {
+        source,
+        log: format!("\n{}", tail(&take_log(), 10)),
+    })
+}
+
+/// Write the config into the object's rodata. An object without room for it
+/// is refused: loading it would trace without the mark filter.
+fn set_config(open: &mut OpenObject, cfg: &Config) -> Result<(), LoadError> {
+    let bytes = cfg.to_bytes();
+    let mut found = 0;
+    for mut m in open.maps_mut() {
+        if m.name().to_string_lossy().ends_with(".rodata") {
+            if let Some(v) = m.initial_value_mut() {
+                found = v.len();
+                if v.len() >= bytes.len() {
+                    v[..bytes.len()].copy_from_slice(&bytes);
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Err(LoadError::NoConfig {
+        found,
+        want: std::mem::size_of::<Config>(),
+    })
+}
+
+/// Sum of the per-CPU reserve-failure counters.
+pub fn lost_events(obj: &Object) -> u64 {
+    let Some(map) = obj.maps().find(|m| m.name() == "ipft_lost") else {
+        return 0;
+    };
+    let key = 0u32.to_ne_bytes();
+    match map.lookup_percpu(&key, libbpf_rs::MapFlags::ANY) {
+        Ok(Some(vals)) => vals
+            .iter()
+            .map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap_or([0; 8])))
+            .sum(),
+        _ => 0,
+    }
+}

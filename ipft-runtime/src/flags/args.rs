@@ -1,0 +1,104 @@
+// Command-line flags of `ipft` and of every generated tracer. Kept free of
+// crate paths: the `ipft` crate's build.rs includes this file to render the
+// man page and shell completions.
+
+/// Trace the journey of marked packets through the Linux kernel.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "ipft", version, about, long_about = None)]
+pub struct IpftArgs {
+    /// List the probes (NAME MODULE ADDR SKB_POSITION; generated tracers add how each attaches here) and exit.
+    #[arg(short = 'l', long = "list")]
+    pub list: bool,
+    /// Trace packets whose skb->mark & MASK equals MARK (hex 0x.., octal 0.., or decimal).
+    #[arg(short = 'm', long = "mark", value_name = "MARK")]
+    pub mark: Option<String>,
+    /// Mask applied to skb->mark before comparing.
+    #[arg(long = "mask", value_name = "MASK", default_value = "0xffffffff")]
+    pub mask: String,
+    /// Only functions/tracepoints whose name matches this regex.
+    #[arg(short = 'r', long = "regex", value_name = "REGEX")]
+    pub regex: Option<String>,
+    /// Only probes in modules matching this regex (vmlinux = the kernel image).
+    #[arg(long = "module-regex", value_name = "REGEX")]
+    pub module_regex: Option<String>,
+    /// Probe selection profile (ip, tcp, udp, netfilter, bridge, xmit, drop, tracepoints, all, or a TOML file). A generated tracer accepts only its own.
+    #[arg(short = 'p', long = "profile", value_name = "PROFILE")]
+    pub profile: Option<String>,
+    /// Attach backend for functions (tracepoints use tp_btf); auto picks per probe.
+    #[arg(short = 'b', long = "backend", value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+    /// Output: aggregate (per packet) or json (one event per line).
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputArg::Aggregate)]
+    pub output: OutputArg,
+    /// Tracer: function (entries) or function_graph (entries and returns).
+    #[arg(short = 't', long = "tracer", value_enum, default_value_t = TracerArg::Function)]
+    pub tracer: TracerArg,
+    /// Write the trace to FILE instead of standard output.
+    #[arg(long = "output-file", value_name = "FILE")]
+    pub output_file: Option<std::path::PathBuf>,
+    /// Stop after SECS seconds (0 < SECS <= 31536000).
+    #[arg(long = "duration", value_name = "SECS", allow_negative_numbers = true)]
+    pub duration: Option<f64>,
+    /// Stop once N packets are written.
+    #[arg(long = "count", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Create FILE once every probe is attached (for scripts and tests).
+    #[arg(long = "ready-file", value_name = "FILE")]
+    pub ready_file: Option<std::path::PathBuf>,
+    /// Exit non-zero if any event was lost.
+    #[arg(long = "strict-loss")]
+    pub strict_loss: bool,
+    /// Print a packet once it has been idle this long (milliseconds).
+    #[arg(long = "idle-ms", default_value_t = 1000)]
+    pub idle_ms: u64,
+    /// Print a packet early once it holds this many events.
+    #[arg(long = "max-events", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_events: u64,
+    /// Maximum packets held in memory before the oldest is printed.
+    #[arg(long = "max-packets", default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_packets: u64,
+    /// Extension (C, object or Lua): not available in this version; refused.
+    #[arg(short = 'e', long = "extension", value_name = "FILE")]
+    pub extension: Option<std::path::PathBuf>,
+    /// List every left-out and failed probe, not only the first five per reason.
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
+    /// Print per-stage timings (discover, load, attach, detach) on stderr.
+    #[arg(long = "timings")]
+    pub timings: bool,
+}
+
+/// `-b`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendArg {
+    /// Per probe, the backend that attaches and detaches fastest and reaches it.
+    Auto,
+    /// One kprobe per function.
+    Kprobe,
+    /// kprobe-multi links (Linux 5.18+, CONFIG_FPROBE).
+    KprobeMulti,
+    /// fentry/fexit trampolines.
+    Fentry,
+    /// BTF tracepoints only.
+    #[value(name = "tp_btf")]
+    TpBtf,
+}
+
+/// `-o`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputArg {
+    /// Per packet, its functions in order.
+    Aggregate,
+    /// One JSON object per event (docs/json.md).
+    Json,
+}
+
+/// `-t`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TracerArg {
+    /// Function entries.
+    Function,
+    /// Entries and returns, nested.
+    #[value(name = "function_graph")]
+    FunctionGraph,
+}

@@ -1,0 +1,257 @@
+//! Flags -> run configuration. Everything a user can get wrong is checked
+//! here, before anything is loaded or any file is touched.
+
+mod args;
+
+pub use args::{BackendArg, IpftArgs, OutputArg, TracerArg};
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipft_abi::{Asked, Backend};
+
+use crate::aggregate::AggregateConfig;
+use crate::select::Filter;
+
+/// Longest `--duration`: a year.
+pub const MAX_DURATION_SECS: f64 = 365.0 * 24.0 * 3600.0;
+
+/// Bad input: one line for the user, exit 2.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct FlagError(pub String);
+
+fn bad(msg: impl Into<String>) -> FlagError {
+    FlagError(msg.into())
+}
+
+/// What a run does, validated.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// `-l`: list and exit.
+    pub list: bool,
+    /// skb->mark & mask must equal this.
+    pub mark: u32,
+    /// Mask.
+    pub mask: u32,
+    /// `-r`, `--module-regex`.
+    pub filter: Filter,
+    /// `-p`, as given.
+    pub profile: Option<String>,
+    /// `-b`.
+    pub asked: Asked,
+    /// `-o json`.
+    pub json: bool,
+    /// `-t function_graph`.
+    pub graph: bool,
+    /// `--output-file`.
+    pub output_file: Option<PathBuf>,
+    /// `--duration`.
+    pub duration: Option<Duration>,
+    /// `--count`.
+    pub count: Option<u64>,
+    /// `--ready-file`.
+    pub ready_file: Option<PathBuf>,
+    /// `--strict-loss`.
+    pub strict_loss: bool,
+    /// Per-packet aggregation bounds.
+    pub aggregate: AggregateConfig,
+    /// `-v`.
+    pub verbose: bool,
+    /// `--timings`.
+    pub timings: bool,
+}
+
+/// Parse a number like strtoul(s, NULL, 0): `0x` hex, leading `0` octal,
+/// otherwise decimal.
+pub fn parse_u32(s: &str) -> Option<u32> {
+    let s = s.trim();
+    let v = if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        u64::from_str_radix(h, 16).ok()?
+    } else if s.len() > 1 && s.starts_with('0') {
+        u64::from_str_radix(&s[1..], 8).ok()?
+    } else {
+        s.parse::<u64>().ok()?
+    };
+    u32::try_from(v).ok()
+}
+
+/// Parse the command line; a usage error is one line on stderr and exit 2
+/// (clap's usage block is for --help), --help and --version print as usual.
+pub fn parse_args() -> IpftArgs {
+    use clap::Parser;
+    match IpftArgs::try_parse() {
+        Ok(a) => a,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("bad arguments");
+            crate::say!("ipft: {} (see --help)", first.trim_start_matches("error: "));
+            std::process::exit(crate::error::EXIT_USAGE)
+        }
+    }
+}
+
+/// Check the flags. Pure: reads no file and touches nothing.
+pub fn validate(a: &IpftArgs) -> Result<RunConfig, FlagError> {
+    let graph = a.tracer == TracerArg::FunctionGraph;
+    let asked = match a.backend {
+        BackendArg::Auto => Asked::Auto,
+        BackendArg::Kprobe => Asked::Only(Backend::Kprobe),
+        BackendArg::KprobeMulti => Asked::Only(Backend::KprobeMulti),
+        BackendArg::Fentry => Asked::Only(Backend::Fentry),
+        BackendArg::TpBtf => Asked::Only(Backend::TpBtf),
+    };
+    if graph && asked == Asked::Only(Backend::TpBtf) {
+        return Err(bad("-t function_graph needs function returns: use -b fentry, kprobe or kprobe-multi (or auto)"));
+    }
+    let mask = parse_u32(&a.mask).ok_or_else(|| bad(format!("invalid mask '{}'", a.mask)))?;
+    if mask == 0 {
+        return Err(bad("mask 0 matches every packet: choose a non-zero mask"));
+    }
+    let mark = match &a.mark {
+        None if a.list => 0,
+        None => {
+            return Err(bad(
+                "-m/--mark is required (the skb->mark of the packets to trace)",
+            ))
+        }
+        Some(m) => parse_u32(m).ok_or_else(|| bad(format!("invalid mark '{m}'")))?,
+    };
+    if !a.list {
+        if mark == 0 {
+            return Err(bad(
+                "mark 0 would match every unmarked packet: choose a non-zero mark",
+            ));
+        }
+        if mark & !mask != 0 {
+            return Err(bad(format!(
+                "mark 0x{mark:x} has bits outside mask 0x{mask:x}: no packet can match"
+            )));
+        }
+    }
+    let duration = a.duration.map(duration).transpose()?;
+    if let Some(e) = &a.extension {
+        return Err(bad(format!(
+            "-e {}: extensions are not available in this version",
+            e.display()
+        )));
+    }
+    let filter = Filter::from_flags(a.regex.as_deref(), a.module_regex.as_deref()).map_err(bad)?;
+    if let Some(f) = &a.output_file {
+        if f.is_dir() {
+            return Err(bad(format!(
+                "--output-file {}: is a directory",
+                f.display()
+            )));
+        }
+    }
+    Ok(RunConfig {
+        list: a.list,
+        mark,
+        mask,
+        filter,
+        profile: a.profile.clone(),
+        asked,
+        json: a.output == OutputArg::Json,
+        graph,
+        output_file: a.output_file.clone(),
+        duration,
+        count: a.count,
+        ready_file: a.ready_file.clone(),
+        strict_loss: a.strict_loss,
+        aggregate: AggregateConfig {
+            idle: Duration::from_millis(a.idle_ms),
+            max_events_per_packet: a.max_events as usize,
+            max_packets: a.max_packets as usize,
+        },
+        verbose: a.verbose,
+        timings: a.timings,
+    })
+}
+
+fn duration(secs: f64) -> Result<Duration, FlagError> {
+    if !(secs > 0.0 && secs <= MAX_DURATION_SECS) {
+        return Err(bad(format!(
+            "--duration {secs}: want seconds in (0, {MAX_DURATION_SECS}]"
+        )));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn check(argv: &[&str]) -> Result<RunConfig, String> {
+        let mut full = vec!["ipft"];
+        full.extend(argv);
+        let a = IpftArgs::try_parse_from(full).map_err(|e| e.to_string())?;
+        validate(&a).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn strtoul_base0() {
+        assert_eq!(parse_u32("0xdeadbeef"), Some(0xdeadbeef));
+        assert_eq!(parse_u32("010"), Some(8));
+        assert_eq!(parse_u32("10"), Some(10));
+        assert_eq!(parse_u32("0"), Some(0));
+        assert_eq!(parse_u32("0x1ffffffff"), None);
+        assert_eq!(parse_u32("abc"), None);
+    }
+
+    #[test]
+    fn marks_and_masks() {
+        assert!(check(&["-m", "0xdeadbeef"]).is_ok());
+        assert!(check(&[]).unwrap_err().contains("required"));
+        assert!(check(&["-m", "0"]).unwrap_err().contains("non-zero mark"));
+        assert!(check(&["-m", "1", "--mask", "0"])
+            .unwrap_err()
+            .contains("mask 0"));
+        assert!(check(&["-m", "0x10000", "--mask", "0xffff"])
+            .unwrap_err()
+            .contains("outside mask"));
+        assert!(check(&["-m", "0x100", "--mask", "0xff00"]).is_ok());
+        assert!(check(&["-l"]).is_ok());
+    }
+
+    #[test]
+    fn durations() {
+        for bad in ["nan", "-1", "0", "inf", "1e300"] {
+            let e = check(&["-m", "1", "--duration", bad]).unwrap_err();
+            assert!(e.contains("--duration"), "{bad}: {e}");
+        }
+        let c = check(&["-m", "1", "--duration", "1.5"]).unwrap();
+        assert_eq!(c.duration, Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn closed_choices() {
+        assert!(check(&["-m", "1", "-b", "bogus"]).is_err());
+        assert!(check(&["-m", "1", "-o", "xml"]).is_err());
+        assert!(check(&["-m", "1", "--count", "0"]).is_err());
+        let c = check(&[
+            "-m",
+            "1",
+            "-b",
+            "kprobe-multi",
+            "-t",
+            "function_graph",
+            "-o",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(c.asked, Asked::Only(Backend::KprobeMulti));
+        assert!(c.graph && c.json);
+        assert!(check(&["-m", "1", "-b", "tp_btf", "-t", "function_graph"])
+            .unwrap_err()
+            .contains("function returns"));
+        assert!(check(&["-m", "1", "-e", "x.lua"])
+            .unwrap_err()
+            .contains("extensions"));
+        assert!(check(&["-m", "1", "-r", "("])
+            .unwrap_err()
+            .contains("invalid regex"));
+    }
+}

@@ -1,0 +1,134 @@
+//! Which event completes a packet's journey, from the table's
+//! `ends_journey` rows (the rule itself is `ipft_abi::table::mark_journey_ends`).
+//!
+//! Without returns a journey ends at a row that ends it. With
+//! -t function_graph the free happens deep inside calls whose returns are
+//! still to come, so the journey ends once the skb has been freed and every
+//! traced call on it has returned.
+
+use std::collections::HashMap;
+
+use ipft_abi::{Event, ProbeEntry};
+
+/// Open skbs past which graph bookkeeping is reset (frees we never saw).
+const MAX_OPEN: usize = 1 << 20;
+
+/// Tracks journeys to tell the aggregator where each one ends.
+pub struct JourneyEnds {
+    ends: Vec<bool>,
+    has_return: Vec<bool>,
+    /// graph mode: skb -> (open calls, freed).
+    open: Option<HashMap<u64, (i32, bool)>>,
+}
+
+impl JourneyEnds {
+    /// For `table`; `graph` with -t function_graph.
+    pub fn new(table: &[ProbeEntry], graph: bool) -> Self {
+        JourneyEnds {
+            ends: table.iter().map(|e| e.ends_journey).collect(),
+            has_return: table
+                .iter()
+                .map(|e| graph && e.return_program.is_some())
+                .collect(),
+            open: graph.then(HashMap::new),
+        }
+    }
+
+    /// Whether `e` is the last event of its journey.
+    pub fn check(&mut self, e: &Event) -> bool {
+        let p = e.probe as usize;
+        let ends = self.ends.get(p).copied().unwrap_or(false);
+        let Some(open) = &mut self.open else {
+            return ends;
+        };
+        if open.len() > MAX_OPEN {
+            open.clear();
+        }
+        let st = open.entry(e.skb).or_default();
+        if e.is_return() {
+            st.0 -= 1;
+        } else if self.has_return.get(p).copied().unwrap_or(false) {
+            st.0 += 1;
+        }
+        st.1 |= ends;
+        let done = st.1 && st.0 <= 0;
+        if done {
+            open.remove(&e.skb);
+        }
+        done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipft_abi::event_flags::RETURN;
+    use ipft_abi::{Backend, ProbeShape, ProgramId, TypedKind};
+    use std::borrow::Cow;
+
+    fn row(name: &'static str, ends: bool, ret: bool) -> ProbeEntry {
+        let typed = |kind| ProgramId::Typed { kind, row: 0 };
+        ProbeEntry {
+            name: Cow::Borrowed(name),
+            module: None,
+            shape: ProbeShape::default(),
+            backend: Backend::Fentry,
+            btf_id: 0,
+            program: typed(TypedKind::Entry),
+            return_program: ret.then(|| typed(TypedKind::Return)),
+            ends_journey: ends,
+            hidden: false,
+        }
+    }
+
+    fn ev(skb: u64, probe: u32, flags: u8) -> Event {
+        Event {
+            skb,
+            probe,
+            flags,
+            ..Default::default()
+        }
+    }
+
+    /// ip_rcv (call), kfree_skb_reason (drop, call), kfree_skbmem (the end).
+    fn table() -> Vec<ProbeEntry> {
+        vec![
+            row("ip_rcv", false, true),
+            row("kfree_skb_reason", false, true),
+            row("kfree_skbmem", true, false),
+        ]
+    }
+
+    #[test]
+    fn drop_then_free_is_one_journey() {
+        let mut j = JourneyEnds::new(&table(), false);
+        let seq = [ev(1, 0, 0), ev(1, 1, 0), ev(1, 2, 0)];
+        let ends: Vec<bool> = seq.iter().map(|e| j.check(e)).collect();
+        assert_eq!(ends, [false, false, true]);
+        // The next skb at the same address starts afresh.
+        assert!(!j.check(&ev(1, 0, 0)));
+    }
+
+    #[test]
+    fn graph_waits_for_open_calls() {
+        let mut j = JourneyEnds::new(&table(), true);
+        let seq = [
+            ev(7, 0, 0),      // ip_rcv
+            ev(7, 1, 0),      //   kfree_skb_reason
+            ev(7, 2, 0),      //     kfree_skbmem: freed, two calls open
+            ev(7, 1, RETURN), //   return kfree_skb_reason
+            ev(7, 0, RETURN), // return ip_rcv: the end
+        ];
+        let ends: Vec<bool> = seq.iter().map(|e| j.check(e)).collect();
+        assert_eq!(ends, [false, false, false, false, true]);
+    }
+
+    #[test]
+    fn skbs_are_independent() {
+        let mut j = JourneyEnds::new(&table(), true);
+        assert!(!j.check(&ev(1, 0, 0)));
+        assert!(j.check(&ev(2, 2, 0)), "skb 2 has no open call");
+        assert!(!j.check(&ev(1, 2, 0)), "skb 1 still inside ip_rcv");
+        assert!(j.check(&ev(1, 0, RETURN)));
+    }
+}

@@ -1,0 +1,69 @@
+//! Backend feature probes: load a two-instruction program and create (then
+//! drop) a real link. Symbols in kallsyms say what the kernel was built
+//! with; only an attach says what this host allows (sandboxes refuse fentry
+//! with EPERM even where it is compiled in).
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use libbpf_rs::libbpf_sys as sys;
+
+use super::raw::{owned, prog_load, tracing_link};
+
+/// `r0 = 0; exit`.
+fn insns() -> [sys::bpf_insn; 2] {
+    // SAFETY: bpf_insn is plain data; all-zero is a valid value.
+    let mut mov: sys::bpf_insn = unsafe { std::mem::zeroed() };
+    mov.code = 0xb7; // BPF_ALU64 | BPF_MOV | BPF_K, dst r0, imm 0
+    let mut exit: sys::bpf_insn = unsafe { std::mem::zeroed() };
+    exit.code = 0x95; // BPF_JMP | BPF_EXIT
+    [mov, exit]
+}
+
+fn errno_msg(errno: i32) -> String {
+    super::errno_text(errno)
+}
+
+fn probe_prog(
+    prog_type: sys::bpf_prog_type,
+    attach: sys::bpf_attach_type,
+    btf_id: u32,
+) -> Result<OwnedFd, String> {
+    prog_load(prog_type, "ipft_probe", &insns(), attach, btf_id)
+        .map_err(|e| format!("load: {}", errno_msg(e)))
+}
+
+/// Can fentry attach to the vmlinux function with BTF id `btf_id`?
+pub fn fentry(btf_id: u32) -> Result<(), String> {
+    let prog = probe_prog(sys::BPF_PROG_TYPE_TRACING, sys::BPF_TRACE_FENTRY, btf_id)?;
+    tracing_link(prog.as_raw_fd(), sys::BPF_TRACE_FENTRY, 0)
+        .map(drop)
+        .map_err(|e| format!("attach: {}", errno_msg(e)))
+}
+
+/// Can kprobe-multi attach to `symbol`?
+pub fn kprobe_multi(symbol: &str) -> Result<(), String> {
+    let prog = probe_prog(sys::BPF_PROG_TYPE_KPROBE, sys::BPF_TRACE_KPROBE_MULTI, 0)?;
+    let sym = CString::new(symbol).map_err(|e| e.to_string())?;
+    let mut syms = [sym.as_ptr()];
+    // SAFETY: zeroed opts with sz set; the union member matches the attach type.
+    let mut opts: sys::bpf_link_create_opts = unsafe { std::mem::zeroed() };
+    opts.sz = std::mem::size_of::<sys::bpf_link_create_opts>() as _;
+    opts.__bindgen_anon_1.kprobe_multi.cnt = 1;
+    opts.__bindgen_anon_1.kprobe_multi.syms = syms.as_mut_ptr();
+    // SAFETY: valid fd and opts; syms outlives the call.
+    let link =
+        unsafe { sys::bpf_link_create(prog.as_raw_fd(), 0, sys::BPF_TRACE_KPROBE_MULTI, &opts) };
+    owned(link)
+        .map(drop)
+        .map_err(|e| format!("attach: {}", errno_msg(e)))
+}
+
+/// Is there a kprobe PMU (CONFIG_KPROBES)?
+pub fn kprobe() -> Result<(), String> {
+    if std::path::Path::new("/sys/bus/event_source/devices/kprobe/type").exists() {
+        Ok(())
+    } else {
+        Err("no kprobe PMU (/sys/bus/event_source/devices/kprobe)".into())
+    }
+}

@@ -1,0 +1,132 @@
+//! What the running kernel offers, read only for what must be checked on
+//! it: which backends work (symbols, then a real load + attach), which
+//! functions attach by name, and the names of drop reasons.
+
+pub mod features;
+pub mod raw;
+mod symbols;
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use ipft_abi::{policy, Backend, KernelOffer};
+pub use symbols::KernelSymbols;
+
+/// An errno as text ("Operation not permitted (os error 1)").
+pub fn errno_text(errno: i32) -> String {
+    std::io::Error::from_raw_os_error(errno).to_string()
+}
+
+/// Release of the running kernel (uname -r).
+pub fn running_release() -> Option<String> {
+    ipft_btf::running_release()
+}
+
+/// The running kernel's vmlinux BTF, parsed (lazily, mmapped) at most once.
+pub fn running_btf() -> Option<&'static ipft_btf::KernelBtf> {
+    static BTF: OnceLock<Option<ipft_btf::KernelBtf>> = OnceLock::new();
+    BTF.get_or_init(|| {
+        ipft_btf::KernelBtf::from_file(&Path::new(ipft_btf::SYS_BTF_DIR).join("vmlinux")).ok()
+    })
+    .as_ref()
+}
+
+/// The kernel's offer and why backends were turned down.
+#[derive(Debug, Clone)]
+pub struct Probed {
+    /// What works here.
+    pub offer: KernelOffer,
+    /// (backend, why) for each backend found unusable.
+    pub refused: Vec<(Backend, String)>,
+}
+
+impl Probed {
+    /// The reason `b` was refused, if it was.
+    pub fn refusal(&self, b: Backend) -> Option<&str> {
+        self.refused
+            .iter()
+            .find(|(x, _)| *x == b)
+            .map(|(_, r)| r.as_str())
+    }
+
+    /// `b` refused after all (a load or attach failed for every probe).
+    pub fn refuse(&mut self, b: Backend, why: String) {
+        self.offer = self.offer.without(b);
+        if self.refusal(b).is_none() {
+            self.refused.push((b, why));
+        }
+    }
+}
+
+/// What the kernel was built with, from its symbols.
+pub fn offer_from_symbols(syms: &KernelSymbols, release: Option<&str>) -> KernelOffer {
+    let has = |s: &str| syms.text.contains_key(s);
+    KernelOffer {
+        kprobe: features::kprobe().is_ok(),
+        kprobe_multi: has("fprobe_register") || has("register_fprobe"),
+        fentry: has("register_ftrace_direct") || has("register_ftrace_direct_multi"),
+        fentry_max_args: policy::fentry_max_args(release),
+    }
+}
+
+/// Probe the running kernel: symbols first, then a real load + attach for
+/// each backend in `wanted` that the symbols promise (needs root). Backends
+/// not wanted are left as the symbols say, unconfirmed.
+pub fn probe(syms: &KernelSymbols, wanted: &[Backend]) -> Probed {
+    let release = running_release();
+    let mut p = Probed {
+        offer: offer_from_symbols(syms, release.as_deref()),
+        refused: Vec::new(),
+    };
+    for b in Backend::FUNCTIONS {
+        if !p.offer.has(b) {
+            p.refused.push((b, missing(b).into()));
+            continue;
+        }
+        if !wanted.contains(&b) {
+            continue;
+        }
+        let r = match b {
+            Backend::Fentry => match fentry_target() {
+                Some(id) => features::fentry(id),
+                None => Err("no ip_rcv in the running kernel's BTF to probe fentry on".into()),
+            },
+            Backend::KprobeMulti => features::kprobe_multi("ip_rcv"),
+            _ => features::kprobe(),
+        };
+        if let Err(e) = r {
+            p.refuse(b, e);
+        }
+    }
+    p
+}
+
+fn missing(b: Backend) -> &'static str {
+    match b {
+        Backend::Kprobe => "no kprobe PMU (CONFIG_KPROBES)",
+        Backend::KprobeMulti => "no fprobe in kallsyms (CONFIG_FPROBE)",
+        Backend::Fentry => "no ftrace direct calls in kallsyms",
+        Backend::TpBtf => "",
+    }
+}
+
+/// BTF id of ip_rcv, the function feature probes aim fentry at.
+fn fentry_target() -> Option<u32> {
+    running_btf()?
+        .base
+        .resolve_ids_by_name("ip_rcv")
+        .ok()?
+        .first()
+        .copied()
+}
+
+/// Drop reason names of the running kernel's `enum skb_drop_reason`
+/// (without the SKB_DROP_REASON_ prefix).
+pub fn drop_reasons() -> std::collections::HashMap<u64, String> {
+    running_btf()
+        .map(|k| ipft_btf::enum_values(k, "skb_drop_reason"))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(v, n)| (v, n.trim_start_matches("SKB_DROP_REASON_").to_string()))
+        .collect()
+}

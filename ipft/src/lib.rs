@@ -1,0 +1,237 @@
+//! The clang-free `ipft` command: probes discovered from the running kernel
+//! at start, given a backend each by the policy, mapped onto the programs of
+//! the generic object by the same table builder generated tracers use.
+
+use std::io::Write;
+use std::time::Instant;
+
+use ipft_abi::program::generic_entry;
+use ipft_abi::{policy, Asked, Backend, KernelOffer, ProbeEntry, ProbeKind};
+use ipft_gen::discover::{discover, Backends, BtfInput, Discovery};
+use ipft_gen::probe::Profile;
+use ipft_gen::table::{self, Objects};
+use ipft_gen::Probe;
+use ipft_runtime::attach::{self, LoadError, Session};
+use ipft_runtime::error::{require_root, RunError};
+use ipft_runtime::flags::{self, IpftArgs, RunConfig};
+use ipft_runtime::kernel::{self, Probed};
+use ipft_runtime::report::{self, Skipped};
+use ipft_runtime::tracer::{bpf_config, progress_bar, raise_nofile};
+use ipft_runtime::{event_loop, say};
+
+/// The generic object, compiled from bpf/generic.bpf.c when ipft is built.
+pub static GENERIC_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/generic.bpf.o"));
+
+fn selection(msg: impl Into<String>) -> RunError {
+    RunError::Selection(msg.into())
+}
+
+fn profile(name: &str) -> Result<Profile, RunError> {
+    Profile::load(name).map_err(|e| selection(e.to_string()))
+}
+
+fn discovered(cfg: &RunConfig, p: &Profile, backends: Backends) -> Result<Discovery, RunError> {
+    discover(&BtfInput::Running, Some(p), &cfg.filter, backends)
+        .map_err(|e| selection(e.to_string()))
+}
+
+/// Run `ipft` with parsed flags; the exit code or why not.
+pub fn run(args: IpftArgs) -> Result<i32, RunError> {
+    let cfg = flags::validate(&args)?;
+    let prof = profile(cfg.profile.as_deref().unwrap_or("all"))?;
+    require_root()?;
+    if cfg.list {
+        return list(&discovered(&cfg, &prof, Backends::FromSymbols)?);
+    }
+    let output = event_loop::Output::prepare(&cfg)?;
+    attach::capture_libbpf_log();
+    raise_nofile();
+    let t0 = Instant::now();
+    let d = discovered(&cfg, &prof, Backends::Probe)?;
+    for e in &d.kernel.skipped {
+        say!("ipft: warning: module BTF skipped: {e}");
+    }
+    if d.probes.is_empty() {
+        return Err(selection(format!(
+            "no function or tracepoint matches the selection ({} dropped as untraceable)",
+            d.untraceable
+        )));
+    }
+    let mut probed = d
+        .probed
+        .clone()
+        .expect("running-kernel discovery probes backends");
+    if let Asked::Only(b) = cfg.asked {
+        if let Some(why) = probed.refusal(b).filter(|_| b.for_functions()) {
+            return Err(selection(format!(
+                "backend {b} is unavailable on this kernel: {why}"
+            )));
+        }
+    }
+    let mut notes = Vec::new();
+    let (session, table, left_out) = loop {
+        let plan = plan(&cfg, &d, &probed.offer, &mut notes)?;
+        let pb = progress_bar(plan.table.len());
+        let r = Session::generic(GENERIC_OBJECT, &plan.table, bpf_config(&cfg), &mut |n| {
+            pb.set_position(n as u64)
+        });
+        pb.finish_and_clear();
+        match r {
+            Ok(s) if !s.attached.is_empty() => break (s, plan.table, plan.left_out),
+            Ok(s) => {
+                let first = s.failed.first().map(|f| f.1.clone()).unwrap_or_default();
+                return Err(selection(format!("no probe could be attached: {first}")));
+            }
+            Err(LoadError::Unavailable { backend, reason }) if probed.offer.has(backend) => {
+                notes.push(format!("{backend} refused ({reason}); falling back"));
+                refuse(&mut probed, backend, reason, cfg.asked)?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if cfg.timings {
+        say!(
+            "timing: discover+load+attach {:.3}s",
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    let filtered = (d.stats.skb_funcs + d.stats.skb_tracepoints) as usize;
+    let filtered = filtered.saturating_sub(d.probes.len());
+    report::summary(&session, &table, &left_out, filtered, &notes, cfg.verbose);
+    let reasons = match table.iter().any(|e| e.shape.reason_pos.is_some()) {
+        true => kernel::drop_reasons(),
+        false => Default::default(),
+    };
+    let outcome = event_loop::run(&cfg, output, session, &table, &reasons)?;
+    Ok(if outcome.lost > 0 && cfg.strict_loss {
+        1
+    } else {
+        0
+    })
+}
+
+/// A backend refused as a whole: the policy chooses again without it,
+/// unless the user asked for exactly that one.
+fn refuse(probed: &mut Probed, b: Backend, why: String, asked: Asked) -> Result<(), RunError> {
+    if asked == Asked::Only(b) {
+        return Err(selection(format!(
+            "backend {b} cannot trace the selection on this kernel: {why}"
+        )));
+    }
+    probed.refuse(b, why);
+    Ok(())
+}
+
+/// The table to load, and the probes left out of it.
+struct Plan {
+    table: Vec<ProbeEntry>,
+    left_out: Skipped,
+}
+
+/// Backends the generic object has a program for, for this probe.
+fn generic_offer(p: &Probe) -> Vec<Backend> {
+    Backend::ALL
+        .into_iter()
+        .filter(|&b| b.is_for(p.kind) && generic_entry(&p.shape(), b, false).is_some())
+        .collect()
+}
+
+fn plan(
+    cfg: &RunConfig,
+    d: &Discovery,
+    offer: &KernelOffer,
+    notes: &mut Vec<String>,
+) -> Result<Plan, RunError> {
+    let has_functions = d.probes.iter().any(|p| p.kind == ProbeKind::Function);
+    let mut probes = d.probes.clone();
+    let mut left_out: Skipped = Vec::new();
+    let no_functions = offer.function_backends().is_empty();
+    if no_functions && has_functions && cfg.asked == Asked::Auto {
+        // No function backend at all: BTF tracepoints (of the selection,
+        // else every skb tracepoint) and say why.
+        probes.retain(|p| p.kind == ProbeKind::Tracepoint);
+        if probes.is_empty() {
+            probes = discovered(cfg, &profile("tracepoints")?, Backends::FromSymbols)?.probes;
+        }
+        notes.push(format!(
+            "function probes unavailable ({}); tracing {} skb tracepoints with tp_btf",
+            d.probed
+                .iter()
+                .flat_map(|p| p.refused.iter().map(|(b, r)| format!("{b}: {r}")))
+                .collect::<Vec<_>>()
+                .join("; "),
+            probes.len()
+        ));
+    }
+    if cfg.graph && no_functions {
+        return Err(selection(
+            "-t function_graph needs function probes (fexit or kretprobe), which this kernel refuses",
+        ));
+    }
+    let choose = |p: &Probe| policy::choose(&p.shape(), true, &generic_offer(p), offer, cfg.asked);
+    probes.retain(|p| match choose(p) {
+        Ok(_) => true,
+        Err(why) => {
+            left_out.push((p.display_name(), why.to_string()));
+            false
+        }
+    });
+    if probes.is_empty() {
+        let why = left_out
+            .first()
+            .map(|(n, w)| format!(": {n}: {w}"))
+            .unwrap_or_default();
+        return Err(selection(format!(
+            "no selected probe can be traced on this kernel{why}"
+        )));
+    }
+    let hidden_from = probes.len();
+    let mut markers = d.end_markers.clone();
+    markers.retain(|m| choose(m).is_ok());
+    for m in &mut markers {
+        m.backends = choose(m).into_iter().collect();
+    }
+    let in_use: Vec<Backend> = probes.iter().filter_map(|p| choose(p).ok()).collect();
+    probes.extend(table::pick_end_markers(&markers, &probes, &in_use));
+    let (table, missing) = table::build(
+        &probes,
+        hidden_from,
+        |p| choose(p).into_iter().collect(),
+        Objects::Generic,
+    );
+    left_out.extend(missing.into_iter().map(|(n, w)| (n, w.to_string())));
+    Ok(Plan { table, left_out })
+}
+
+/// ipftrace2's `-l`: NAME MODULE ADDR SKB_POSITION.
+fn list(d: &Discovery) -> Result<i32, RunError> {
+    let syms = d.symbols.as_ref();
+    let mut out = std::io::stdout().lock();
+    let r: std::io::Result<()> = (|| {
+        writeln!(
+            out,
+            "{:<48} {:<16} {:<18} SKB_POSITION",
+            "NAME", "MODULE", "ADDR"
+        )?;
+        for p in &d.probes {
+            let (name, addr) = match p.kind {
+                ProbeKind::Function => (
+                    p.name.clone(),
+                    syms.and_then(|s| s.text.get(&p.name)).map_or(0, |e| e.0),
+                ),
+                ProbeKind::Tracepoint => (format!("tp_btf:{}", p.name), 0),
+            };
+            writeln!(
+                out,
+                "{:<48} {:<16} 0x{:016x} {}",
+                name,
+                p.module.as_deref().unwrap_or("vmlinux"),
+                addr,
+                p.skb_pos() + 1
+            )?;
+        }
+        out.flush()
+    })();
+    r.map_err(RunError::List)?;
+    Ok(0)
+}

@@ -1,0 +1,255 @@
+//! Host end-to-end tests: real BPF programs (tp_btf here; functions where the
+//! kernel allows), real packets in namespaces these tests create, exact
+//! tracepoint sequences as this kernel produces them. Root only.
+
+mod common;
+
+use common::*;
+
+fn ipft() -> std::path::PathBuf {
+    env!("CARGO_BIN_EXE_ipft").into()
+}
+
+/// What a marked echo request does over loopback, seen from the skb
+/// tracepoints (Linux 6.x): queued, handed to the loopback driver, re-entered
+/// through netif_rx, received, consumed after the ICMP reply is built.
+const LOOPBACK: &[&str] = &[
+    "net_dev_queue",
+    "net_dev_start_xmit",
+    "netif_rx_entry",
+    "netif_rx",
+    "net_dev_xmit",
+    "netif_receive_skb",
+    "consume_skb",
+];
+
+fn ping(ns: &Netns, args: &str) {
+    let o = ns.exec(&format!("ping -q -c 2 -i 0.2 -W 2 {args}"));
+    assert!(
+        o.status.success(),
+        "ping {args}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn loopback_marked_ping_only() {
+    let _g = lock();
+    let ns = Netns::new("lo");
+    let t = Tracer::start(
+        &ipft(),
+        &["-m", "0xdeadbeef", "-b", "tp_btf", "-o", "json"],
+        "lo",
+    );
+    ping(&ns, &format!("-m {MARK} 127.0.0.1"));
+    ping(&ns, "127.0.0.1"); // unmarked, at the same time: must give nothing
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (code, out, err) = t.stop(libc::SIGINT);
+    assert_eq!(code, 0, "{err}");
+    let j = journeys(&events(&out));
+    assert_eq!(
+        j.len(),
+        2,
+        "two marked echo requests, nothing else: {j:?}\n{err}"
+    );
+    for journey in &j {
+        assert_eq!(journey, LOOPBACK, "{err}");
+    }
+    assert!(err.contains("Got 2 traces"), "{err}");
+    let left = wait_detached();
+    assert!(left.is_empty(), "left attached: {left:?}");
+}
+
+#[test]
+fn aggregate_output_groups_per_packet() {
+    let _g = lock();
+    let ns = Netns::new("agg");
+    let t = Tracer::start(
+        &ipft(),
+        &["-m", "0xbeef", "--mask", "0xffff", "-b", "tp_btf"],
+        "agg",
+    );
+    ping(&ns, &format!("-m {} 127.0.0.1", 0x1234beef));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (code, out, err) = t.stop(libc::SIGTERM);
+    assert_eq!(code, 0, "{err}");
+    let blocks: Vec<&str> = out
+        .split("===\n")
+        .filter(|b| !b.trim().is_empty())
+        .collect();
+    assert_eq!(blocks.len(), 2, "{out}");
+    for b in blocks {
+        let funcs: Vec<&str> = b
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().nth(3).unwrap())
+            .collect();
+        assert_eq!(funcs, LOOPBACK, "{out}");
+    }
+}
+
+#[test]
+fn veth_between_namespaces() {
+    let _g = lock();
+    let a = Netns::new("va");
+    let b = Netns::new("vb");
+    must(&format!(
+        "ip link add ipftv0 netns {a} type veth peer name ipftv1 netns {b} && \
+         ip -n {a} addr add 10.199.0.1/24 dev ipftv0 && ip -n {b} addr add 10.199.0.2/24 dev ipftv1 && \
+         ip -n {a} link set ipftv0 up && ip -n {b} link set ipftv1 up",
+        a = a.0,
+        b = b.0
+    ));
+    // The mark is scrubbed when the skb changes namespace: mark on both sides.
+    must(&format!(
+        "ip netns exec {} iptables -t raw -A OUTPUT -p icmp --icmp-type echo-request -j MARK --set-mark {MARK}",
+        a.0
+    ));
+    must(&format!(
+        "ip netns exec {} iptables -t raw -A PREROUTING -p icmp --icmp-type echo-request -j MARK --set-mark {MARK}",
+        b.0
+    ));
+    ping(&a, "10.199.0.2"); // resolve neighbours before tracing
+    let t = Tracer::start(
+        &ipft(),
+        &["-m", "0xdeadbeef", "-b", "tp_btf", "-o", "json"],
+        "veth",
+    );
+    ping(&a, "10.199.0.2");
+    ping(&b, "10.199.0.1"); // unmarked in both namespaces
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (code, out, err) = t.stop(libc::SIGINT);
+    assert_eq!(code, 0, "{err}");
+    let j = journeys(&events(&out));
+    assert_eq!(j.len(), 2, "{j:?}");
+    for journey in &j {
+        // TX in the first namespace; the receive tracepoints run before
+        // PREROUTING marks it again; consumed after the reply is built.
+        assert_eq!(
+            journey,
+            &["net_dev_queue", "net_dev_start_xmit", "consume_skb"]
+        );
+    }
+}
+
+#[test]
+fn signals_and_kill_leave_nothing_attached() {
+    let _g = lock();
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGKILL] {
+        let t = Tracer::start(&ipft(), &["-m", "0xdeadbeef", "-b", "tp_btf"], "sig");
+        assert!(
+            !our_bpf_objects().is_empty(),
+            "programs should be attached while tracing"
+        );
+        let (code, _, err) = t.stop(sig);
+        if sig != libc::SIGKILL {
+            assert_eq!(code, 0, "{err}");
+            assert!(err.contains("Got 0 traces"), "{err}");
+        }
+        // fd-based links: the kernel releases them once the process is gone.
+        let left = wait_detached();
+        assert!(left.is_empty(), "after signal {sig}: {left:?}");
+    }
+}
+
+/// Run ipft with bad input: exit 2, one line on stderr, nothing attached.
+fn bad(args: &[&str], expect: &str) {
+    let o = std::process::Command::new(ipft())
+        .args(args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "{args:?}: one line expected, got {err}"
+    );
+    assert!(err.contains(expect), "{args:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(wait_detached().is_empty());
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_2() {
+    let _g = lock();
+    bad(&["-m", "0xdeadbeef", "-r", "("], "invalid regex for -r");
+    bad(
+        &["-m", "0xdeadbeef", "--module-regex", "[z-a]"],
+        "invalid regex for --module-regex",
+    );
+    bad(
+        &["-m", "0xdeadbeef", "-r", "^no_such_function_anywhere$"],
+        "no function or tracepoint matches",
+    );
+    bad(&["-m", "0"], "mark 0");
+    bad(&["-m", "0xdeadbeef", "--mask", "0"], "mask 0");
+    bad(&["-m", "banana"], "invalid mark");
+    bad(&[], "-m/--mark is required");
+    bad(&["-m", "1", "-b", "uprobe"], "invalid value 'uprobe'");
+    bad(&["-m", "1", "-o", "xml"], "invalid value 'xml'");
+    bad(&["-m", "1", "--duration", "nan"], "--duration");
+    bad(&["-m", "1", "--duration", "-1"], "--duration");
+    bad(&["-m", "1", "--duration", "1e12"], "--duration");
+    bad(&["-m", "0x10000", "--mask", "0xffff"], "outside mask");
+    bad(&["-m", "1", "--count", "0"], "--count");
+    bad(&["-m", "1", "--profile", "nope"], "unknown profile");
+    bad(
+        &["-m", "1", "--output-file", "/proc/nonexistent/x"],
+        "--output-file /proc/nonexistent/x",
+    );
+    bad(
+        &["-m", "1", "-t", "function_graph", "-b", "tp_btf"],
+        "function_graph",
+    );
+    // A start that fails leaves an existing output file as it was.
+    let keep = std::env::temp_dir().join(format!("ipft-keep-{}", std::process::id()));
+    std::fs::write(&keep, "precious\n").unwrap();
+    let k = keep.to_str().unwrap();
+    bad(
+        &["-m", "1", "-r", "^nope$", "--output-file", k],
+        "no function",
+    );
+    bad(&["-m", "0", "--output-file", k], "mark 0");
+    assert_eq!(std::fs::read_to_string(&keep).unwrap(), "precious\n");
+    std::fs::remove_file(&keep).unwrap();
+    // This host has no kprobes and refuses fentry: each is refused with
+    // the kernel's reason, one line, exit 2.
+    for b in ["fentry", "kprobe", "kprobe-multi"] {
+        bad(
+            &["-m", "1", "-b", b, "--duration", "0.1"],
+            &format!("backend {b}"),
+        );
+    }
+    // Not root.
+    let o = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(ipft())
+        .args(["-m", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("must be run as root"));
+}
+
+#[test]
+fn list_is_ipftrace2_style() {
+    let o = std::process::Command::new(ipft())
+        .args(["-l"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next().unwrap().split_whitespace().collect::<Vec<_>>(),
+        ["NAME", "MODULE", "ADDR", "SKB_POSITION"]
+    );
+    let ip_rcv = out
+        .lines()
+        .find(|l| l.starts_with("ip_rcv "))
+        .expect("ip_rcv listed");
+    let cols: Vec<&str> = ip_rcv.split_whitespace().collect();
+    assert_eq!((cols[1], cols[3]), ("vmlinux", "1"));
+    assert!(cols[2].starts_with("0x") && cols[2] != "0x0000000000000000");
+}

@@ -1,0 +1,95 @@
+//! A program the verifier refuses: the load error names the program and
+//! carries the verifier log's tail, and nothing stays loaded. Root only.
+
+mod common;
+
+use std::borrow::Cow;
+use std::process::Command;
+
+use ipft_abi::Layout;
+use ipft_runtime::attach::{capture_libbpf_log, LoadError, Session};
+use ipft_runtime::{Backend, Config, ProbeEntry, ProbeKind, ProbeShape, ProgramId, TypedKind};
+
+const BAD: &str = r#"
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+char LICENSE[] SEC("license") = "GPL";
+CONFIG_STRUCT
+const volatile struct ipft_config CONFIG = {};
+struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 4096); } ipft_events SEC(".maps");
+SEC("tp_btf/netif_receive_skb")
+int ipft_t0(__u64 *ctx)
+{
+	/* netif_receive_skb has one argument: reading the 20th is refused. */
+	return ctx[20] != CONFIG.mark;
+}
+"#;
+
+#[test]
+fn verifier_rejection_names_program_and_log() {
+    let _g = common::lock();
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("verifier");
+    std::fs::create_dir_all(&dir).unwrap();
+    let h = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "bpftool btf dump file /sys/kernel/btf/vmlinux format c > {}/vmlinux.h",
+            dir.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(h.success());
+    let src = BAD.replace("CONFIG_STRUCT", &Config::c_struct());
+    std::fs::write(dir.join("bad.bpf.c"), src).unwrap();
+    let o = Command::new("clang")
+        .args(["-O2", "-g", "-target", "bpf", "-D__TARGET_ARCH_x86", "-I"])
+        .arg(&dir)
+        .arg("-c")
+        .arg(dir.join("bad.bpf.c"))
+        .arg("-o")
+        .arg(dir.join("bad.bpf.o"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let object = std::fs::read(dir.join("bad.bpf.o")).unwrap();
+    let table = [ProbeEntry {
+        name: Cow::Borrowed("netif_receive_skb"),
+        module: None,
+        shape: ProbeShape {
+            kind: ProbeKind::Tracepoint,
+            nargs: 1,
+            ..Default::default()
+        },
+        backend: Backend::TpBtf,
+        btf_id: 0,
+        program: ProgramId::Typed {
+            kind: TypedKind::Tracepoint,
+            row: 0,
+        },
+        return_program: None,
+        ends_journey: false,
+        hidden: false,
+    }];
+    capture_libbpf_log();
+    let cfg = Config {
+        mark: 1,
+        mask: !0,
+        wakeup_bytes: 1,
+        probe: 0,
+        graph: 0,
+    };
+    match Session::specialised(&object, &table, &[0], cfg, &mut |_| {}) {
+        Err(e @ LoadError::Load { .. }) => {
+            let msg = e.to_string();
+            let LoadError::Load { program, log, .. } = e else {
+                unreachable!()
+            };
+            assert_eq!(program, "ipft_t0");
+            assert!(log.lines().count() <= 30 && !log.trim().is_empty(), "{log}");
+            assert!(msg.contains("verifier log (last 30 lines)"), "{msg}");
+        }
+        Err(e) => panic!("expected a verifier rejection, got {e}"),
+        Ok(_) => panic!("the verifier accepted an out-of-range context read"),
+    }
+    assert!(common::wait_detached().is_empty());
+}
