@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # fgraph: with -t function_graph every return closes the innermost open entry
-# of its packet (returns with nothing open are allowed: functions entered
-# before the packet was marked, e.g. ip_local_out), the entries still follow
-# the ping paths, and a leaf (ip_rcv_core) is seen entering and returning.
+# of its packet (a return with nothing open is a failure too), the entries
+# still follow the ping paths, and a leaf (ip_rcv_core) is seen entering and
+# returning.
 . "$(dirname "$0")/lib.sh"
 
 tracer_ran trace
@@ -12,7 +12,7 @@ nesting=$(jq -r -s 'group_by(.packet_id)[] | sort_by(.timestamp)
     | reduce .[] as $e ({stack: [], pairs: 0, err: null, id: .[0].packet_id};
         if .err != null then .
         elif ($e.is_return | not) then .stack += [$e.function]
-        elif (.stack | length) == 0 then .
+        elif (.stack | length) == 0 then .err = "return of \($e.function) with no entry open"
         elif .stack[-1] == $e.function then .stack |= .[:-1] | .pairs += 1
         else .err = "return of \($e.function) while \(.stack[-1]) is the innermost open entry" end)
     | "\(.id) \(.pairs) \(.err // "ok")"' "$DIR/trace.json")

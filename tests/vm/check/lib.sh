@@ -12,7 +12,8 @@ fail() { printf '%s\n' "$@"; exit 1; }
 excerpt() { [ -f "$1" ] && head -c 600 "$1" | tr '\n' ' ' || echo "(no $(basename "$1"))"; }
 
 # tracer_ran NAME [SIG]: the tracer NAME became ready, and exited by itself
-# after SIG (default INT) with 0 or the conventional 128+signal status.
+# after SIG (default INT) with 0: ipft handles INT, TERM and HUP and exits 0
+# (a 130 or 143 would mean it died of the signal). KILL: 137.
 tracer_ran() {
     local n=$1 sig=${2:-INT} rc
     [ -f "$DIR/$n.cmd" ] || fail "tracer $n never started; scenario.log: $(excerpt "$DIR/scenario.log")"
@@ -24,9 +25,15 @@ tracer_ran() {
     [ -f "$DIR/$n.hung" ] && fail "tracer $(cat "$DIR/$n.hung")" "stderr: $(excerpt "$DIR/$n.stderr")"
     rc=$(cat "$DIR/$n.rc")
     case "$sig:$rc" in
-        INT:0 | INT:130 | TERM:0 | TERM:143) ;;
+        INT:0 | TERM:0 | HUP:0 | KILL:137) ;;
         *) fail "tracer exit code $rc after SIG$sig" "stderr: $(excerpt "$DIR/$n.stderr")" ;;
     esac
+}
+
+# json_file FILE: FILE exists and is JSON (bpftool's output, say); a failed
+# bpftool is a failed check, never "nothing attached".
+json_file() {
+    [ -s "$1" ] && jq -e . "$1" >/dev/null 2>&1 || fail "$(basename "$1") is not JSON: $(excerpt "$1")"
 }
 
 # events_valid NAME: NAME.json is JSON lines with the contract's fields.
@@ -76,3 +83,18 @@ drop_function() {
 ICMP_PATH="ip_output ip_finish_output ip_finish_output2 ip_rcv ip_rcv_core ip_local_deliver ip_local_deliver_finish ip_protocol_deliver_rcu icmp_rcv"
 ECHO_REQUEST="$ICMP_PATH icmp_echo icmp_reply"
 ECHO_REPLY="$ICMP_PATH"
+
+# dropped_packets NAME REASON: for every packet that went through the drop
+# function, "<drop reason> <last entry>"; and one line "lonely N" with the
+# number of packets made of nothing but a release or a tracepoint (each is a
+# journey cut in two).
+dropped_packets() {
+    local fn
+    fn=$(drop_function)
+    jq -r -s --arg fn "$fn" 'group_by(.packet_id)[] | sort_by(.timestamp)
+        | map(select(.is_return | not))
+        | select(any(.function == $fn))
+        | "\(map(select(.function == $fn))[0].drop_reason // "-") \(last.function)"' "$DIR/$1.json"
+    jq -r -s '[group_by(.packet_id)[] | map(.function) | unique
+        | select(all(. == "kfree_skbmem" or . == "kfree_skb"))] | "lonely \(length)"' "$DIR/$1.json"
+}

@@ -1,14 +1,22 @@
-# Scenario signals: after SIGINT and after SIGTERM nothing of ipft stays in the
-# kernel. bpftool's view is saved while the tracer runs (to prove that the
-# check can see our programs) and after it exited.
+# Scenario signals: after SIGINT, SIGTERM, SIGHUP and SIGKILL nothing of ipft
+# stays in the kernel. SIGKILL runs with -t function_graph, so kretprobe /
+# fexit links are part of it. bpftool's view is saved while the tracer runs
+# (to prove that the check can see our programs) and after it exited, and so
+# is tracefs' kprobe_events: ipft never creates legacy tracefs kprobes.
 . /scenarios/lib.sh
 
-for sig in INT TERM; do
-    if ipft_start "$sig" -r '^(ip_rcv|ip_output)$'; then
+for sig in INT TERM HUP KILL; do
+    graph=""
+    [ "$sig" = KILL ] && graph="-t function_graph"
+    # shellcheck disable=SC2086  # $graph is two words or none
+    if ipft_start "$sig" -r '^(ip_rcv|ip_output)$' $graph; then
         bpftool -j prog show >"$sig.prog-during.json" 2>&1
         bpftool -j link show >"$sig.link-during.json" 2>&1
         ipft_stop "$sig"
     fi
+    # The kernel releases a killed process's links with its fds.
+    sleep 1
     bpftool -j prog show >"$sig.prog-after.json" 2>&1
     bpftool -j link show >"$sig.link-after.json" 2>&1
+    cat /sys/kernel/tracing/kprobe_events >"$sig.kprobe_events" 2>&1 || echo "unreadable" >"$sig.kprobe_events"
 done
