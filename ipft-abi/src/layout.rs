@@ -206,3 +206,39 @@ mod tests {
         assert_eq!(std::mem::size_of::<Config>(), 24);
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+
+    /// A small deterministic generator: no dependency, bounded cases.
+    fn bytes(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn decoding_arbitrary_records_never_panics() {
+        for seed in 0..20_000u64 {
+            let data = bytes(seed, (seed % 80) as usize);
+            match Event::from_bytes(&data) {
+                Some(e) => {
+                    assert!(data.len() >= 32);
+                    assert_eq!(&e.to_bytes()[..], &data[..32]);
+                }
+                None => assert!(data.len() < 32),
+            }
+            // Odd offsets: records need not be aligned.
+            if data.len() > 1 {
+                let _ = Event::from_bytes(&data[1..]);
+            }
+        }
+    }
+}

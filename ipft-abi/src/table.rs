@@ -99,15 +99,39 @@ pub fn releases_skb(name: &str) -> bool {
     )
 }
 
-/// Decide which rows end a journey: the end markers if the table has any,
-/// else every probe where an skb is released.
+/// Which rows end a journey, among those `present`: one packet runs from
+/// its first event to the release of its skb's memory.
+///
+/// - kfree_skbmem, where it is present: every free ends there, so drops and
+///   consumes before it (kfree_skb_reason, sk_skb_reason_drop, the
+///   consume_skb and kfree_skb tracepoints) stay inside the journey;
+/// - else the consume_skb and kfree_skb tracepoints, which fire as the last
+///   reference goes, just before the release;
+/// - else every function or tracepoint where an skb is released.
+pub fn journey_ends(rows: &[ProbeEntry], present: impl Fn(usize) -> bool) -> Vec<bool> {
+    let is_skbmem = |r: &ProbeEntry| r.kind() == ProbeKind::Function && r.name == END_MARKERS[0].0;
+    let is_tp =
+        |r: &ProbeEntry| r.kind() == ProbeKind::Tracepoint && is_end_marker(&r.name, r.kind());
+    let there =
+        |f: &dyn Fn(&ProbeEntry) -> bool| rows.iter().enumerate().any(|(i, r)| present(i) && f(r));
+    let rule: &dyn Fn(&ProbeEntry) -> bool = if there(&is_skbmem) {
+        &is_skbmem
+    } else if there(&is_tp) {
+        &is_tp
+    } else {
+        &|r: &ProbeEntry| releases_skb(&r.name)
+    };
+    rows.iter()
+        .enumerate()
+        .map(|(i, r)| present(i) && rule(r))
+        .collect()
+}
+
+/// Set `ends_journey` of every row by [`journey_ends`] over the whole table.
 pub fn mark_journey_ends(rows: &mut [ProbeEntry]) {
-    let markers = rows.iter().any(|r| is_end_marker(&r.name, r.kind()));
-    for r in rows.iter_mut() {
-        r.ends_journey = match markers {
-            true => is_end_marker(&r.name, r.kind()),
-            false => releases_skb(&r.name),
-        };
+    let ends = journey_ends(rows, |_| true);
+    for (r, e) in rows.iter_mut().zip(ends) {
+        r.ends_journey = e;
     }
 }
 
@@ -136,19 +160,37 @@ mod tests {
         }
     }
 
+    fn ends(rows: &[ProbeEntry], present: impl Fn(usize) -> bool) -> Vec<bool> {
+        journey_ends(rows, present)
+    }
+
     #[test]
-    fn markers_win_over_drop_functions() {
-        let mut rows = vec![
+    fn the_release_ends_a_journey_not_the_drop() {
+        let rows = vec![
             row("kfree_skb_reason", ProbeKind::Function),
+            row("kfree_skb", ProbeKind::Tracepoint),
+            row("consume_skb", ProbeKind::Tracepoint),
             row("kfree_skbmem", ProbeKind::Function),
             row("ip_rcv", ProbeKind::Function),
         ];
+        assert_eq!(ends(&rows, |_| true), [false, false, false, true, false]);
+        // kfree_skbmem not attached: the tracepoints stand in.
+        assert_eq!(ends(&rows, |i| i != 3), [false, true, true, false, false]);
+        // Rows not attached never end anything.
+        // Neither: the drop function itself.
+        assert_eq!(
+            ends(&rows, |i| i == 0 || i == 4),
+            [true, false, false, false, false]
+        );
+    }
+
+    #[test]
+    fn mark_sets_the_field() {
+        let mut rows = vec![
+            row("kfree_skb_reason", ProbeKind::Function),
+            row("kfree_skbmem", ProbeKind::Function),
+        ];
         mark_journey_ends(&mut rows);
-        let ends: Vec<bool> = rows.iter().map(|r| r.ends_journey).collect();
-        assert_eq!(ends, [false, true, false]);
-        // Without a marker, the drop itself ends the journey.
-        let mut rows = vec![row("kfree_skb_reason", ProbeKind::Function)];
-        mark_journey_ends(&mut rows);
-        assert!(rows[0].ends_journey);
+        assert!(!rows[0].ends_journey && rows[1].ends_journey);
     }
 }

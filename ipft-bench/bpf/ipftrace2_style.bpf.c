@@ -5,6 +5,9 @@
  *
  *   bench_empty_*  do nothing: their bpf_stats cost is the stats overhead
  *                  itself, subtracted from every other program.
+ *   bench_floor_*  the floor of ipft's matching path: the mark test by a
+ *                  direct typed load, then the same 32-byte event reserved
+ *                  and submitted on a ring buffer, nothing else.
  *   ipft2_style_*  what ipftrace2 does per hit: mark/mask from an ARRAY
  *                  config map, skb->mark through bpf_probe_read_kernel
  *                  (BPF_CORE_READ), a 128-byte event through a perf buffer
@@ -32,6 +35,11 @@ typedef _Bool bool;
 enum bpf_map_type {
 	BPF_MAP_TYPE_ARRAY = 2,
 	BPF_MAP_TYPE_PERF_EVENT_ARRAY = 4,
+	BPF_MAP_TYPE_RINGBUF = 27,
+};
+
+enum {
+	BPF_RB_NO_WAKEUP = 1,
 };
 
 #define BPF_F_CURRENT_CPU 0xffffffffULL
@@ -120,4 +128,48 @@ SEC("tp_btf/net_dev_queue")
 int bench_empty_tx(__u64 *ctx)
 {
 	return 0;
+}
+
+/* The floor: ipft's event and ring buffer, without anything else. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 24);
+} floor_events SEC(".maps");
+
+struct floor_event {
+	__u64 skb;
+	__u64 tstamp;
+	__u64 aux;
+	__u32 probe;
+	__u16 cpu;
+	__u8 flags;
+	__u8 ext_len;
+};
+
+_Static_assert(sizeof(struct floor_event) == 32, "the size of ipft's event");
+
+static __always_inline int floor_trace(struct sk_buff *skb)
+{
+	struct floor_event *e;
+
+	if (skb->mark != 0xdeadbeef)
+		return 0;
+	e = bpf_ringbuf_reserve(&floor_events, sizeof(*e), 0);
+	if (!e)
+		return 0;
+	e->skb = (__u64)(unsigned long)skb;
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+	return 0;
+}
+
+SEC("tp_btf/netif_receive_skb")
+int bench_floor_rx(__u64 *ctx)
+{
+	return floor_trace((struct sk_buff *)ctx[0]);
+}
+
+SEC("tp_btf/net_dev_queue")
+int bench_floor_tx(__u64 *ctx)
+{
+	return floor_trace((struct sk_buff *)ctx[0]);
 }

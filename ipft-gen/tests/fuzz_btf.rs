@@ -2,7 +2,8 @@
 //! loading (raw files take the mmap backend, which parses lazily) then
 //! `btf::scan` and `btf::enum_values`, through a file written for each case.
 //! Each must return (Ok or Err), never panic out and never hang: every case
-//! runs on its own thread and must finish within [`CASE_LIMIT`].
+//! runs on its own thread, and [`HANG`] only tells a hang from a slow
+//! machine (cases take milliseconds; it is no timing assertion).
 //!
 //! Inputs: random byte strings (bare, and behind a consistent BTF header so
 //! they reach the type parser), mutations of tests/fixtures/btf/mini.btf
@@ -20,16 +21,18 @@ use ipft_gen::btf::{self, KernelBtf};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError};
 
-const CASE_LIMIT: Duration = Duration::from_secs(2);
+const HANG: Duration = Duration::from_secs(120);
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 fn config(cases: u32) -> Config {
+    // Caught parser panics are errors here, not noise on stderr.
+    ipft_gen::btf::install_quiet_panic_hook();
     Config {
         cases,
-        // Cases are cheap but a hang costs CASE_LIMIT per shrink step.
+        // Cases are cheap but a hang costs HANG per shrink step.
         max_shrink_iters: 200,
         // No proptest-regressions/ files in the tree.
         failure_persistence: None,
@@ -78,11 +81,11 @@ fn check(load: Load, tally: &Tally) -> Result<(), TestCaseError> {
         let _ = std::fs::remove_file(f);
         r
     });
-    match rx.recv_timeout(CASE_LIMIT) {
+    match rx.recv_timeout(HANG) {
         Ok(()) => {}
         Err(mpsc::RecvTimeoutError::Timeout) => {
             return Err(TestCaseError::fail(format!(
-                "loading + scan still running after {CASE_LIMIT:?} (hang)"
+                "loading + scan still running after {HANG:?} (hang)"
             )))
         }
         Err(mpsc::RecvTimeoutError::Disconnected) => {}

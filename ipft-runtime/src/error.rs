@@ -29,6 +29,9 @@ pub enum RunError {
     /// The trace loop failed.
     #[error(transparent)]
     Loop(#[from] LoopError),
+    /// Signal handlers could not be installed.
+    #[error("installing signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
     /// Writing a listing failed.
     #[error("writing the listing: {0}")]
     List(#[source] std::io::Error),
@@ -57,6 +60,11 @@ pub fn exit_code(r: Result<i32, RunError>) -> i32 {
     match r {
         Ok(code) => code,
         Err(RunError::List(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        // Asked to stop while attaching: a clean end.
+        Err(e @ RunError::Load(LoadError::Interrupted)) => {
+            crate::say!("ipft: {e}");
+            0
+        }
         Err(e) => {
             crate::say!("ipft: {}", e.message());
             EXIT_USAGE

@@ -4,26 +4,22 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipft_abi::{Event, Layout, ProbeEntry};
 use libbpf_rs::{MapCore, RingBufferBuilder};
 
 use crate::aggregate::{Aggregator, Packet};
-use crate::attach::{lost_events, Session};
+use crate::attach::{bpf_losses, stop_emitting, BpfLosses, Session};
 use crate::flags::RunConfig;
 use crate::journey::JourneyEnds;
 use crate::output::{json::JsonSink, text::TextSink, Losses, Names, Sink};
 use crate::say;
+use crate::signals::Signals;
 
 /// The loop could not run or its output could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum LoopError {
-    /// Signal handlers could not be installed.
-    #[error("installing signal handlers: {0}")]
-    Signals(#[source] std::io::Error),
     /// The ring buffer could not be read.
     #[error("ring buffer: {0}")]
     RingBuffer(#[source] libbpf_rs::Error),
@@ -53,6 +49,29 @@ pub struct Outcome {
     pub packets: u64,
     /// Events lost, all kinds together.
     pub lost: u64,
+    /// Journeys cut short by --max-events or --max-packets.
+    pub cut: u64,
+}
+
+/// The run's loss totals.
+fn totals(b: BpfLosses, malformed: u64) -> Losses {
+    Losses {
+        ring_buffer: b.ring_buffer,
+        stash: b.stash,
+        recursion: b.recursion,
+        kprobe: b.kprobe,
+        malformed,
+    }
+}
+
+/// Write what was lost since the last report into the trace and on stderr.
+fn report_losses(pipe: &mut Pipeline<'_>, now: &Losses, reported: &mut Losses) {
+    let new = now.since(reported);
+    if new.total() > 0 {
+        pipe.lost(&new);
+        say!("ipft: {new}");
+        *reported = *now;
+    }
 }
 
 /// Where the trace goes. Opened before anything is attached, so an
@@ -129,19 +148,12 @@ fn monotonic_ns() -> u64 {
 /// error; then drain, detach, flush and report.
 pub fn run(
     cfg: &RunConfig,
+    signals: &Signals,
     output: Output,
     mut session: Session,
     table: &[ProbeEntry],
     drop_reasons: &HashMap<u64, String>,
 ) -> Result<Outcome, LoopError> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGHUP,
-    ] {
-        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(LoopError::Signals)?;
-    }
     let out = output.start()?;
     if let Some(f) = &cfg.ready_file {
         std::fs::write(f, b"ready\n").map_err(|source| LoopError::File {
@@ -150,27 +162,18 @@ pub fn run(
             source,
         })?;
     }
-    let names = Names {
-        probes: table,
-        drop_reasons,
-        graph: cfg.graph,
-    };
-    let mut sink: Box<dyn Sink> = match cfg.json {
+    let sink: Box<dyn Sink> = match cfg.json {
         true => Box::new(JsonSink::new(out)),
         false => Box::new(TextSink::new(out)),
     };
-    let mut ends = JourneyEnds::new(table, cfg.graph);
+    let mut attached = session.attached.clone();
+    attached.sort_unstable();
+    let mut pipe = Pipeline::new(cfg, table, &attached, drop_reasons, sink);
     let pending: RefCell<Vec<Event>> = RefCell::new(Vec::with_capacity(4096));
-    let mut agg = Aggregator::new(cfg.aggregate);
     let malformed = Cell::new(0u64);
-    let mut emitted = Emitter {
-        hidden: table.iter().map(|e| e.hidden).collect(),
-        count: cfg.count,
-        packets: 0,
-        error: None,
-    };
     let deadline = cfg.duration.map(|d| Instant::now() + d);
-    let mut losses = Losses::default();
+    // Totals already written into the trace.
+    let mut reported = Losses::default();
     let mut last_loss_check = Instant::now();
     {
         let events_map = session
@@ -189,85 +192,143 @@ pub fn run(
         .map_err(LoopError::RingBuffer)?;
         let rb = rb.build().map_err(LoopError::RingBuffer)?;
         loop {
-            let done = stop.load(Ordering::Relaxed)
-                || deadline.is_some_and(|d| Instant::now() >= d)
-                || emitted.full()
-                || emitted.error.is_some()
-                || sink.is_closed();
+            let done =
+                signals.stopped() || deadline.is_some_and(|d| Instant::now() >= d) || pipe.done();
             if done {
                 break;
             }
             let _ = rb.poll(Duration::from_millis(100));
-            let batch = std::mem::take(&mut *pending.borrow_mut());
-            feed(batch, &mut ends, &mut agg, &mut emitted, &mut sink, &names);
-            agg.flush_idle(monotonic_ns(), &mut |p| emitted.emit(p, &mut sink, &names));
+            pipe.push(std::mem::take(&mut *pending.borrow_mut()));
+            pipe.idle(monotonic_ns());
             if last_loss_check.elapsed() >= Duration::from_secs(1) {
                 last_loss_check = Instant::now();
-                let now = lost_events(session.main_object());
-                if now > losses.ring_buffer {
-                    let _ = sink.lost(&Losses {
-                        ring_buffer: now - losses.ring_buffer,
-                        malformed: 0,
-                    });
-                    say!(
-                        "ipft: lost {} events (ring buffer full), {now} in total",
-                        now - losses.ring_buffer
-                    );
-                    losses.ring_buffer = now;
-                }
+                let now = totals(bpf_losses(session.main_object()), malformed.get());
+                report_losses(&mut pipe, &now, &mut reported);
             }
         }
-        // Drain what is queued, read the counters, then detach.
+        // Stop the programs, drain what is queued, read the counters, then
+        // detach: nothing can vanish in between.
+        if let Err(e) = stop_emitting(session.main_object()) {
+            say!("ipft: warning: could not stop the programs before the last drain: {e}");
+        }
         let _ = rb.consume();
-        let batch = std::mem::take(&mut *pending.borrow_mut());
-        feed(batch, &mut ends, &mut agg, &mut emitted, &mut sink, &names);
-        let final_lost = lost_events(session.main_object());
+        pipe.push(std::mem::take(&mut *pending.borrow_mut()));
+        // Recursion and kprobe misses are read per program and link: once,
+        // here, with the programs stopped and the links still there.
+        let now = totals(session.losses(), malformed.get());
+        report_losses(&mut pipe, &now, &mut reported);
         let t_detach = Instant::now();
-        session.detach();
+        session.detach_counting(&signals.releasing);
         if cfg.timings {
             say!("timing: detach {:.3}s", t_detach.elapsed().as_secs_f64());
         }
-        agg.finish(&mut |p| emitted.emit(p, &mut sink, &names));
-        let late = Losses {
-            ring_buffer: final_lost.saturating_sub(losses.ring_buffer),
-            malformed: malformed.get(),
-        };
-        if late.total() > 0 {
-            let _ = sink.lost(&late);
-        }
-        losses.ring_buffer = final_lost.max(losses.ring_buffer);
-        losses.malformed = malformed.get();
+        pipe.finish();
     }
-    let finished = sink.finish();
-    if let Some(e) = emitted.error.or(finished.err()) {
-        return Err(LoopError::Output(e));
+    let (splits, flushed) = pipe.splits();
+    let packets = pipe.close().map_err(LoopError::Output)?;
+    say!("Got {packets} traces");
+    if reported.total() > 0 {
+        say!("Lost {reported}");
     }
-    say!("Got {} traces", emitted.packets);
-    if losses.total() > 0 {
+    if splits + flushed > 0 {
         say!(
-            "Lost {} events (ring buffer full), {} malformed records",
-            losses.ring_buffer,
-            losses.malformed
+            "Journeys cut: {splits} split at --max-events {}, {flushed} printed early at --max-packets {}",
+            cfg.aggregate.max_events_per_packet,
+            cfg.aggregate.max_packets
         );
     }
     Ok(Outcome {
-        packets: emitted.packets,
-        lost: losses.total(),
+        packets,
+        lost: reported.total(),
+        cut: splits + flushed,
     })
 }
 
-/// Journey ends first, then aggregation, for a batch of events.
-fn feed(
-    batch: Vec<Event>,
-    ends: &mut JourneyEnds,
-    agg: &mut Aggregator,
-    emitted: &mut Emitter,
-    sink: &mut Box<dyn Sink>,
-    names: &Names,
-) {
-    for e in batch {
-        let last = ends.check(&e);
-        agg.push(e, last, &mut |p| emitted.emit(p, sink, names));
+/// The user-space half of tracing, without the kernel: events in (journey
+/// ends, then per-packet aggregation), packets out to the sink until
+/// --count is reached or the output fails.
+pub struct Pipeline<'a> {
+    ends: JourneyEnds,
+    agg: Aggregator,
+    emitter: Emitter,
+    names: Names<'a>,
+    sink: Box<dyn Sink>,
+}
+
+impl<'a> Pipeline<'a> {
+    /// For the rows `attached` (sorted) of `table`.
+    pub fn new(
+        cfg: &RunConfig,
+        table: &'a [ProbeEntry],
+        attached: &[usize],
+        drop_reasons: &'a HashMap<u64, String>,
+        sink: Box<dyn Sink>,
+    ) -> Self {
+        Pipeline {
+            ends: JourneyEnds::new(table, attached, cfg.graph),
+            agg: Aggregator::new(cfg.aggregate),
+            emitter: Emitter {
+                hidden: table.iter().map(|e| e.hidden).collect(),
+                count: cfg.count,
+                packets: 0,
+                error: None,
+            },
+            names: Names {
+                probes: table,
+                drop_reasons,
+                graph: cfg.graph,
+            },
+            sink,
+        }
+    }
+
+    /// A batch of events, in ring-buffer order.
+    pub fn push(&mut self, batch: Vec<Event>) {
+        let (em, sink, names) = (&mut self.emitter, &mut self.sink, &self.names);
+        for e in batch {
+            let last = self.ends.check(&e);
+            self.agg.push(e, last, &mut |p| em.emit(p, sink, names));
+        }
+    }
+
+    /// Print journeys idle since before `now_ns` (CLOCK_MONOTONIC).
+    pub fn idle(&mut self, now_ns: u64) {
+        let (em, sink, names) = (&mut self.emitter, &mut self.sink, &self.names);
+        self.agg
+            .flush_idle(now_ns, &mut |p| em.emit(p, sink, names));
+    }
+
+    /// Losses, written into the trace where they happened.
+    pub fn lost(&mut self, l: &Losses) {
+        if let Err(e) = self.sink.lost(l) {
+            self.emitter.error.get_or_insert(e);
+        }
+    }
+
+    /// Nothing more will be written: --count reached, the output failed or
+    /// its reader went away.
+    pub fn done(&self) -> bool {
+        self.emitter.full() || self.emitter.error.is_some() || self.sink.is_closed()
+    }
+
+    /// Journeys split at --max-events, and printed early at --max-packets.
+    pub fn splits(&self) -> (u64, u64) {
+        (self.agg.splits, self.agg.evictions)
+    }
+
+    /// Print every journey still open (the trace is over).
+    pub fn finish(&mut self) {
+        let (em, sink, names) = (&mut self.emitter, &mut self.sink, &self.names);
+        self.agg.finish(&mut |p| em.emit(p, sink, names));
+    }
+
+    /// Flush the output: packets written, or the first write error.
+    pub fn close(mut self) -> std::io::Result<u64> {
+        let flushed = self.sink.finish();
+        match self.emitter.error.take() {
+            Some(e) => Err(e),
+            None => flushed.map(|()| self.emitter.packets),
+        }
     }
 }
 
@@ -284,7 +345,7 @@ impl Emitter {
         self.count.is_some_and(|c| self.packets >= c)
     }
 
-    fn emit(&mut self, mut p: Packet, sink: &mut Box<dyn Sink>, names: &Names) {
+    fn emit(&mut self, mut p: Packet, sink: &mut Box<dyn Sink>, names: &Names<'_>) {
         p.events
             .retain(|e| !self.hidden.get(e.probe as usize).copied().unwrap_or(false));
         if p.events.is_empty() || self.full() || self.error.is_some() {
@@ -294,5 +355,138 @@ impl Emitter {
             Ok(()) => self.packets += 1,
             Err(e) => self.error = Some(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::testutil::{probe, Broken, Shared};
+    use clap::Parser;
+    use ipft_abi::{event_flags, ProbeKind};
+
+    fn cfg(extra: &[&str]) -> RunConfig {
+        let mut argv = vec!["ipft", "-m", "1", "-o", "json"];
+        argv.extend(extra);
+        crate::flags::validate(&crate::flags::IpftArgs::parse_from(argv)).unwrap()
+    }
+
+    /// ip_rcv, kfree_skb_reason (drop, reason in argument 1), the kfree_skb
+    /// tracepoint, and a hidden kfree_skbmem: the release.
+    fn table() -> Vec<ProbeEntry> {
+        let mut t = vec![
+            probe("ip_rcv", None),
+            probe("kfree_skb_reason", None),
+            probe("kfree_skb", None),
+            probe("kfree_skbmem", None),
+        ];
+        t[2].shape.kind = ProbeKind::Tracepoint;
+        t[3].hidden = true;
+        t
+    }
+
+    fn ev(skb: u64, probe: u32, tstamp: u64) -> Event {
+        Event {
+            skb,
+            probe,
+            tstamp,
+            flags: if probe == 1 { event_flags::REASON } else { 0 },
+            aux: 2,
+            ..Default::default()
+        }
+    }
+
+    fn json(out: &Shared) -> Box<dyn Sink> {
+        Box::new(JsonSink::new(Box::new(out.clone())))
+    }
+
+    fn json_lines(out: &Shared) -> Vec<serde_json::Value> {
+        out.text()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_drop_and_its_release_are_one_packet() {
+        let (t, reasons, out) = (table(), HashMap::new(), Shared::default());
+        let mut p = Pipeline::new(&cfg(&[]), &t, &[0, 1, 2, 3], &reasons, json(&out));
+        p.push((0..4).map(|i| ev(0xa, i, u64::from(i))).collect());
+        // The same address again: a new packet (skb memory is recycled).
+        p.push(vec![ev(0xa, 0, 10), ev(0xa, 3, 11)]);
+        assert_eq!(p.close().unwrap(), 2);
+        let lines = json_lines(&out);
+        let ids: Vec<u64> = lines
+            .iter()
+            .map(|l| l["packet_id"].as_u64().unwrap())
+            .collect();
+        // The hidden release is not printed; the drop and the tracepoint are.
+        assert_eq!(ids, [1, 1, 1, 2]);
+        assert_eq!(lines[1]["function"], "kfree_skb_reason");
+    }
+
+    #[test]
+    fn count_stops_after_exactly_n_packets() {
+        let (t, reasons, out) = (table(), HashMap::new(), Shared::default());
+        let mut p = Pipeline::new(&cfg(&["--count", "1"]), &t, &[0, 3], &reasons, json(&out));
+        p.push(
+            (1..=3)
+                .flat_map(|skb| [ev(skb, 0, skb), ev(skb, 3, skb + 1)])
+                .collect(),
+        );
+        assert!(p.done());
+        p.finish();
+        assert_eq!(p.close().unwrap(), 1);
+        assert_eq!(json_lines(&out).len(), 1);
+    }
+
+    #[test]
+    fn losses_go_into_the_output() {
+        let (t, reasons, out) = (table(), HashMap::new(), Shared::default());
+        let mut p = Pipeline::new(&cfg(&[]), &t, &[0], &reasons, json(&out));
+        p.lost(&Losses {
+            ring_buffer: 3,
+            malformed: 1,
+            ..Default::default()
+        });
+        p.close().unwrap();
+        let l = &json_lines(&out)[0];
+        assert_eq!(
+            (l["lost_events"].as_u64(), l["ring_buffer"].as_u64()),
+            (Some(4), Some(3))
+        );
+    }
+
+    #[test]
+    fn a_failing_output_is_an_error() {
+        struct Full;
+        impl std::io::Write for Full {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::from_raw_os_error(libc::ENOSPC))
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Err(std::io::Error::from_raw_os_error(libc::ENOSPC))
+            }
+        }
+        let (t, reasons) = (table(), HashMap::new());
+        let mut p = Pipeline::new(
+            &cfg(&[]),
+            &t,
+            &[0, 3],
+            &reasons,
+            Box::new(JsonSink::new(Box::new(Full))),
+        );
+        p.push(vec![ev(1, 0, 1), ev(1, 3, 2)]);
+        assert!(p.close().is_err(), "a full disk is not a clean end");
+        // A reader that went away is one.
+        let mut p = Pipeline::new(
+            &cfg(&[]),
+            &t,
+            &[0, 3],
+            &reasons,
+            Box::new(JsonSink::new(Box::new(Broken))),
+        );
+        p.push(vec![ev(1, 0, 1), ev(1, 3, 2)]);
+        assert!(p.close().is_ok(), "a closed pipe is a normal end");
     }
 }

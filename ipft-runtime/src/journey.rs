@@ -1,5 +1,5 @@
-//! Which event completes a packet's journey, from the table's
-//! `ends_journey` rows (the rule itself is `ipft_abi::table::mark_journey_ends`).
+//! Which event completes a packet's journey: the rule of
+//! `ipft_abi::table::journey_ends`, applied to the rows attached.
 //!
 //! Without returns a journey ends at a row that ends it. With
 //! -t function_graph the free happens deep inside calls whose returns are
@@ -22,10 +22,12 @@ pub struct JourneyEnds {
 }
 
 impl JourneyEnds {
-    /// For `table`; `graph` with -t function_graph.
-    pub fn new(table: &[ProbeEntry], graph: bool) -> Self {
+    /// For the rows `attached` of `table`; `graph` with -t function_graph.
+    /// The rule is applied to what is really attached: where kfree_skbmem
+    /// could not be attached here, the tracepoints end journeys instead.
+    pub fn new(table: &[ProbeEntry], attached: &[usize], graph: bool) -> Self {
         JourneyEnds {
-            ends: table.iter().map(|e| e.ends_journey).collect(),
+            ends: ipft_abi::table::journey_ends(table, |i| attached.binary_search(&i).is_ok()),
             has_return: table
                 .iter()
                 .map(|e| graph && e.return_program.is_some())
@@ -66,7 +68,7 @@ mod tests {
     use ipft_abi::{Backend, ProbeShape, ProgramId, TypedKind};
     use std::borrow::Cow;
 
-    fn row(name: &'static str, ends: bool, ret: bool) -> ProbeEntry {
+    fn row(name: &'static str, ret: bool) -> ProbeEntry {
         let typed = |kind| ProgramId::Typed { kind, row: 0 };
         ProbeEntry {
             name: Cow::Borrowed(name),
@@ -76,7 +78,7 @@ mod tests {
             btf_id: 0,
             program: typed(TypedKind::Entry),
             return_program: ret.then(|| typed(TypedKind::Return)),
-            ends_journey: ends,
+            ends_journey: false,
             hidden: false,
         }
     }
@@ -93,15 +95,15 @@ mod tests {
     /// ip_rcv (call), kfree_skb_reason (drop, call), kfree_skbmem (the end).
     fn table() -> Vec<ProbeEntry> {
         vec![
-            row("ip_rcv", false, true),
-            row("kfree_skb_reason", false, true),
-            row("kfree_skbmem", true, false),
+            row("ip_rcv", true),
+            row("kfree_skb_reason", true),
+            row("kfree_skbmem", false),
         ]
     }
 
     #[test]
     fn drop_then_free_is_one_journey() {
-        let mut j = JourneyEnds::new(&table(), false);
+        let mut j = JourneyEnds::new(&table(), &[0, 1, 2], false);
         let seq = [ev(1, 0, 0), ev(1, 1, 0), ev(1, 2, 0)];
         let ends: Vec<bool> = seq.iter().map(|e| j.check(e)).collect();
         assert_eq!(ends, [false, false, true]);
@@ -111,7 +113,7 @@ mod tests {
 
     #[test]
     fn graph_waits_for_open_calls() {
-        let mut j = JourneyEnds::new(&table(), true);
+        let mut j = JourneyEnds::new(&table(), &[0, 1, 2], true);
         let seq = [
             ev(7, 0, 0),      // ip_rcv
             ev(7, 1, 0),      //   kfree_skb_reason
@@ -125,7 +127,7 @@ mod tests {
 
     #[test]
     fn skbs_are_independent() {
-        let mut j = JourneyEnds::new(&table(), true);
+        let mut j = JourneyEnds::new(&table(), &[0, 1, 2], true);
         assert!(!j.check(&ev(1, 0, 0)));
         assert!(j.check(&ev(2, 2, 0)), "skb 2 has no open call");
         assert!(!j.check(&ev(1, 2, 0)), "skb 1 still inside ip_rcv");

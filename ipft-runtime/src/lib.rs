@@ -5,6 +5,7 @@
 //! ```text
 //!  flags        IpftArgs -> RunConfig (validated, nothing touched yet)
 //!  kernel       kallsyms, feature probes -> KernelOffer; drop-reason names
+//!  compat       compiled probes held against the running kernel's BTF
 //!  select       policy per probe -> rows of the table to attach
 //!  attach       Session: load, rodata config, attach; drop = detach
 //!  event_loop   ring buffer -> journey ends -> Aggregator -> Sink
@@ -15,6 +16,7 @@
 
 pub mod aggregate;
 pub mod attach;
+pub mod compat;
 pub mod error;
 pub mod event_loop;
 pub mod extension;
@@ -24,6 +26,7 @@ pub mod kernel;
 pub mod output;
 pub mod report;
 pub mod select;
+pub mod signals;
 pub mod tracer;
 
 pub use ipft_abi::{

@@ -107,18 +107,27 @@ pub fn verdicts<'a>(
 }
 
 /// Choose the rows to attach. Hidden probes (journey ends) are kept
-/// whatever the name filter says.
+/// whatever the name filter says. `incompatible[row]`, where given, is why a
+/// row does not fit the running kernel: such a probe is never attached.
 pub fn select(
     table: &[ProbeEntry],
     filter: &Filter,
     attachable: &dyn Fn(&str) -> bool,
     offer: &KernelOffer,
     asked: Asked,
+    incompatible: &[Option<String>],
 ) -> Selection {
     let mut sel = Selection::default();
     for (first, rows, verdict) in verdicts(table, attachable, offer, asked) {
         if !first.hidden && !filter.keeps(&first.name, first.module.as_deref()) {
             sel.filtered += 1;
+            continue;
+        }
+        if let Some(Some(why)) = rows.first().and_then(|&i| incompatible.get(i)) {
+            if !first.hidden {
+                sel.left_out
+                    .push((first.display_name(), format!("incompatible: {why}")));
+            }
             continue;
         }
         match verdict {
@@ -181,7 +190,7 @@ mod tests {
     #[test]
     fn one_row_per_probe_by_policy() {
         let all = |_: &str| true;
-        let s = select(&table(), &Filter::default(), &all, &K612, Asked::Auto);
+        let s = select(&table(), &Filter::default(), &all, &K612, Asked::Auto, &[]);
         assert_eq!(s.rows, [0, 2, 3, 4]);
         let s = select(
             &table(),
@@ -189,6 +198,7 @@ mod tests {
             &all,
             &K612,
             Asked::Only(Backend::Fentry),
+            &[],
         );
         assert_eq!(s.rows, [1, 2, 3]);
         assert!(s.left_out.is_empty(), "hidden probes are not reported");
@@ -197,9 +207,31 @@ mod tests {
     #[test]
     fn regex_selects_within_the_table_but_keeps_journey_ends() {
         let f = Filter::from_flags(Some("^icmp"), None).unwrap();
-        let s = select(&table(), &f, &|_| true, &K612, Asked::Auto);
+        let s = select(&table(), &f, &|_| true, &K612, Asked::Auto, &[]);
         assert_eq!(s.rows, [2, 4]);
         assert_eq!(s.filtered, 2);
+    }
+
+    #[test]
+    fn incompatible_probes_are_never_attached() {
+        let why = vec![
+            None,
+            None,
+            Some("skb moved from argument 0 to 2".to_string()),
+            None,
+            None,
+        ];
+        let s = select(
+            &table(),
+            &Filter::default(),
+            &|_| true,
+            &K612,
+            Asked::Auto,
+            &why,
+        );
+        assert_eq!(s.rows, [0, 3, 4]);
+        assert_eq!(s.left_out[0].0, "icmp_rcv");
+        assert!(s.left_out[0].1.starts_with("incompatible: skb moved"));
     }
 
     #[test]
@@ -210,6 +242,7 @@ mod tests {
             &|n| n != "icmp_rcv",
             &K612,
             Asked::Auto,
+            &[],
         );
         assert_eq!(s.rows, [0, 3, 4]);
         assert_eq!(s.left_out[0].0, "icmp_rcv");

@@ -6,28 +6,49 @@ use std::time::Instant;
 
 use ipft_abi::{Backend, Config};
 
-use crate::attach::{self, LoadError, Session};
+use crate::attach::{self, LoadError, LoadOptions, Session};
 use crate::error::{exit_code, require_root, RunError};
 use crate::flags::{self, IpftArgs, RunConfig};
 use crate::kernel::{self, KernelSymbols, Probed};
 use crate::report::{self, Listed};
-use crate::{event_loop, select, ProbeSetSpec};
+use crate::signals::Signals;
+use crate::{compat, event_loop, select, ProbeSetSpec};
 
 /// Entry point of a generated tracer binary: parse flags, trace, return the
 /// exit code (0 ok, 1 events lost with --strict-loss, 2 bad input or
 /// set-up failure).
 pub fn tracer_main(spec: &'static ProbeSetSpec) -> i32 {
-    exit_code(run(spec, flags::parse_args()))
+    exit_code(run(spec, flags::parse_args(Some(version(spec)))))
+}
+
+/// `--version` of a generated tracer: the tool, then the kernel and profile
+/// the probe set was generated for.
+pub fn version(spec: &ProbeSetSpec) -> String {
+    let id = &spec.identity;
+    format!(
+        "{} (generated)\nkernel {} (BTF checksum {}), profile {}, {} probes",
+        env!("CARGO_PKG_VERSION"),
+        id.release.as_deref().unwrap_or("unknown release"),
+        id.checksum,
+        spec.profile,
+        spec.probes.iter().filter(|e| !e.hidden).count()
+    )
 }
 
 /// Knobs of the BPF side for a run.
-pub fn bpf_config(cfg: &RunConfig) -> Config {
-    Config {
-        mark: cfg.mark,
-        mask: cfg.mask,
-        wakeup_bytes: 1 << 16,
-        probe: 0,
-        graph: u32::from(cfg.graph),
+pub fn load_options(cfg: &RunConfig) -> LoadOptions {
+    let ring = cfg.ring_buffer_bytes;
+    LoadOptions {
+        config: Config {
+            mark: cfg.mark,
+            mask: cfg.mask,
+            // Wake the reader at a quarter of a small buffer, else every 64 KiB.
+            wakeup_bytes: ring.map_or(1 << 16, |r| u64::from(r / 4).min(1 << 16)),
+            probe: 0,
+            graph: u32::from(cfg.graph),
+        },
+        ring_buffer_bytes: ring,
+        btf: cfg.btf.clone(),
     }
 }
 
@@ -76,12 +97,22 @@ fn run(spec: &'static ProbeSetSpec, args: IpftArgs) -> Result<i32, RunError> {
         report::list(&rows, &mut std::io::stdout().lock()).map_err(RunError::List)?;
         return Ok(0);
     }
-    let mut notes: Vec<String> = identity_note(spec).into_iter().collect();
+    let compat = compatibility(spec, &cfg)?;
+    let mut notes: Vec<String> = compat.note.into_iter().collect();
     let output = event_loop::Output::prepare(&cfg)?;
+    let signals = Signals::install().map_err(RunError::Signals)?;
     attach::capture_libbpf_log();
     raise_nofile();
     let t0 = Instant::now();
-    let (session, sel) = attach(spec, &cfg, &attachable, &mut probed, &mut notes)?;
+    let (session, sel) = attach(
+        spec,
+        &cfg,
+        &attachable,
+        &compat.rows,
+        &mut probed,
+        &mut notes,
+        &signals,
+    )?;
     if cfg.timings {
         crate::say!("timing: load+attach {:.3}s", t0.elapsed().as_secs_f64());
     }
@@ -97,7 +128,7 @@ fn run(spec: &'static ProbeSetSpec, args: IpftArgs) -> Result<i32, RunError> {
         true => kernel::drop_reasons(),
         false => Default::default(),
     };
-    let outcome = event_loop::run(&cfg, output, session, spec.probes, &reasons)?;
+    let outcome = event_loop::run(&cfg, &signals, output, session, spec.probes, &reasons)?;
     Ok(if outcome.lost > 0 && cfg.strict_loss {
         1
     } else {
@@ -112,8 +143,10 @@ fn attach(
     spec: &ProbeSetSpec,
     cfg: &RunConfig,
     attachable: &dyn Fn(&str) -> bool,
+    incompatible: &[Option<String>],
     probed: &mut Probed,
     notes: &mut Vec<String>,
+    signals: &Signals,
 ) -> Result<(Session, select::Selection), RunError> {
     loop {
         let sel = select::select(
@@ -122,6 +155,7 @@ fn attach(
             attachable,
             &probed.offer,
             cfg.asked,
+            incompatible,
         );
         if sel.rows.iter().all(|&i| spec.probes[i].hidden) {
             let why = match sel.left_out.first() {
@@ -137,8 +171,11 @@ fn attach(
             spec.object,
             spec.probes,
             &sel.rows,
-            bpf_config(cfg),
-            &mut |n| pb.set_position(n as u64),
+            load_options(cfg),
+            &mut |n| {
+                pb.set_position(n as u64);
+                !signals.stopped()
+            },
         );
         pb.finish_and_clear();
         match r {
@@ -158,20 +195,76 @@ fn attach(
     }
 }
 
-/// A warning when the running kernel's BTF is not the one the tracer was
-/// generated from.
-fn identity_note(spec: &ProbeSetSpec) -> Option<String> {
-    let bytes = std::fs::read("/sys/kernel/btf/vmlinux").ok()?;
+/// How the compiled probes fit the running kernel.
+struct Compat {
+    /// Per table row, why it does not fit (empty: all fit).
+    rows: Vec<Option<String>>,
+    /// The report for the summary.
+    note: Option<String>,
+}
+
+/// Hold every compiled probe against the running kernel's BTF when it is
+/// not the BTF the tracer was generated from; --strict-compat refuses any
+/// mismatch.
+fn compatibility(spec: &ProbeSetSpec, cfg: &RunConfig) -> Result<Compat, RunError> {
+    let sys = std::path::Path::new(ipft_btf::SYS_BTF_DIR).join("vmlinux");
+    let path = cfg.btf.clone().unwrap_or(sys);
+    let Ok(bytes) = std::fs::read(&path) else {
+        return Ok(Compat {
+            rows: Vec::new(),
+            note: Some(format!(
+                "warning: {} unreadable: no compatibility check (give the kernel's BTF with --btf FILE)",
+                path.display()
+            )),
+        });
+    };
     let running = ipft_btf::checksum(&bytes);
-    (running != spec.identity.checksum).then(|| {
-        format!(
-            "warning: generated for BTF {} ({}), running kernel BTF is {running}; relying on CO-RE",
-            spec.identity.checksum,
-            spec.identity
-                .release
-                .as_deref()
-                .unwrap_or(&spec.identity.source)
-        )
+    let id = &spec.identity;
+    if running == id.checksum {
+        return Ok(Compat {
+            rows: Vec::new(),
+            note: None,
+        });
+    }
+    let t0 = Instant::now();
+    let k = match &cfg.btf {
+        Some(f) => ipft_btf::KernelBtf::from_file(f),
+        None => ipft_btf::KernelBtf::running(),
+    }
+    .map_err(|e| RunError::Selection(format!("reading the running kernel's BTF: {e}")))?;
+    let probes = compat::RunningProbes::scan(&k)
+        .map_err(|e| RunError::Selection(format!("scanning the running kernel's BTF: {e}")))?;
+    let rows: Vec<Option<String>> = compat::check_table(&probes, spec.probes)
+        .into_iter()
+        .map(|m| m.map(|m| m.to_string()))
+        .collect();
+    let visible = |i: &usize| !spec.probes[*i].hidden;
+    let bad: Vec<usize> = (0..rows.len())
+        .filter(|i| rows[*i].is_some())
+        .filter(visible)
+        .collect();
+    let total = (0..rows.len()).filter(visible).count();
+    let note = format!(
+        "compat: generated for {} (BTF {}), running {} (BTF {running}): {} of {total} probe rows match, {} refused; checked in {} ms",
+        id.release.as_deref().unwrap_or(&id.source),
+        id.checksum,
+        kernel::running_release().unwrap_or_else(|| "?".into()),
+        total - bad.len(),
+        bad.len(),
+        t0.elapsed().as_millis()
+    );
+    if cfg.strict_compat && !bad.is_empty() {
+        let e = &spec.probes[bad[0]];
+        return Err(RunError::Selection(format!(
+            "--strict-compat: {} of {total} probes do not match the running kernel, e.g. {}: {}",
+            bad.len(),
+            e.display_name(),
+            rows[bad[0]].as_deref().unwrap_or("")
+        )));
+    }
+    Ok(Compat {
+        rows,
+        note: Some(note),
     })
 }
 

@@ -52,10 +52,26 @@ struct {
 	__uint(max_entries, 1 << 24);
 } ipft_events SEC(".maps");
 
-/* Per-CPU count of events dropped because the ring buffer was full. */
+/*
+ * Set by the reader when the trace stops: nothing is emitted after it, so
+ * the last drain of the ring buffer sees every event and the loss counters
+ * are final before the links go.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} ipft_stopped SEC(".maps");
+
+/* Per-CPU loss counters: IPFT_LOST_RING (ring buffer full), IPFT_LOST_STASH
+ * (function_graph entries whose skb found no room on the stash). */
+#define IPFT_LOST_RING  0
+#define IPFT_LOST_STASH 1
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, __u32);
 	__type(value, __u64);
 } ipft_lost SEC(".maps");
@@ -113,6 +129,12 @@ static __always_inline void ipft_stash_push(struct ipft_stash_key *key, __u64 sk
 	if (st->n < IPFT_STASH_DEPTH) {
 		st->skb[st->n & (IPFT_STASH_DEPTH - 1)] = skb;
 		st->n++;
+	} else {
+		__u32 k = IPFT_LOST_STASH;
+		__u64 *lost = bpf_map_lookup_elem(&ipft_lost, &k);
+
+		if (lost)
+			*lost += 1;
 	}
 }
 
@@ -131,7 +153,12 @@ static __always_inline int ipft_emit(void *ctx, struct sk_buff *skb, __u32 probe
 {
 	struct ipft_event *e;
 	__u64 wakeup;
+	__u32 zero = 0;
+	__u32 *stopped = bpf_map_lookup_elem(&ipft_stopped, &zero);
 
+	/* An array lookup the verifier inlines: no helper call. */
+	if (stopped && *stopped)
+		return 0;
 	if (!(flags & (IPFT_F_END | IPFT_F_RETURN))) {
 		__u64 key = (__u64)(unsigned long)skb;
 		__u8 one = 1;
@@ -141,8 +168,7 @@ static __always_inline int ipft_emit(void *ctx, struct sk_buff *skb, __u32 probe
 
 	e = bpf_ringbuf_reserve(&ipft_events, sizeof(*e), 0);
 	if (!e) {
-		__u32 zero = 0;
-		__u64 *lost = bpf_map_lookup_elem(&ipft_lost, &zero);
+		__u64 *lost = bpf_map_lookup_elem(&ipft_lost, &zero);	/* IPFT_LOST_RING */
 
 		if (lost)
 			*lost += 1;

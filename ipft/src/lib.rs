@@ -16,7 +16,8 @@ use ipft_runtime::error::{require_root, RunError};
 use ipft_runtime::flags::{self, IpftArgs, RunConfig};
 use ipft_runtime::kernel::{self, Probed};
 use ipft_runtime::report::{self, Skipped};
-use ipft_runtime::tracer::{bpf_config, progress_bar, raise_nofile};
+use ipft_runtime::signals::Signals;
+use ipft_runtime::tracer::{load_options, progress_bar, raise_nofile};
 use ipft_runtime::{event_loop, say};
 
 /// The generic object, compiled from bpf/generic.bpf.c when ipft is built.
@@ -44,6 +45,7 @@ pub fn run(args: IpftArgs) -> Result<i32, RunError> {
         return list(&discovered(&cfg, &prof, Backends::FromSymbols)?);
     }
     let output = event_loop::Output::prepare(&cfg)?;
+    let signals = Signals::install().map_err(RunError::Signals)?;
     attach::capture_libbpf_log();
     raise_nofile();
     let t0 = Instant::now();
@@ -72,8 +74,9 @@ pub fn run(args: IpftArgs) -> Result<i32, RunError> {
     let (session, table, left_out) = loop {
         let plan = plan(&cfg, &d, &probed.offer, &mut notes)?;
         let pb = progress_bar(plan.table.len());
-        let r = Session::generic(GENERIC_OBJECT, &plan.table, bpf_config(&cfg), &mut |n| {
-            pb.set_position(n as u64)
+        let r = Session::generic(GENERIC_OBJECT, &plan.table, load_options(&cfg), &mut |n| {
+            pb.set_position(n as u64);
+            !signals.stopped()
         });
         pb.finish_and_clear();
         match r {
@@ -102,7 +105,7 @@ pub fn run(args: IpftArgs) -> Result<i32, RunError> {
         true => kernel::drop_reasons(),
         false => Default::default(),
     };
-    let outcome = event_loop::run(&cfg, output, session, &table, &reasons)?;
+    let outcome = event_loop::run(&cfg, &signals, output, session, &table, &reasons)?;
     Ok(if outcome.lost > 0 && cfg.strict_loss {
         1
     } else {

@@ -3,6 +3,6 @@
 
 fn main() {
     ipft_gen::btf::install_quiet_panic_hook();
-    let args = ipft_runtime::flags::parse_args();
+    let args = ipft_runtime::flags::parse_args(None);
     std::process::exit(ipft_runtime::error::exit_code(ipft::run(args)));
 }

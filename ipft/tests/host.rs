@@ -253,3 +253,129 @@ fn list_is_ipftrace2_style() {
     assert_eq!((cols[1], cols[3]), ("vmlinux", "1"));
     assert!(cols[2].starts_with("0x") && cols[2] != "0x0000000000000000");
 }
+
+/// SIGINT while probes are being attached stops attaching, detaches what
+/// was attached and exits 0. Attach takes a while with every skb tracepoint
+/// (one object load each), so a signal soon after start lands in it.
+#[test]
+fn signal_during_attach_detaches_and_exits_cleanly() {
+    let _g = lock();
+    let mut interrupted = 0;
+    for delay_ms in [150u64, 300, 600, 1000] {
+        let child = std::process::Command::new(ipft())
+            .args(["-m", "0xdeadbeef", "-b", "tp_btf", "--duration", "30"])
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        // SAFETY: plain kill(2) on our child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "after {delay_ms} ms: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        if err.contains("interrupted while attaching") {
+            interrupted += 1;
+        } else {
+            assert!(err.contains("Got 0 traces"), "after {delay_ms} ms: {err}");
+        }
+        let left = wait_detached();
+        assert!(
+            left.is_empty(),
+            "after {delay_ms} ms left attached: {left:?}"
+        );
+    }
+    assert!(interrupted > 0, "no signal landed during attach");
+}
+
+/// Two tracers with different marks at once: each sees only its own packets.
+#[test]
+fn two_tracers_each_see_their_own_packets() {
+    let _g = lock();
+    let ns = Netns::new("two");
+    let args = |m: &'static str| ["-m", m, "-b", "tp_btf", "-o", "json"];
+    let a = Tracer::start(&ipft(), &args("0x1111"), "two-a");
+    let b = Tracer::start(&ipft(), &args("0x2222"), "two-b");
+    ns.exec("ping -c 2 -i 0.2 -m 4369 127.0.0.1");
+    ns.exec("ping -c 3 -i 0.2 -m 8738 127.0.0.1");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let packets = |out: &str| {
+        let mut ids: Vec<u64> = out
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter_map(|v| v["packet_id"].as_u64())
+            .collect();
+        ids.dedup();
+        ids.len()
+    };
+    let (ca, oa, ea) = a.stop(libc::SIGINT);
+    let (cb, ob, eb) = b.stop(libc::SIGINT);
+    assert_eq!((ca, cb), (0, 0), "{ea}\n{eb}");
+    // SO_MARK marks the echo requests (the replies are not marked).
+    assert_eq!(packets(&oa), 2, "tracer a:\n{oa}");
+    assert_eq!(packets(&ob), 3, "tracer b:\n{ob}");
+    assert!(wait_detached().is_empty());
+}
+
+/// Events written into one trace, and losses it reports about itself.
+fn written_and_lost(out: &str) -> (u64, u64) {
+    let (mut written, mut lost) = (0, 0);
+    for l in out.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        match v["lost_events"].as_u64() {
+            Some(n) => lost += n,
+            None => written += 1,
+        }
+    }
+    (written, lost)
+}
+
+/// A ring buffer too small for a marked ping flood (its reader stopped
+/// meanwhile) loses events, and the trace says how many: what it wrote plus
+/// what it reports lost is every hit, as counted by the same flood traced
+/// with a buffer large enough.
+#[test]
+fn forced_losses_are_all_reported() {
+    let _g = lock();
+    let ns = Netns::new("loss");
+    let flood = "ping -f -c 300 -m 3735928559 127.0.0.1";
+    let mut runs = Vec::new();
+    for size in ["16777216", "4096"] {
+        let args = [
+            "-m",
+            "0xdeadbeef",
+            "-b",
+            "tp_btf",
+            "-o",
+            "json",
+            "--ring-buffer-size",
+            size,
+        ];
+        let t = Tracer::start(&ipft(), &args, "loss");
+        // The reader is stopped during the flood: only the buffer holds events.
+        let pid = t.child.id() as i32;
+        // SAFETY: plain kill(2) on our child.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        let o = ns.exec(flood);
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let (code, out, err) = t.stop(libc::SIGINT);
+        assert_eq!(code, 0, "{err}");
+        runs.push((written_and_lost(&out), err));
+    }
+    let ((hits, lost_big), _) = &runs[0];
+    let ((written, lost), err) = &runs[1];
+    assert_eq!(*lost_big, 0, "the large buffer lost events");
+    assert!(*hits >= 300, "too few events for 300 pings: {hits}");
+    assert!(*lost > 0, "a 4 KiB buffer lost nothing: {written} written");
+    assert_eq!(
+        written + lost,
+        *hits,
+        "written {written} + lost {lost} != hits {hits}"
+    );
+    assert!(err.contains("events lost"), "{err}");
+    assert!(wait_detached().is_empty());
+}

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::process::Command;
 
 use ipft_abi::Layout;
-use ipft_runtime::attach::{capture_libbpf_log, LoadError, Session};
+use ipft_runtime::attach::{capture_libbpf_log, LoadError, LoadOptions, Session};
 use ipft_runtime::{Backend, Config, ProbeEntry, ProbeKind, ProbeShape, ProgramId, TypedKind};
 
 const BAD: &str = r#"
@@ -78,7 +78,12 @@ fn verifier_rejection_names_program_and_log() {
         probe: 0,
         graph: 0,
     };
-    match Session::specialised(&object, &table, &[0], cfg, &mut |_| {}) {
+    let opts = LoadOptions {
+        config: cfg,
+        ring_buffer_bytes: None,
+        btf: None,
+    };
+    match Session::specialised(&object, &table, &[0], opts, &mut |_| true) {
         Err(e @ LoadError::Load { .. }) => {
             let msg = e.to_string();
             let LoadError::Load { program, log, .. } = e else {

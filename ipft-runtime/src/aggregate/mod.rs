@@ -121,6 +121,10 @@ pub struct Aggregator {
     tail: u32,
     index: SkbIndex,
     next_id: u64,
+    /// Journeys split at `max_events_per_packet`.
+    pub splits: u64,
+    /// Journeys printed early because `max_packets` were open.
+    pub evictions: u64,
 }
 
 impl Aggregator {
@@ -143,6 +147,8 @@ impl Aggregator {
             // a stall while the ring buffer fills.
             index: SkbIndex::with_capacity(max_packets.min(MAX_RESERVED_SLOTS)),
             next_id: 1,
+            splits: 0,
+            evictions: 0,
         }
     }
 
@@ -166,6 +172,7 @@ impl Aggregator {
         };
         let slot = &mut self.slots[idx as usize];
         if slot.len() >= self.max_events {
+            self.splits += 1;
             let mut events = slot.take_events();
             slot.first = ev;
             let packet_id = slot.id;
@@ -244,6 +251,7 @@ impl Aggregator {
             });
         }
         if self.index.len >= self.max_packets {
+            self.evictions += 1;
             self.emit(self.head, out);
         }
         let slot = Slot {

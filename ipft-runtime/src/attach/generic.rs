@@ -9,8 +9,8 @@ use libbpf_rs::libbpf_sys as sys;
 use libbpf_rs::MapCore;
 
 use super::{
-    backend_unusable, load_error, open, program_id, reason, set_config, take_log, LoadError,
-    Progress, Session,
+    apply, backend_unusable, load_error, open, program_id, reason, take_log, LoadError,
+    LoadOptions, Progress, Session,
 };
 use crate::kernel::{errno_text, raw};
 
@@ -19,10 +19,10 @@ impl Session {
     pub fn generic(
         object: &[u8],
         table: &[ProbeEntry],
-        cfg: Config,
+        opts: LoadOptions,
         progress: Progress<'_>,
     ) -> Result<Session, LoadError> {
-        let graph = cfg.graph != 0;
+        let graph = opts.config.graph != 0;
         let mut autoload: HashSet<ProgramId> = HashSet::new();
         for e in table
             .iter()
@@ -48,8 +48,8 @@ impl Session {
         }
         autoload.extend(first_target.keys());
         let mut s = Session::default();
-        let mut open_main = open(object)?;
-        set_config(&mut open_main, &cfg)?;
+        let mut open_main = open(object, &opts)?;
+        apply(&mut open_main, &opts)?;
         for mut p in open_main.progs_mut() {
             let Some(id) = program_id(p.name()) else {
                 p.set_autoload(false);
@@ -92,7 +92,7 @@ impl Session {
                     continue;
                 }
                 Backend::Fentry if e.module.is_none() => s.attach_fentry_raw(e, i, graph),
-                Backend::TpBtf | Backend::Fentry => s.load_typed_copy(object, e, i, cfg),
+                Backend::TpBtf | Backend::Fentry => s.load_typed_copy(object, e, i, &opts),
             };
             match r {
                 Ok(r) => {
@@ -113,7 +113,9 @@ impl Session {
                 Err(le) => s.record(i, Err(le.to_string())),
             }
             done += 1;
-            progress(done);
+            if !progress(done) {
+                return Err(LoadError::Interrupted);
+            }
         }
         s.attach_multi_groups(multi, table, graph, &mut done, progress)?;
         Ok(s)
@@ -169,15 +171,20 @@ impl Session {
         object: &[u8],
         e: &ProbeEntry,
         id: usize,
-        cfg: Config,
+        opts: &LoadOptions,
     ) -> Result<Result<(), String>, LoadError> {
-        let graph = cfg.graph != 0;
-        let mut open = open(object)?;
-        set_config(
+        let graph = opts.config.graph != 0;
+        let mut open = open(object, opts)?;
+        // Each tp_btf copy learns its probe index from its own rodata.
+        let config = Config {
+            probe: id as u32,
+            ..opts.config
+        };
+        apply(
             &mut open,
-            &Config {
-                probe: id as u32,
-                ..cfg
+            &LoadOptions {
+                config,
+                ..opts.clone()
             },
         )?;
         let ret = e.return_program.filter(|_| graph);

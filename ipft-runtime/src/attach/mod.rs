@@ -7,7 +7,10 @@
 //! aimed at their targets at load time).
 
 mod generic;
+mod losses;
 mod specialised;
+
+pub use losses::{bpf_losses, BpfLosses};
 
 use std::os::fd::OwnedFd;
 use std::sync::Mutex;
@@ -52,6 +55,10 @@ pub enum LoadError {
         /// Verifier log tail.
         log: String,
     },
+    /// A signal arrived while attaching: everything attached so far was
+    /// detached.
+    #[error("interrupted while attaching; nothing is left attached")]
+    Interrupted,
     /// The backend cannot work on this kernel: every program of it failed.
     #[error("backend {backend} is unavailable on this kernel: {reason}")]
     Unavailable {
@@ -134,8 +141,9 @@ fn backend_unusable(e: &libbpf_rs::Error) -> bool {
 /// Threads closing links at exit.
 const DETACH_THREADS: usize = 64;
 
-/// Progress of attaching, reported to a callback.
-pub type Progress<'a> = &'a mut dyn FnMut(usize);
+/// Progress of attaching, reported to a callback after each probe; it
+/// returns false to stop (a signal arrived).
+pub type Progress<'a> = &'a mut dyn FnMut(usize) -> bool;
 
 /// Loaded objects and the links that keep programs attached.
 #[derive(Default)]
@@ -162,6 +170,12 @@ impl Session {
 
     /// Detach everything now (also done on drop).
     pub fn detach(&mut self) {
+        self.detach_counting(&std::sync::atomic::AtomicUsize::new(0));
+    }
+
+    /// Detach, keeping `releasing` at the number of links still to go.
+    pub fn detach_counting(&mut self, releasing: &std::sync::atomic::AtomicUsize) {
+        use std::sync::atomic::Ordering;
         // Releasing an fentry/fexit link waits for an RCU-tasks grace period
         // (the trampoline may still be running): close links from several
         // threads so those waits overlap instead of adding up.
@@ -178,9 +192,21 @@ impl Session {
         for (i, l) in raw.into_iter().enumerate() {
             raw_chunks[i % threads].push(l);
         }
+        let total: usize = link_chunks.iter().map(Vec::len).sum::<usize>()
+            + raw_chunks.iter().map(Vec::len).sum::<usize>();
+        releasing.store(total, Ordering::SeqCst);
         std::thread::scope(|sc| {
             for (l, r) in link_chunks.into_iter().zip(raw_chunks) {
-                sc.spawn(move || drop((l, r)));
+                sc.spawn(move || {
+                    for link in l {
+                        drop(link);
+                        releasing.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    for fd in r {
+                        drop(fd);
+                        releasing.fetch_sub(1, Ordering::SeqCst);
+                    }
+                });
             }
         });
         self.raw_progs.clear();
@@ -292,7 +318,9 @@ impl Session {
                 }
             }
             *done += ids.len();
-            progress(*done);
+            if !progress(*done) {
+                return Err(LoadError::Interrupted);
+            }
         }
         Ok(())
     }
@@ -319,13 +347,44 @@ fn load_error(e: libbpf_rs::Error, log: &str, refused: &[String]) -> LoadError {
     }
 }
 
-fn open(object: &[u8]) -> Result<OpenObject, LoadError> {
+/// What a load is given: the rodata config and the ring buffer's size.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Written into `.rodata`.
+    pub config: Config,
+    /// `ipft_events` size in bytes (None: the object's own).
+    pub ring_buffer_bytes: Option<u32>,
+    /// The running kernel's BTF for CO-RE, where /sys/kernel/btf is missing.
+    pub btf: Option<std::path::PathBuf>,
+}
+
+/// Apply [`LoadOptions`] to an opened object before load.
+fn apply(open: &mut OpenObject, opts: &LoadOptions) -> Result<(), LoadError> {
+    set_config(open, &opts.config)?;
+    let Some(bytes) = opts.ring_buffer_bytes else {
+        return Ok(());
+    };
+    for mut m in open.maps_mut() {
+        if m.name() == "ipft_events" {
+            m.set_max_entries(bytes).map_err(|source| LoadError::Open {
+                source,
+                log: String::new(),
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn open(object: &[u8], opts: &LoadOptions) -> Result<OpenObject, LoadError> {
     let mut b = ObjectBuilder::default();
     let wrap = |source| LoadError::Open {
         source,
         log: String::new(),
     };
     b.name("ipft").map_err(wrap)?;
+    if let Some(btf) = &opts.btf {
+        b.btf_custom_path(btf).map_err(wrap)?;
+    }
     take_log();
     b.open_memory(object).map_err(|source| LoadError::Open {
         source,
@@ -355,17 +414,16 @@ fn set_config(open: &mut OpenObject, cfg: &Config) -> Result<(), LoadError> {
     })
 }
 
-/// Sum of the per-CPU reserve-failure counters.
-pub fn lost_events(obj: &Object) -> u64 {
-    let Some(map) = obj.maps().find(|m| m.name() == "ipft_lost") else {
-        return 0;
-    };
-    let key = 0u32.to_ne_bytes();
-    match map.lookup_percpu(&key, libbpf_rs::MapFlags::ANY) {
-        Ok(Some(vals)) => vals
-            .iter()
-            .map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap_or([0; 8])))
-            .sum(),
-        _ => 0,
-    }
+/// Tell every program to stop emitting (the first step of a stop: the
+/// ring buffer is drained and the counters read after it, links go last).
+pub fn stop_emitting(obj: &Object) -> Result<(), libbpf_rs::Error> {
+    let map = obj
+        .maps()
+        .find(|m| m.name() == "ipft_stopped")
+        .ok_or_else(|| libbpf_rs::Error::from_raw_os_error(libc::ENOENT))?;
+    map.update(
+        &0u32.to_ne_bytes(),
+        &1u32.to_ne_bytes(),
+        libbpf_rs::MapFlags::ANY,
+    )
 }

@@ -3,10 +3,11 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use ipft_abi::{Backend, Config, ProbeEntry, ProgramId};
+use ipft_abi::{Backend, ProbeEntry, ProgramId};
 
 use super::{
-    load_error, open, program_id, reason, set_config, take_log, LoadError, Progress, Session,
+    apply, load_error, open, program_id, reason, take_log, LoadError, LoadOptions, Progress,
+    Session,
 };
 
 /// Most programs one load may turn off before giving up on the object.
@@ -18,10 +19,10 @@ impl Session {
         object: &[u8],
         table: &[ProbeEntry],
         selected: &[usize],
-        cfg: Config,
+        opts: LoadOptions,
         progress: Progress<'_>,
     ) -> Result<Session, LoadError> {
-        let graph = cfg.graph != 0;
+        let graph = opts.config.graph != 0;
         let mut wanted: HashSet<ProgramId> = HashSet::new();
         for &i in selected {
             wanted.insert(table[i].program);
@@ -33,8 +34,8 @@ impl Session {
         // off and retry, charging the failure to its probes.
         let mut refused: BTreeMap<ProgramId, String> = BTreeMap::new();
         let obj = loop {
-            let mut open = open(object)?;
-            set_config(&mut open, &cfg)?;
+            let mut open = open(object, &opts)?;
+            apply(&mut open, &opts)?;
             for mut p in open.progs_mut() {
                 let on = program_id(p.name())
                     .is_some_and(|id| wanted.contains(&id) && !refused.contains_key(&id));
@@ -86,7 +87,9 @@ impl Session {
             let r = s.attach_one(0, e, i, graph);
             s.record(i, r);
             done += 1;
-            progress(done);
+            if !progress(done) {
+                return Err(LoadError::Interrupted);
+            }
         }
         s.attach_multi_groups(multi, table, graph, &mut done, progress)?;
         Ok(s)

@@ -45,7 +45,16 @@ pub struct IpftArgs {
     /// Create FILE once every probe is attached (for scripts and tests).
     #[arg(long = "ready-file", value_name = "FILE")]
     pub ready_file: Option<std::path::PathBuf>,
-    /// Exit non-zero if any event was lost.
+    /// Ring buffer size in bytes: a power of two from 4096 to 1 GiB [default: 16 MiB].
+    #[arg(long = "ring-buffer-size", value_name = "BYTES")]
+    pub ring_buffer_size: Option<u64>,
+    /// The running kernel's BTF, where /sys/kernel/btf/vmlinux is missing: used for CO-RE and the compatibility check.
+    #[arg(long = "btf", value_name = "FILE")]
+    pub btf: Option<std::path::PathBuf>,
+    /// A generated tracer refuses to start unless every probe matches the running kernel's BTF.
+    #[arg(long = "strict-compat")]
+    pub strict_compat: bool,
+    /// Exit 1 if any event was lost or any journey was cut short.
     #[arg(long = "strict-loss")]
     pub strict_loss: bool,
     /// Print a packet once it has been idle this long (milliseconds).

@@ -52,6 +52,12 @@ pub struct RunConfig {
     pub count: Option<u64>,
     /// `--ready-file`.
     pub ready_file: Option<PathBuf>,
+    /// `--ring-buffer-size`, validated.
+    pub ring_buffer_bytes: Option<u32>,
+    /// `--btf`: the running kernel's BTF file.
+    pub btf: Option<PathBuf>,
+    /// `--strict-compat`.
+    pub strict_compat: bool,
     /// `--strict-loss`.
     pub strict_loss: bool,
     /// Per-packet aggregation bounds.
@@ -78,9 +84,19 @@ pub fn parse_u32(s: &str) -> Option<u32> {
 
 /// Parse the command line; a usage error is one line on stderr and exit 2
 /// (clap's usage block is for --help), --help and --version print as usual.
-pub fn parse_args() -> IpftArgs {
-    use clap::Parser;
-    match IpftArgs::try_parse() {
+/// `version`: what --version prints instead of the crate version (a
+/// generated tracer names the kernels and profile it was built for).
+pub fn parse_args(version: Option<String>) -> IpftArgs {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut cmd = IpftArgs::command();
+    if let Some(v) = version {
+        // Once per process: clap keeps a &'static str.
+        cmd = cmd.version(&*Box::leak(v.into_boxed_str()));
+    }
+    match cmd
+        .try_get_matches()
+        .and_then(|m| IpftArgs::from_arg_matches(&m))
+    {
         Ok(a) => a,
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
@@ -138,6 +154,9 @@ pub fn validate(a: &IpftArgs) -> Result<RunConfig, FlagError> {
         )));
     }
     let filter = Filter::from_flags(a.regex.as_deref(), a.module_regex.as_deref()).map_err(bad)?;
+    if let Some(f) = a.btf.as_ref().filter(|f| !f.is_file()) {
+        return Err(bad(format!("--btf {}: not a file", f.display())));
+    }
     if let Some(f) = &a.output_file {
         if f.is_dir() {
             return Err(bad(format!(
@@ -159,6 +178,9 @@ pub fn validate(a: &IpftArgs) -> Result<RunConfig, FlagError> {
         duration,
         count: a.count,
         ready_file: a.ready_file.clone(),
+        ring_buffer_bytes: a.ring_buffer_size.map(ring_buffer).transpose()?,
+        btf: a.btf.clone(),
+        strict_compat: a.strict_compat,
         strict_loss: a.strict_loss,
         aggregate: AggregateConfig {
             idle: Duration::from_millis(a.idle_ms),
@@ -168,6 +190,15 @@ pub fn validate(a: &IpftArgs) -> Result<RunConfig, FlagError> {
         verbose: a.verbose,
         timings: a.timings,
     })
+}
+
+fn ring_buffer(bytes: u64) -> Result<u32, FlagError> {
+    match bytes {
+        4096..=0x4000_0000 if bytes.is_power_of_two() => Ok(bytes as u32),
+        _ => Err(bad(format!(
+            "--ring-buffer-size {bytes}: want a power of two from 4096 to 1073741824"
+        ))),
+    }
 }
 
 fn duration(secs: f64) -> Result<Duration, FlagError> {
@@ -224,6 +255,20 @@ mod tests {
         }
         let c = check(&["-m", "1", "--duration", "1.5"]).unwrap();
         assert_eq!(c.duration, Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn ring_buffer_sizes() {
+        assert_eq!(
+            check(&["-m", "1", "--ring-buffer-size", "8192"])
+                .unwrap()
+                .ring_buffer_bytes,
+            Some(8192)
+        );
+        for bad in ["4095", "12288", "0", "2147483648"] {
+            let e = check(&["-m", "1", "--ring-buffer-size", bad]).unwrap_err();
+            assert!(e.contains("--ring-buffer-size"), "{bad}: {e}");
+        }
     }
 
     #[test]

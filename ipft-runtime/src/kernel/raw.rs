@@ -58,3 +58,19 @@ pub(crate) fn owned(fd: i32) -> Result<OwnedFd, i32> {
     // SAFETY: a fresh fd we own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// The program's recursion misses (runs skipped because a BPF program was
+/// already running on that CPU); 0 if the kernel does not say.
+pub fn recursion_misses(prog: std::os::fd::BorrowedFd<'_>) -> u64 {
+    use std::os::fd::AsRawFd;
+    // SAFETY: bpf_prog_info is plain data; all-zero asks for nothing extra.
+    let mut info: sys::bpf_prog_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<sys::bpf_prog_info>() as u32;
+    // SAFETY: valid fd, a buffer of `len` bytes.
+    let r = unsafe { sys::bpf_prog_get_info_by_fd(prog.as_raw_fd(), &mut info, &mut len) };
+    if r == 0 {
+        info.recursion_misses
+    } else {
+        0
+    }
+}

@@ -34,11 +34,18 @@ pub trait Sink {
     }
 }
 
-/// Events lost since the last report, by kind.
+/// Events lost, by kind (totals, or the difference of two totals).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Losses {
     /// Reserve failures: the ring buffer was full.
     pub ring_buffer: u64,
+    /// function_graph entries whose skb found no room on the stash (their
+    /// returns are missing).
+    pub stash: u64,
+    /// Program runs skipped: another BPF program was running on the CPU.
+    pub recursion: u64,
+    /// kprobe hits the kernel missed (kretprobe maxactive, recursion).
+    pub kprobe: u64,
     /// Records shorter than an event.
     pub malformed: u64,
 }
@@ -46,7 +53,34 @@ pub struct Losses {
 impl Losses {
     /// All kinds together.
     pub fn total(&self) -> u64 {
-        self.ring_buffer + self.malformed
+        self.ring_buffer + self.stash + self.recursion + self.kprobe + self.malformed
+    }
+
+    /// What was lost after `earlier` (both totals).
+    pub fn since(&self, earlier: &Losses) -> Losses {
+        Losses {
+            ring_buffer: self.ring_buffer.saturating_sub(earlier.ring_buffer),
+            stash: self.stash.saturating_sub(earlier.stash),
+            recursion: self.recursion.saturating_sub(earlier.recursion),
+            kprobe: self.kprobe.saturating_sub(earlier.kprobe),
+            malformed: self.malformed.saturating_sub(earlier.malformed),
+        }
+    }
+}
+
+impl fmt::Display for Losses {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} events lost: {} ring buffer full, {} function_graph stash full, \
+             {} BPF recursion, {} kprobe missed, {} malformed",
+            self.total(),
+            self.ring_buffer,
+            self.stash,
+            self.recursion,
+            self.kprobe,
+            self.malformed
+        )
     }
 }
 

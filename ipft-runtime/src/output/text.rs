@@ -76,15 +76,7 @@ impl Sink for TextSink {
     }
 
     fn lost(&mut self, l: &Losses) -> io::Result<()> {
-        self.out.run(|w| {
-            writeln!(
-                w,
-                "=== lost {} events: {} ring buffer full, {} malformed",
-                l.total(),
-                l.ring_buffer,
-                l.malformed
-            )
-        })
+        self.out.run(|w| writeln!(w, "=== {l}"))
     }
 
     fn finish(&mut self) -> io::Result<()> {

@@ -115,10 +115,19 @@ impl Tracer {
     }
 }
 
-/// Names of loaded BPF programs and links that are ours (ipft_*).
+/// Names of loaded BPF programs and links that are ours (ipft_*). A
+/// bpftool that fails is a failed check, never "nothing attached".
 pub fn our_bpf_objects() -> Vec<String> {
-    let o = sh("bpftool prog show 2>/dev/null; bpftool link show 2>/dev/null");
-    let text = String::from_utf8_lossy(&o.stdout);
+    let mut text = String::new();
+    for what in ["prog", "link"] {
+        let o = sh(&format!("bpftool {what} show"));
+        assert!(
+            o.status.success(),
+            "bpftool {what} show failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        text.push_str(&String::from_utf8_lossy(&o.stdout));
+    }
     text.lines()
         .filter(|l| l.contains("name ipft_") || l.contains("prog_name ipft_"))
         .map(str::to_string)
