@@ -208,6 +208,30 @@ fn module_name(path: &Path) -> String {
     n.split(".ko").next().unwrap_or(n).replace('-', "_")
 }
 
+/// The kernel release a BTF file belongs to: the running kernel's for
+/// /sys/kernel/btf/vmlinux, else a `release` file beside it, else the
+/// `Linux version <release>` banner of an ELF vmlinux.
+pub fn release_of(path: &Path) -> Option<String> {
+    if path == Path::new(SYS_BTF_DIR).join("vmlinux") {
+        return running_release();
+    }
+    if let Some(r) = path
+        .parent()
+        .and_then(|d| fs::read_to_string(d.join("release")).ok())
+    {
+        return Some(r.trim().to_string()).filter(|r| !r.is_empty());
+    }
+    let bytes = fs::read(path).ok()?;
+    if bytes.get(..4) != Some(ELF_MAGIC) {
+        return None;
+    }
+    let banner = b"Linux version ";
+    let at = bytes.windows(banner.len()).position(|w| w == banner)? + banner.len();
+    let rest = &bytes[at..bytes.len().min(at + 128)];
+    let end = rest.iter().position(|&b| b == b' ' || b == 0)?;
+    std::str::from_utf8(&rest[..end]).ok().map(str::to_string)
+}
+
 /// Release of the running kernel (uname -r).
 pub fn running_release() -> Option<String> {
     fs::read_to_string("/proc/sys/kernel/osrelease")

@@ -154,15 +154,36 @@ pub fn build_tracer(out: &Path, profile: &str) -> Result<PathBuf, BuildError> {
         .map(PathBuf::from)
         .unwrap_or_else(|| runtime.join("../target"));
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // One static executable: glibc statically (crt-static, which needs an
+    // explicit --target so build scripts and proc macros stay dynamic), and
+    // libbpf, libelf and zlib through libbpf-sys's static features.
+    let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    let flags_var = format!(
+        "CARGO_TARGET_{}_RUSTFLAGS",
+        triple.to_uppercase().replace('-', "_")
+    );
     run(
         "cargo",
         Command::new(cargo)
-            .args(["build", "--release", "--quiet", "--manifest-path"])
+            .args([
+                "build",
+                "--release",
+                "--quiet",
+                "--target",
+                &triple,
+                "--manifest-path",
+            ])
             .arg(krate.join("Cargo.toml"))
-            .env("CARGO_TARGET_DIR", &target),
+            .env("CARGO_TARGET_DIR", &target)
+            .env(flags_var, "-C target-feature=+crt-static")
+            // Where Debian keeps libelf.a and libz.a (see .cargo/config.toml).
+            .env(
+                "LIBBPF_SYS_LIBRARY_PATH",
+                format!("/usr/lib/{}-linux-gnu", std::env::consts::ARCH),
+            ),
         &krate.join("Cargo.toml"),
     )?;
-    let built = target.join("release").join(&bin);
+    let built = target.join(&triple).join("release").join(&bin);
     let dest = out.join(&bin);
     fs::copy(&built, &dest).map_err(|e| BuildError::Io(built.clone(), e))?;
     Ok(dest)

@@ -69,7 +69,11 @@ pub fn discover(
 ) -> Result<Discovery, DiscoverError> {
     let kernel = match input {
         BtfInput::Running => KernelBtf::running()?,
-        BtfInput::File(p) => KernelBtf::from_file(p)?,
+        BtfInput::File(p) => {
+            let mut k = KernelBtf::from_file(p)?;
+            k.identity.release = btf::release_of(p);
+            k
+        }
         BtfInput::Dir(d) => KernelBtf::from_dir(d)?,
     };
     let (all, stats) = btf::scan(&kernel)?;

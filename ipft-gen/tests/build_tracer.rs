@@ -48,6 +48,77 @@ fn generated_tracepoint_tracer_traces_a_marked_ping() {
     assert_eq!(std::fs::read(again.join("tracer.bpf.c")).unwrap(), c1);
     assert_eq!(std::fs::read(again.join("probe_set.rs")).unwrap(), r1);
 
+    // One static executable.
+    let f = Command::new("file").arg(&bin).output().expect("file(1)");
+    let kind = String::from_utf8_lossy(&f.stdout);
+    assert!(
+        kind.contains("statically linked") || kind.contains("static-pie"),
+        "{kind}"
+    );
+    // Its --version names the kernel and profile it was generated for.
+    let v = Command::new(&bin).arg("--version").output().unwrap();
+    let v = String::from_utf8_lossy(&v.stdout);
+    assert!(
+        v.contains("profile tracepoints") && v.contains("BTF checksum"),
+        "{v}"
+    );
+    // -l lists its own probes (not the running kernel's), each with how it
+    // attaches here.
+    let l = Command::new(&bin).arg("-l").output().unwrap();
+    assert!(l.status.success(), "{}", String::from_utf8_lossy(&l.stderr));
+    let listing = String::from_utf8_lossy(&l.stdout);
+    let rows: Vec<&str> = listing.lines().skip(1).collect();
+    let table: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("probes.json")).unwrap()).unwrap();
+    let visible = table
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["hidden"] == false)
+        .count();
+    assert_eq!(rows.len(), visible, "{listing}");
+    assert!(
+        rows.iter()
+            .all(|r| r.starts_with("tp_btf:") && r.ends_with("tp_btf")),
+        "{listing}"
+    );
+    // -p other than its own profile is refused, not ignored.
+    let p = Command::new(&bin)
+        .args(["-m", "1", "-p", "tcp"])
+        .output()
+        .unwrap();
+    assert_eq!(p.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&p.stderr).contains("generated for profile 'tracepoints'"));
+    // The tracer's crate links no generator crate.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let tree = Command::new(cargo)
+        .args([
+            "tree",
+            "--offline",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--manifest-path",
+        ])
+        .arg(out.join("crate/Cargo.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        tree.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tree.stderr)
+    );
+    let tree = String::from_utf8_lossy(&tree.stdout);
+    for bad in ["ipft-gen", "handlebars", "prettyplease", "toml"] {
+        assert!(
+            !tree
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(bad)),
+            "the tracer depends on {bad}:\n{tree}"
+        );
+    }
+
     let ns = Netns::new("gen");
     let t = Tracer::start(&bin, &["-m", "0xdeadbeef", "-o", "json"], "gen");
     let p = ns.exec(&format!("ping -q -c 2 -i 0.2 -m {MARK} 127.0.0.1"));

@@ -163,7 +163,12 @@ static __always_inline int ipft_emit(void *ctx, struct sk_buff *skb, __u32 probe
 		__u64 key = (__u64)(unsigned long)skb;
 		__u8 one = 1;
 
-		bpf_map_update_elem(&ipft_live, &key, &one, BPF_ANY);
+		/*
+		 * A lookup (lock-free, and it keeps the LRU entry fresh) first:
+		 * only a packet's first event pays for the locked update.
+		 */
+		if (!bpf_map_lookup_elem(&ipft_live, &key))
+			bpf_map_update_elem(&ipft_live, &key, &one, BPF_ANY);
 	}
 
 	e = bpf_ringbuf_reserve(&ipft_events, sizeof(*e), 0);
