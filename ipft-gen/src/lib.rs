@@ -17,6 +17,7 @@
 pub mod codegen;
 pub mod compile;
 pub mod discover;
+pub mod fleet;
 pub mod probe;
 pub mod table;
 

@@ -8,12 +8,11 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use ipft_abi::{policy, Asked, KernelOffer};
 use ipft_gen::codegen::{self, Plan};
 use ipft_gen::compile;
 use ipft_gen::discover::{discover, Backends, BtfInput, Discovery};
+use ipft_gen::probe::compiled::{compiled_backends, default_out, target_offer, Compile};
 use ipft_gen::probe::{Backend, Filter, ProbeKind, Profile};
-use ipft_gen::Probe;
 
 /// Print to stderr; a closed stderr is not an error worth dying for.
 macro_rules! say {
@@ -52,12 +51,14 @@ struct BenchArgs {
 
 #[derive(Args, Clone)]
 struct Source {
-    /// Raw BTF or ELF (vmlinux, .ko) with a .BTF section [default: running kernel].
-    #[arg(long, value_name = "FILE", conflicts_with = "btf_dir")]
-    btf: Option<PathBuf>,
+    /// Raw BTF or ELF (vmlinux, .ko) with a .BTF section [default: running
+    /// kernel]. Repeat (with --btf-dir too) for one tracer holding an object
+    /// per kernel.
+    #[arg(long, value_name = "FILE")]
+    btf: Vec<PathBuf>,
     /// Directory laid out like /sys/kernel/btf (vmlinux + one file per module).
     #[arg(long, value_name = "DIR")]
-    btf_dir: Option<PathBuf>,
+    btf_dir: Vec<PathBuf>,
     /// Profile: a shipped name (ip, tcp, udp, netfilter, bridge, xmit, drop, tracepoints, all) or a TOML file.
     #[arg(long, short = 'p')]
     profile: Option<String>,
@@ -110,6 +111,18 @@ enum GenBackend {
     KprobeMulti,
     Fentry,
     All,
+}
+
+impl From<GenBackend> for Compile {
+    fn from(b: GenBackend) -> Compile {
+        match b {
+            GenBackend::Auto => Compile::Auto,
+            GenBackend::Kprobe => Compile::Only(Backend::Kprobe),
+            GenBackend::KprobeMulti => Compile::Only(Backend::KprobeMulti),
+            GenBackend::Fentry => Compile::Only(Backend::Fentry),
+            GenBackend::All => Compile::All,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -170,10 +183,34 @@ fn one_line(e: &anyhow::Error) -> String {
 }
 
 fn input(s: &Source) -> BtfInput {
-    match (&s.btf, &s.btf_dir) {
+    match (s.btf.first(), s.btf_dir.first()) {
         (Some(f), _) => BtfInput::File(f.clone()),
         (None, Some(d)) => BtfInput::Dir(d.clone()),
         (None, None) => BtfInput::Running,
+    }
+}
+
+/// One source per kernel: each --btf, then each --btf-dir (the running
+/// kernel when there is none).
+fn per_kernel(s: &Source) -> Vec<Source> {
+    let one = |btf: Vec<PathBuf>, btf_dir: Vec<PathBuf>| Source {
+        btf,
+        btf_dir,
+        ..s.clone()
+    };
+    let mut v: Vec<Source> = s.btf.iter().map(|f| one(vec![f.clone()], vec![])).collect();
+    v.extend(s.btf_dir.iter().map(|d| one(vec![], vec![d.clone()])));
+    if v.is_empty() {
+        v.push(s.clone());
+    }
+    v
+}
+
+/// `list` and `bench` read one kernel.
+fn single(s: &Source) -> Result<()> {
+    match s.btf.len() + s.btf_dir.len() {
+        0 | 1 => Ok(()),
+        _ => bail!("list reads one kernel: give one --btf or --btf-dir"),
     }
 }
 
@@ -210,6 +247,7 @@ fn load(s: &Source, default_profile: Option<&str>) -> Result<(Discovery, Option<
 }
 
 fn list(a: ListArgs) -> Result<()> {
+    single(&a.src)?;
     let (d, _) = load(&a.src, None)?;
     let mut out = std::io::stdout().lock();
     if a.json {
@@ -244,59 +282,86 @@ fn list(a: ListArgs) -> Result<()> {
     Ok(())
 }
 
-/// What the tracer's kernel offers: the running kernel as probed; for
-/// another kernel's BTF every backend its release can have, except that
-/// auto leaves kprobe-multi out (6.1 and older lack it) and keeps fentry
-/// only where kprobes cannot reach.
-fn target_offer(d: &Discovery, asked: GenBackend) -> KernelOffer {
-    match &d.probed {
-        Some(p) => p.offer,
-        None => {
-            let all = KernelOffer::everything(d.kernel.identity.release.as_deref());
-            match asked {
-                GenBackend::Auto => all.without(Backend::KprobeMulti),
-                _ => all,
-            }
-        }
-    }
-}
-
-/// The backends compiled in for each probe: one chosen by the policy, or
-/// with `all` every backend that reaches it.
-fn compiled_backends(p: &Probe, offer: &KernelOffer, asked: GenBackend) -> Vec<Backend> {
-    let shape = p.shape();
-    let asked = match asked {
-        GenBackend::All => return policy::reaching(&shape, true, offer),
-        GenBackend::Auto => Asked::Auto,
-        GenBackend::Kprobe => Asked::Only(Backend::Kprobe),
-        GenBackend::KprobeMulti => Asked::Only(Backend::KprobeMulti),
-        GenBackend::Fentry => Asked::Only(Backend::Fentry),
-    };
-    policy::choose(&shape, true, &p.backends, offer, asked)
-        .ok()
-        .into_iter()
-        .collect()
-}
-
-/// `ipft-<profile>-<release>` (or the BTF checksum when the release is unknown).
-fn default_out(profile: &str, d: &Discovery) -> PathBuf {
-    let id = &d.kernel.identity;
-    let kernel = id.release.clone().unwrap_or_else(|| id.checksum.clone());
-    let safe: String = kernel
-        .chars()
-        .map(|c| match c.is_ascii_alphanumeric() || "._-".contains(c) {
-            true => c,
-            false => '_',
-        })
-        .collect();
-    PathBuf::from(format!("ipft-{profile}-{safe}"))
+/// One kernel's probe set, generated (and compiled with --build).
+struct KernelSet {
+    dir: PathBuf,
+    profile: String,
+    identity: ipft_gen::btf::BtfIdentity,
+    probes: usize,
 }
 
 fn generate(a: GenArgs) -> Result<()> {
+    let kernels = per_kernel(&a.src);
+    if kernels.len() == 1 {
+        let set = generate_kernel(&a, &kernels[0], a.out.clone())?;
+        return finish(&a, &set.dir.clone(), &[set]);
+    }
+    let profile = a.src.profile.clone().unwrap_or_else(|| "ip".into());
+    let top = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("ipft-{profile}-fleet")));
+    let mut sets = Vec::new();
+    for (i, src) in kernels.iter().enumerate() {
+        sets.push(generate_kernel(&a, src, Some(top.join(format!("k{i}"))))?);
+    }
+    if sets.iter().any(|s| s.profile != sets[0].profile) {
+        bail!("every kernel of one tracer needs the same profile");
+    }
+    finish(&a, &top, &sets)
+}
+
+/// With --build: compile each kernel's object, build one tracer holding
+/// them all, and write OUT/manifest.json.
+fn finish(a: &GenArgs, top: &std::path::Path, sets: &[KernelSet]) -> Result<()> {
+    if !a.build {
+        say!(
+            "ipft-gen: wrote {} (add --build for the tracer)",
+            top.display()
+        );
+        return Ok(());
+    }
+    let t = Instant::now();
+    for s in sets {
+        let warnings = compile::compile_bpf(
+            &s.dir.join("tracer.bpf.c"),
+            &s.dir.join("tracer.bpf.o"),
+            &[&s.dir],
+        )
+        .context("compiling the generated BPF C")?;
+        if !warnings.trim().is_empty() {
+            say!("ipft-gen: clang warnings:\n{}", warnings.trim_end());
+        }
+    }
+    let t_clang = t.elapsed();
+    let dirs: Vec<PathBuf> = sets.iter().map(|s| s.dir.clone()).collect();
+    let bin = compile::build_tracer(top, &sets[0].profile, &dirs)?;
+    let kernels: Vec<ipft_gen::fleet::Kernel> = sets
+        .iter()
+        .map(|s| ipft_gen::fleet::Kernel {
+            release: s.identity.release.clone(),
+            btf_checksum: s.identity.checksum.clone(),
+            source: s.identity.source.clone(),
+            probes: s.probes,
+        })
+        .collect();
+    ipft_gen::fleet::write_manifest(top, &bin, &sets[0].profile, &kernels)?;
+    if a.timings {
+        say!(
+            "timing: bpftool+clang {:?}, cargo {:?}",
+            t_clang,
+            t.elapsed() - t_clang
+        );
+    }
+    writeln!(std::io::stdout(), "{}", bin.display())?;
+    Ok(())
+}
+
+fn generate_kernel(a: &GenArgs, src: &Source, out: Option<PathBuf>) -> Result<KernelSet> {
     let t0 = Instant::now();
-    let (mut d, profile) = load(&a.src, Some("ip"))?;
+    let (mut d, profile) = load(src, Some("ip"))?;
     let mut profile = profile.expect("default profile");
-    let mut offer = target_offer(&d, a.backend);
+    let mut offer = target_offer(&d);
     let has_functions = d.probes.iter().any(|p| p.kind == ProbeKind::Function);
     if has_functions && offer.function_backends().is_empty() {
         let why: Vec<String> = d
@@ -320,24 +385,23 @@ fn generate(a: GenArgs) -> Result<()> {
         if a.fallback_tracepoints {
             let src = Source {
                 profile: Some("tracepoints".into()),
-                ..a.src.clone()
+                ..src.clone()
             };
             let (d2, p2) = load(&src, None)?;
             d = d2;
             profile = p2.expect("tracepoints profile");
-            offer = target_offer(&d, a.backend);
+            offer = target_offer(&d);
         }
     }
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| default_out(&profile.name, &d));
+    let out = out.unwrap_or_else(|| default_out(&profile.name, &d));
     let t_discover = t0.elapsed();
     let mut probes = d.probes.clone();
     for p in probes.iter_mut().chain(d.end_markers.iter_mut()) {
         p.backends = match p.kind {
             ProbeKind::Tracepoint => vec![Backend::TpBtf],
-            ProbeKind::Function => compiled_backends(p, &offer, a.backend),
+            ProbeKind::Function => {
+                compiled_backends(p, &offer, a.backend.into(), d.probed.is_some())
+            }
         };
     }
     let (mut probes, left_out): (Vec<_>, Vec<_>) =
@@ -412,41 +476,19 @@ fn generate(a: GenArgs) -> Result<()> {
         );
     }
     if a.build {
-        let btf_file = match &a.src {
-            Source { btf: Some(f), .. } => f.clone(),
-            Source {
-                btf_dir: Some(d), ..
-            } => d.join("vmlinux"),
+        let btf_file = match src {
+            Source { btf, .. } if !btf.is_empty() => btf[0].clone(),
+            Source { btf_dir, .. } if !btf_dir.is_empty() => btf_dir[0].join("vmlinux"),
             _ => PathBuf::from(ipft_gen::btf::SYS_BTF_DIR).join("vmlinux"),
         };
-        let t = Instant::now();
         compile::vmlinux_h(&btf_file, &d.kernel.identity.checksum, &out)?;
-        let warnings = compile::compile_bpf(
-            &out.join("tracer.bpf.c"),
-            &out.join("tracer.bpf.o"),
-            &[&out],
-        )
-        .context("compiling the generated BPF C")?;
-        if !warnings.trim().is_empty() {
-            say!("ipft-gen: clang warnings:\n{}", warnings.trim_end());
-        }
-        let t_clang = t.elapsed();
-        let bin = compile::build_tracer(&out, &profile.name)?;
-        if a.timings {
-            say!(
-                "timing: bpftool+clang {:?}, cargo {:?}",
-                t_clang,
-                t.elapsed() - t_clang
-            );
-        }
-        writeln!(std::io::stdout(), "{}", bin.display())?;
-    } else {
-        say!(
-            "ipft-gen: wrote {} (add --build for the tracer)",
-            out.display()
-        );
     }
-    Ok(())
+    Ok(KernelSet {
+        dir: out,
+        profile: profile.name.clone(),
+        identity: d.kernel.identity.clone(),
+        probes: hidden_from,
+    })
 }
 
 fn median_ms(runs: u32, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
@@ -464,8 +506,8 @@ fn median_ms(runs: u32, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
 /// discovery + generation of profile `all` up to C and Rust on disk.
 fn bench(a: BenchArgs) -> Result<()> {
     let src = Source {
-        btf: Some(a.btf.clone()),
-        btf_dir: None,
+        btf: vec![a.btf.clone()],
+        btf_dir: vec![],
         profile: None,
         regex: None,
         module_regex: None,

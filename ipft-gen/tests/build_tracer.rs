@@ -48,6 +48,34 @@ fn generated_tracepoint_tracer_traces_a_marked_ping() {
     assert_eq!(std::fs::read(again.join("tracer.bpf.c")).unwrap(), c1);
     assert_eq!(std::fs::read(again.join("probe_set.rs")).unwrap(), r1);
 
+    // Reproducible: the same inputs, generated and built again from
+    // scratch (crate and binary removed), give a byte-identical tracer.
+    let sha = |m: &std::path::Path| -> String {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(m).unwrap()).unwrap();
+        v["tracer"]["sha256"].as_str().unwrap().to_string()
+    };
+    let first = sha(&out.join("manifest.json"));
+    std::fs::remove_dir_all(out.join("crate")).unwrap();
+    std::fs::remove_file(&bin).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_ipft-gen"))
+        .args([
+            "--btf",
+            "/sys/kernel/btf/vmlinux",
+            "--profile",
+            "tracepoints",
+            "--build",
+            "-o",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        sha(&out.join("manifest.json")),
+        first,
+        "rebuilt tracer differs"
+    );
+
     // One static executable.
     let f = Command::new("file").arg(&bin).output().expect("file(1)");
     let kind = String::from_utf8_lossy(&f.stdout);

@@ -16,7 +16,7 @@
 //!     assert_eq!(PROBE_SET.probes[0].backend, ipft_runtime::Backend::Kprobe);
 //!     assert!(PROBE_SET.object.starts_with(b"\x7fELF"));
 //!     // A tracer's main is then one line:
-//!     // std::process::exit(ipft_runtime::tracer_main(&PROBE_SET));
+//!     // std::process::exit(ipft_runtime::tracer_main(&[PROBE_SET]));
 //! }
 //! ```
 #![deny(missing_docs)]
@@ -27,12 +27,9 @@ use proc_macro::TokenStream;
 use quote::quote;
 use syn::{parse_macro_input, Data, DeriveInput, Fields, LitStr, Type};
 
-/// Include a generated probe set from a directory (relative to the calling
-/// crate's manifest). Fails to compile, naming the file, if the directory
-/// lacks `probe_set.rs` or `tracer.bpf.o`.
-#[proc_macro]
-pub fn include_probe_set(input: TokenStream) -> TokenStream {
-    let lit = parse_macro_input!(input as LitStr);
+/// The files of one probe-set directory, checked: `probe_set.rs` and
+/// `tracer.bpf.o` (relative to the calling crate's manifest).
+fn probe_set_files(lit: &LitStr) -> Result<(String, String), syn::Error> {
     let base = std::env::var("CARGO_MANIFEST_DIR")
         .map(PathBuf::from)
         .unwrap_or_default();
@@ -45,23 +42,77 @@ pub fn include_probe_set(input: TokenStream) -> TokenStream {
                 "ipft probe set: {} not found (run `ipft-gen ... -o DIR --build`)",
                 f.display()
             );
-            return syn::Error::new(lit.span(), msg).to_compile_error().into();
+            return Err(syn::Error::new(lit.span(), msg));
         }
     }
-    let rs = rs.to_string_lossy().into_owned();
-    let obj = obj.to_string_lossy().into_owned();
+    Ok((
+        rs.to_string_lossy().into_owned(),
+        obj.to_string_lossy().into_owned(),
+    ))
+}
+
+/// A module holding one probe set and its `SPEC`.
+fn probe_set_module(name: &syn::Ident, rs: &str, obj: &str) -> proc_macro2::TokenStream {
     quote! {
         #[allow(dead_code, missing_docs)]
-        mod __ipft_probe_set {
+        mod #name {
             include!(#rs);
+            pub static SPEC: ::ipft_runtime::ProbeSetSpec = ::ipft_runtime::ProbeSetSpec {
+                object: include_bytes!(#obj),
+                probes: PROBES,
+                identity: IDENTITY,
+                profile: PROFILE,
+            };
         }
+    }
+}
+
+/// Include a generated probe set from a directory (relative to the calling
+/// crate's manifest) as `static PROBE_SET`. Fails to compile, naming the
+/// file, if the directory lacks `probe_set.rs` or `tracer.bpf.o`.
+#[proc_macro]
+pub fn include_probe_set(input: TokenStream) -> TokenStream {
+    let lit = parse_macro_input!(input as LitStr);
+    let (rs, obj) = match probe_set_files(&lit) {
+        Ok(f) => f,
+        Err(e) => return e.to_compile_error().into(),
+    };
+    let m = syn::Ident::new("__ipft_probe_set", lit.span());
+    let module = probe_set_module(&m, &rs, &obj);
+    quote! {
+        #module
         /// The probe set compiled into this binary.
-        pub static PROBE_SET: ::ipft_runtime::ProbeSetSpec = ::ipft_runtime::ProbeSetSpec {
-            object: include_bytes!(#obj),
-            probes: __ipft_probe_set::PROBES,
-            identity: __ipft_probe_set::IDENTITY,
-            profile: __ipft_probe_set::PROFILE,
+        pub static PROBE_SET: &::ipft_runtime::ProbeSetSpec = &#m::SPEC;
+    }
+    .into()
+}
+
+/// Include several probe sets of one profile, one per kernel, as
+/// `static PROBE_SETS: &[&ProbeSetSpec]`: a fleet tracer picks the one
+/// whose BTF matches the running kernel at start.
+#[proc_macro]
+pub fn include_probe_sets(input: TokenStream) -> TokenStream {
+    use syn::parse::Parser;
+    let parser = syn::punctuated::Punctuated::<LitStr, syn::Token![,]>::parse_terminated;
+    let lits = match parser.parse(input) {
+        Ok(l) => l,
+        Err(e) => return e.to_compile_error().into(),
+    };
+    let mut modules = Vec::new();
+    let mut names = Vec::new();
+    for (i, lit) in lits.iter().enumerate() {
+        let (rs, obj) = match probe_set_files(lit) {
+            Ok(f) => f,
+            Err(e) => return e.to_compile_error().into(),
         };
+        let m = syn::Ident::new(&format!("__ipft_probe_set_{i}"), lit.span());
+        modules.push(probe_set_module(&m, &rs, &obj));
+        names.push(m);
+    }
+    quote! {
+        #(#modules)*
+        /// The probe sets compiled into this binary, one per kernel.
+        pub static PROBE_SETS: &[&::ipft_runtime::ProbeSetSpec] = &[#(&#names::SPEC),*];
     }
     .into()
 }

@@ -10,6 +10,7 @@
 //!  attach       Session: load, rodata config, attach; drop = detach
 //!  event_loop   ring buffer -> journey ends -> Aggregator -> Sink
 //!  report       summary, listing; output/ the text and JSON sinks
+//!  fleet        which object of a multi-kernel tracer fits the running kernel
 //!  tracer       a generated tracer's main, from its compiled table
 //! ```
 #![deny(missing_docs)]
@@ -21,6 +22,7 @@ pub mod error;
 pub mod event_loop;
 pub mod extension;
 pub mod flags;
+pub mod fleet;
 pub mod journey;
 pub mod kernel;
 pub mod output;

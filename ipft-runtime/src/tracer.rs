@@ -12,27 +12,16 @@ use crate::flags::{self, IpftArgs, RunConfig};
 use crate::kernel::{self, KernelSymbols, Probed};
 use crate::report::{self, Listed};
 use crate::signals::Signals;
-use crate::{compat, event_loop, select, ProbeSetSpec};
+use crate::{compat, event_loop, fleet, select, ProbeSetSpec};
 
-/// Entry point of a generated tracer binary: parse flags, trace, return the
-/// exit code (0 ok, 1 events lost with --strict-loss, 2 bad input or
-/// set-up failure).
-pub fn tracer_main(spec: &'static ProbeSetSpec) -> i32 {
-    exit_code(run(spec, flags::parse_args(Some(version(spec)))))
-}
-
-/// `--version` of a generated tracer: the tool, then the kernel and profile
-/// the probe set was generated for.
-pub fn version(spec: &ProbeSetSpec) -> String {
-    let id = &spec.identity;
-    format!(
-        "{} (generated)\nkernel {} (BTF checksum {}), profile {}, {} probes",
-        env!("CARGO_PKG_VERSION"),
-        id.release.as_deref().unwrap_or("unknown release"),
-        id.checksum,
-        spec.profile,
-        spec.probes.iter().filter(|e| !e.hidden).count()
-    )
+/// Entry point of a generated tracer binary, with its probe sets (one per
+/// kernel it was built for): parse flags, trace, return the exit code (0 ok,
+/// 1 events lost with --strict-loss, 2 bad input or set-up failure).
+pub fn tracer_main(sets: &'static [&'static ProbeSetSpec]) -> i32 {
+    exit_code(run(
+        sets,
+        flags::parse_args(Some(fleet::version_text(sets))),
+    ))
 }
 
 /// Knobs of the BPF side for a run.
@@ -65,8 +54,17 @@ fn compiled_backends(spec: &ProbeSetSpec) -> Vec<Backend> {
     b
 }
 
-fn run(spec: &'static ProbeSetSpec, args: IpftArgs) -> Result<i32, RunError> {
+fn run(sets: &'static [&'static ProbeSetSpec], args: IpftArgs) -> Result<i32, RunError> {
     let cfg = flags::validate(&args)?;
+    let running = RunningBtf::read(&cfg);
+    let (pick, why) = fleet::choose(
+        sets,
+        running.checksum.as_deref(),
+        kernel::running_release().as_deref(),
+    );
+    let spec = sets
+        .get(pick)
+        .ok_or_else(|| RunError::Selection("this tracer holds no probe set".into()))?;
     if let Some(p) = cfg.profile.as_deref().filter(|p| *p != spec.profile) {
         return Err(RunError::Selection(format!(
             "this tracer was generated for profile '{}'; -p {p} needs `ipft-gen --profile {p}` (or ipft)",
@@ -97,8 +95,9 @@ fn run(spec: &'static ProbeSetSpec, args: IpftArgs) -> Result<i32, RunError> {
         report::list(&rows, &mut std::io::stdout().lock()).map_err(RunError::List)?;
         return Ok(0);
     }
-    let compat = compatibility(spec, &cfg)?;
-    let mut notes: Vec<String> = compat.note.into_iter().collect();
+    let compat = compatibility(spec, &cfg, &running)?;
+    let mut notes: Vec<String> = (sets.len() > 1).then_some(why).into_iter().collect();
+    notes.extend(compat.note);
     let output = event_loop::Output::prepare(&cfg)?;
     let signals = Signals::install().map_err(RunError::Signals)?;
     attach::capture_libbpf_log();
@@ -203,22 +202,38 @@ struct Compat {
     note: Option<String>,
 }
 
+/// The running kernel's vmlinux BTF file (--btf or sysfs) and its checksum.
+struct RunningBtf {
+    path: std::path::PathBuf,
+    checksum: Option<String>,
+}
+
+impl RunningBtf {
+    fn read(cfg: &RunConfig) -> RunningBtf {
+        let sys = std::path::Path::new(ipft_btf::SYS_BTF_DIR).join("vmlinux");
+        let path = cfg.btf.clone().unwrap_or(sys);
+        let checksum = std::fs::read(&path).ok().map(|b| ipft_btf::checksum(&b));
+        RunningBtf { path, checksum }
+    }
+}
+
 /// Hold every compiled probe against the running kernel's BTF when it is
 /// not the BTF the tracer was generated from; --strict-compat refuses any
 /// mismatch.
-fn compatibility(spec: &ProbeSetSpec, cfg: &RunConfig) -> Result<Compat, RunError> {
-    let sys = std::path::Path::new(ipft_btf::SYS_BTF_DIR).join("vmlinux");
-    let path = cfg.btf.clone().unwrap_or(sys);
-    let Ok(bytes) = std::fs::read(&path) else {
+fn compatibility(
+    spec: &ProbeSetSpec,
+    cfg: &RunConfig,
+    btf: &RunningBtf,
+) -> Result<Compat, RunError> {
+    let Some(running) = btf.checksum.clone() else {
         return Ok(Compat {
             rows: Vec::new(),
             note: Some(format!(
                 "warning: {} unreadable: no compatibility check (give the kernel's BTF with --btf FILE)",
-                path.display()
+                btf.path.display()
             )),
         });
     };
-    let running = ipft_btf::checksum(&bytes);
     let id = &spec.identity;
     if running == id.checksum {
         return Ok(Compat {

@@ -1,5 +1,6 @@
 //! Stage 2, probe set: which probes to trace and with which backend.
 
+pub mod compiled;
 mod profile;
 
 pub use ipft_abi::{Backend, ProbeKind};

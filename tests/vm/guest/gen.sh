@@ -1,4 +1,5 @@
-# Scenario gen: the ping scenario with the tracer that ipft-gen built on the
-# host from this kernel's vmlinux (--profile ip -b all), run with -b BACKEND.
+# Scenario gen: the ping scenario with the one tracer that ipft-gen built on
+# the host from both the 6.1 and the 6.12 kernels' BTF (--profile ip -b all),
+# run with -b BACKEND: it picks the object whose BTF is this kernel's.
 IPFT=/usr/bin/ipft-ip
 . /scenarios/ping.sh
