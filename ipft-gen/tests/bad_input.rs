@@ -398,7 +398,7 @@ fn bad_generation_arguments() {
     fails(&["list", "--bogus"], &["--bogus"]);
     fails(
         &["list", "--btf", m, "--btf-dir", "/tmp"],
-        &["cannot be used"],
+        &["list reads one kernel"],
     );
     fails(&["--btf"], &["--btf"]);
 }
