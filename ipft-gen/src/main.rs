@@ -37,6 +37,11 @@ enum Cmd {
     List(ListArgs),
     /// Measure discovery and code generation (medians of several runs) beside bpftool.
     Bench(BenchArgs),
+    /// Write ipft-gen's man page and shell completions into DIR.
+    Man {
+        /// Output directory.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -145,6 +150,7 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Some(Cmd::List(a)) => list(a),
         Some(Cmd::Bench(a)) => bench(a),
+        Some(Cmd::Man { dir }) => man(&dir),
         None => generate(cli.gen),
     };
     match r {
@@ -456,12 +462,16 @@ fn generate_kernel(a: &GenArgs, src: &Source, out: Option<PathBuf>) -> Result<Ke
             .iter()
             .filter(|p| p.kind == ProbeKind::Function)
             .count(),
-        backends
-            .iter()
-            .filter(|b| b.for_functions())
-            .map(|b| b.name())
-            .collect::<Vec<_>>()
-            .join("+"),
+        Some(
+            backends
+                .iter()
+                .filter(|b| b.for_functions())
+                .map(|b| b.name())
+                .collect::<Vec<_>>()
+                .join("+")
+        )
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "-".into()),
         probes
             .iter()
             .filter(|p| p.kind == ProbeKind::Tracepoint)
@@ -489,6 +499,24 @@ fn generate_kernel(a: &GenArgs, src: &Source, out: Option<PathBuf>) -> Result<Ke
         identity: d.kernel.identity.clone(),
         probes: hidden_from,
     })
+}
+
+/// ipft-gen.1 and its bash, zsh and fish completions.
+fn man(dir: &std::path::Path) -> Result<()> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut cmd = Cli::command();
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
+    std::fs::write(dir.join("ipft-gen.1"), page)?;
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
+        clap_complete::generate_to(shell, &mut cmd, "ipft-gen", dir)?;
+    }
+    Ok(())
 }
 
 fn median_ms(runs: u32, mut f: impl FnMut() -> Result<()>) -> Result<f64> {

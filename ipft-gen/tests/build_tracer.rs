@@ -147,7 +147,56 @@ fn generated_tracepoint_tracer_traces_a_marked_ping() {
         );
     }
 
+    // It needs no library at all: run it in a root holding nothing but the
+    // tracer (and /proc, /sys of the host for the kernel's BTF and kallsyms).
+    let bare = out.with_file_name("gen-tracepoints-bare");
+    let _ = std::process::Command::new("umount")
+        .arg(bare.join("sys"))
+        .output();
+    let _ = std::process::Command::new("umount")
+        .arg(bare.join("proc"))
+        .output();
+    let _ = std::fs::remove_dir_all(&bare);
+    for d in ["proc", "sys", "tmp"] {
+        std::fs::create_dir_all(bare.join(d)).unwrap();
+    }
+    std::fs::copy(&bin, bare.join("ipft-tracepoints")).unwrap();
+    must(&format!(
+        "mount --bind /proc {}/proc && mount --rbind /sys {}/sys",
+        bare.display(),
+        bare.display()
+    ));
     let ns = Netns::new("gen");
+    let chrooted = std::process::Command::new("chroot")
+        .arg(&bare)
+        .args([
+            "/ipft-tracepoints",
+            "-m",
+            "0xdeadbeef",
+            "-o",
+            "json",
+            "--duration",
+            "4",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let p = ns.exec(&format!("ping -q -c 1 -m {MARK} 127.0.0.1"));
+    assert!(p.status.success());
+    let o = chrooted.wait_with_output().unwrap();
+    let _ = sh(&format!(
+        "umount -l {}/sys; umount {}/proc",
+        bare.display(),
+        bare.display()
+    ));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "in a bare root: {err}");
+    let j = journeys(&events(&String::from_utf8_lossy(&o.stdout)));
+    assert_eq!(j.len(), 1, "in a bare root: {j:?}\n{err}");
+    assert!(wait_detached().is_empty());
+
     let t = Tracer::start(&bin, &["-m", "0xdeadbeef", "-o", "json"], "gen");
     let p = ns.exec(&format!("ping -q -c 2 -i 0.2 -m {MARK} 127.0.0.1"));
     assert!(p.status.success());

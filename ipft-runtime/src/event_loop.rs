@@ -113,11 +113,15 @@ impl Output {
         match self.file.take() {
             None => Ok(Box::new(std::io::stdout())),
             Some((f, path, _)) => {
-                f.set_len(0).map_err(|source| LoopError::File {
-                    what: "--output-file",
-                    path,
-                    source,
-                })?;
+                // Only a regular file is truncated (not /dev/null, a fifo...).
+                let regular = f.metadata().is_ok_and(|m| m.is_file());
+                if regular {
+                    f.set_len(0).map_err(|source| LoopError::File {
+                        what: "--output-file",
+                        path,
+                        source,
+                    })?;
+                }
                 Ok(Box::new(f))
             }
         }

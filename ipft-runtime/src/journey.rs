@@ -112,6 +112,26 @@ mod tests {
     }
 
     #[test]
+    fn consume_then_free_and_clones() {
+        let t = vec![
+            row("ip_rcv", false),
+            row("consume_skb", false),
+            row("kfree_skbmem", false),
+        ];
+        let mut j = JourneyEnds::new(&t, &[0, 1, 2], false);
+        // The original and its clone (another address) end on their own frees.
+        let seq = [
+            ev(1, 0, 0),
+            ev(2, 0, 0),
+            ev(1, 1, 0),
+            ev(2, 2, 0),
+            ev(1, 2, 0),
+        ];
+        let ends: Vec<bool> = seq.iter().map(|e| j.check(e)).collect();
+        assert_eq!(ends, [false, false, false, true, true]);
+    }
+
+    #[test]
     fn graph_waits_for_open_calls() {
         let mut j = JourneyEnds::new(&table(), &[0, 1, 2], true);
         let seq = [

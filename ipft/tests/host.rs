@@ -379,3 +379,71 @@ fn forced_losses_are_all_reported() {
     assert!(err.contains("events lost"), "{err}");
     assert!(wait_detached().is_empty());
 }
+
+/// A write error (a full disk) is one line, a non-zero exit and a clean
+/// detach; --count stops after exactly N packets are written.
+#[test]
+fn output_errors_and_count() {
+    let _g = lock();
+    let ns = Netns::new("full");
+    let ready = std::env::temp_dir().join(format!("ipft-full-ready-{}", std::process::id()));
+    let _ = std::fs::remove_file(&ready);
+    let child = std::process::Command::new(ipft())
+        .args([
+            "-m",
+            "0xdeadbeef",
+            "-b",
+            "tp_btf",
+            "--output-file",
+            "/dev/full",
+            "--ready-file",
+        ])
+        .arg(&ready)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..300 {
+        if ready.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Enough packets to fill the 64 KiB output buffer.
+    let p = ns.exec("ping -f -c 400 -m 3735928559 127.0.0.1");
+    assert!(p.status.success());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.lines().any(|l| l.starts_with("ipft: writing output: ")),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(wait_detached().is_empty());
+    let _ = std::fs::remove_file(&ready);
+
+    let t = Tracer::start(
+        &ipft(),
+        &[
+            "-m",
+            "0xdeadbeef",
+            "-b",
+            "tp_btf",
+            "-o",
+            "json",
+            "--count",
+            "1",
+        ],
+        "count",
+    );
+    ns.exec("ping -c 3 -i 0.2 -m 3735928559 127.0.0.1");
+    let (code, out, err) = t.stop(libc::SIGINT);
+    assert_eq!(code, 0, "{err}");
+    let mut ids: Vec<u64> = events(&out)
+        .iter()
+        .filter_map(|e| e["packet_id"].as_u64())
+        .collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "--count 1 wrote {} packets", ids.len());
+    assert!(wait_detached().is_empty());
+}
