@@ -14,6 +14,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod codegen;
 pub mod compile;
 pub mod discover;

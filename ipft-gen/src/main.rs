@@ -519,95 +519,10 @@ fn man(dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-fn median_ms(runs: u32, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    let mut v = Vec::with_capacity(runs as usize);
-    for _ in 0..runs {
-        let t = Instant::now();
-        f()?;
-        v.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    v.sort_by(f64::total_cmp);
-    Ok(v[v.len() / 2])
-}
-
 /// Numbers for issues 3 and 4: discovery vs `bpftool btf dump -j`, and
 /// discovery + generation of profile `all` up to C and Rust on disk.
 fn bench(a: BenchArgs) -> Result<()> {
-    let src = Source {
-        btf: vec![a.btf.clone()],
-        btf_dir: vec![],
-        profile: None,
-        regex: None,
-        module_regex: None,
-    };
-    let mut n = 0;
-    let discovery = median_ms(a.runs, || {
-        let d = discover(&input(&src), None, &Filter::default(), Backends::Probe)?;
-        n = d.probes.len();
-        Ok(())
-    })?;
-    let bpftool = compile::find_tool("bpftool");
-    let dump = median_ms(a.runs, || {
-        let o = std::process::Command::new(&bpftool)
-            .args(["btf", "dump", "file"])
-            .arg(&a.btf)
-            .arg("-j")
-            .output()
-            .context("running bpftool")?;
-        if !o.status.success() {
-            bail!("bpftool failed");
-        }
-        Ok(())
-    })?;
-    let out = std::env::temp_dir().join(format!("ipft-gen-bench-{}", std::process::id()));
-    let all = Profile::load("all")?;
-    let mut generated = 0;
-    let codegen = median_ms(a.runs, || {
-        let d = discover(
-            &input(&src),
-            Some(&all),
-            &Filter::default(),
-            Backends::Probe,
-        )?;
-        let probes: Vec<_> = d
-            .probes
-            .iter()
-            .filter(|p| p.kind == ProbeKind::Tracepoint || p.backends.contains(&Backend::Fentry))
-            .cloned()
-            .map(|mut p| {
-                if p.kind == ProbeKind::Function {
-                    p.backends = vec![Backend::Fentry];
-                }
-                p
-            })
-            .collect();
-        generated = probes.len();
-        let plan = Plan {
-            profile: "all",
-            identity: &d.kernel.identity,
-            probes: &probes,
-            hidden_from: probes.len(),
-            returns: true,
-        };
-        compile::write_sources(&out, &codegen::generate(&plan)?)?;
-        Ok(())
-    })?;
-    let _ = std::fs::remove_dir_all(&out);
-    let mut o = std::io::stdout().lock();
-    writeln!(
-        o,
-        "discovery ({n} probes) from {}: {discovery:.1} ms (median of {})",
-        a.btf.display(),
-        a.runs
-    )?;
-    writeln!(
-        o,
-        "bpftool btf dump -j, same file:      {dump:.1} ms  (ratio ipft/bpftool {:.2})",
-        discovery / dump
-    )?;
-    writeln!(
-        o,
-        "ipft-gen profile all ({generated} probes, fentry) to C + Rust on disk: {codegen:.1} ms"
-    )?;
+    let report = ipft_gen::bench::run(&a.btf, a.runs)?;
+    write!(std::io::stdout(), "{report}")?;
     Ok(())
 }

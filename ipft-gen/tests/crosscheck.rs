@@ -298,11 +298,7 @@ fn fmt_rows<'a>(it: impl Iterator<Item = &'a Row>) -> String {
 }
 
 /// Compare ipft-gen's listing with the bpftool-derived set (all objects).
-fn compare(what: &str, listed: Vec<Row>, derived: Vec<Row>, dups: usize) -> Outcome {
-    compare_with(what, listed, derived, dups, FENTRY_MAX_ARGS)
-}
-
-/// As [`compare`], for a kernel whose fentry sees `fentry_max` arguments.
+/// `fentry_max`: the arguments fentry sees on that kernel.
 fn compare_with(
     what: &str,
     listed: Vec<Row>,

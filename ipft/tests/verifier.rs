@@ -98,3 +98,64 @@ fn verifier_rejection_names_program_and_log() {
     }
     assert!(common::wait_detached().is_empty());
 }
+
+/// An object whose .rodata cannot hold `struct ipft_config` is refused: it
+/// would trace without the mark filter.
+#[test]
+fn an_object_without_the_config_is_refused() {
+    let _g = common::lock();
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("noconfig");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = r#"
+typedef unsigned char __u8;
+typedef unsigned short __u16;
+typedef unsigned int __u32;
+typedef unsigned long long __u64;
+typedef long long __s64;
+typedef int __s32;
+typedef __u16 __be16;
+typedef __u32 __be32;
+typedef __u32 __wsum;
+#include <bpf/bpf_helpers.h>
+char LICENSE[] SEC("license") = "GPL";
+SEC("tp_btf/netif_receive_skb")
+int ipft_t0(__u64 *ctx)
+{
+	return 0;
+}
+"#;
+    std::fs::write(dir.join("noconfig.bpf.c"), src).unwrap();
+    let o = Command::new("clang")
+        .args(["-O2", "-g", "-target", "bpf", "-c"])
+        .arg(dir.join("noconfig.bpf.c"))
+        .arg("-o")
+        .arg(dir.join("noconfig.bpf.o"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let object = std::fs::read(dir.join("noconfig.bpf.o")).unwrap();
+    let table = [ProbeEntry {
+        name: Cow::Borrowed("netif_receive_skb"),
+        module: None,
+        shape: ProbeShape {
+            kind: ProbeKind::Tracepoint,
+            nargs: 1,
+            ..Default::default()
+        },
+        backend: Backend::TpBtf,
+        btf_id: 0,
+        program: ProgramId::Typed {
+            kind: TypedKind::Tracepoint,
+            row: 0,
+        },
+        return_program: None,
+        ends_journey: false,
+        hidden: false,
+    }];
+    match Session::specialised(&object, &table, &[0], LoadOptions::default(), &mut |_| true) {
+        Err(LoadError::NoConfig { found: 0, want: 24 }) => {}
+        Err(e) => panic!("expected NoConfig, got {e}"),
+        Ok(_) => panic!("an object without the config was loaded"),
+    }
+    assert!(common::wait_detached().is_empty());
+}
