@@ -13,18 +13,7 @@ use std::process::Command;
 fn generated_tracepoint_tracer_traces_a_marked_ping() {
     let _g = lock();
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gen-tracepoints");
-    let o = Command::new(env!("CARGO_BIN_EXE_ipft-gen"))
-        .args([
-            "--btf",
-            "/sys/kernel/btf/vmlinux",
-            "--profile",
-            "tracepoints",
-            "--build",
-            "-o",
-        ])
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = build_tracepoints(&out, None);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "ipft-gen --build failed: {err}");
     let bin = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
@@ -57,18 +46,7 @@ fn generated_tracepoint_tracer_traces_a_marked_ping() {
     let first = sha(&out.join("manifest.json"));
     std::fs::remove_dir_all(out.join("crate")).unwrap();
     std::fs::remove_file(&bin).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_ipft-gen"))
-        .args([
-            "--btf",
-            "/sys/kernel/btf/vmlinux",
-            "--profile",
-            "tracepoints",
-            "--build",
-            "-o",
-        ])
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = build_tracepoints(&out, None);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(
         sha(&out.join("manifest.json")),
@@ -237,19 +215,7 @@ fn clang_failure_names_the_file() {
     )
     .unwrap();
     Command::new("chmod").arg("+x").arg(&fake).status().unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_ipft-gen"))
-        .args([
-            "--btf",
-            "/sys/kernel/btf/vmlinux",
-            "--profile",
-            "tracepoints",
-            "--build",
-            "-o",
-        ])
-        .arg(&out)
-        .env("CLANG", &fake)
-        .output()
-        .unwrap();
+    let o = build_tracepoints(&out, Some(&fake));
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(
@@ -258,4 +224,26 @@ fn clang_failure_names_the_file() {
             && err.contains("simulated"),
         "{err}"
     );
+}
+
+/// `ipft-gen --btf <running kernel> --profile tracepoints --build -o OUT`,
+/// with $CLANG set to `clang` when given.
+fn build_tracepoints(
+    out: &std::path::Path,
+    clang: Option<&std::path::Path>,
+) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ipft-gen"));
+    cmd.args([
+        "--btf",
+        "/sys/kernel/btf/vmlinux",
+        "--profile",
+        "tracepoints",
+        "--build",
+        "-o",
+    ])
+    .arg(out);
+    if let Some(c) = clang {
+        cmd.env("CLANG", c);
+    }
+    cmd.output().unwrap()
 }

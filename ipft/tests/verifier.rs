@@ -52,24 +52,7 @@ fn verifier_rejection_names_program_and_log() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let object = std::fs::read(dir.join("bad.bpf.o")).unwrap();
-    let table = [ProbeEntry {
-        name: Cow::Borrowed("netif_receive_skb"),
-        module: None,
-        shape: ProbeShape {
-            kind: ProbeKind::Tracepoint,
-            nargs: 1,
-            ..Default::default()
-        },
-        backend: Backend::TpBtf,
-        btf_id: 0,
-        program: ProgramId::Typed {
-            kind: TypedKind::Tracepoint,
-            row: 0,
-        },
-        return_program: None,
-        ends_journey: false,
-        hidden: false,
-    }];
+    let table = netif_receive_skb();
     capture_libbpf_log();
     let cfg = Config {
         mark: 1,
@@ -134,7 +117,18 @@ int ipft_t0(__u64 *ctx)
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let object = std::fs::read(dir.join("noconfig.bpf.o")).unwrap();
-    let table = [ProbeEntry {
+    let table = netif_receive_skb();
+    match Session::specialised(&object, &table, &[0], LoadOptions::default(), &mut |_| true) {
+        Err(LoadError::NoConfig { found: 0, want: 24 }) => {}
+        Err(e) => panic!("expected NoConfig, got {e}"),
+        Ok(_) => panic!("an object without the config was loaded"),
+    }
+    assert!(common::wait_detached().is_empty());
+}
+
+/// The one-row table of both objects: program ipft_t0 on netif_receive_skb.
+fn netif_receive_skb() -> [ProbeEntry; 1] {
+    [ProbeEntry {
         name: Cow::Borrowed("netif_receive_skb"),
         module: None,
         shape: ProbeShape {
@@ -151,11 +145,5 @@ int ipft_t0(__u64 *ctx)
         return_program: None,
         ends_journey: false,
         hidden: false,
-    }];
-    match Session::specialised(&object, &table, &[0], LoadOptions::default(), &mut |_| true) {
-        Err(LoadError::NoConfig { found: 0, want: 24 }) => {}
-        Err(e) => panic!("expected NoConfig, got {e}"),
-        Ok(_) => panic!("an object without the config was loaded"),
-    }
-    assert!(common::wait_detached().is_empty());
+    }]
 }
