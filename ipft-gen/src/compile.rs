@@ -139,8 +139,21 @@ pub fn build_tracer(out: &Path, profile: &str, sets: &[PathBuf]) -> Result<PathB
     let runtime = runtime.canonicalize().unwrap_or(runtime);
     let macros = runtime.join("../ipft-macros");
     let bin = format!("ipft-{}", sanitize(profile));
+    // Tracers share one target dir, and cargo identifies a path package by
+    // its name and its path relative to its workspace, which is the same for
+    // every generated crate: name the package after what it embeds, so a
+    // tracer with other probe sets is never taken for an up-to-date one.
+    let mut content = Vec::new();
+    for d in sets {
+        for f in ["probe_set.rs", "tracer.bpf.o"] {
+            let p = d.join(f);
+            content.extend(fs::read(&p).map_err(|e| BuildError::Io(p.clone(), e))?);
+        }
+    }
+    let package = format!("{bin}-{}", &crate::fleet::sha256_bytes(&content)[..16]);
     let manifest = format!(
-        "[package]\nname = \"{bin}\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n\
+        "[package]\nname = \"{package}\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n\
+         [[bin]]\nname = \"{bin}\"\npath = \"src/main.rs\"\n\n\
          [dependencies]\nipft-runtime = {{ path = \"{}\" }}\nipft-macros = {{ path = \"{}\" }}\n\n\
          [profile.release]\nopt-level = 3\n\n[workspace]\n",
         runtime.display(),

@@ -40,7 +40,12 @@ struct Tracer<'a> {
 /// sha256 of a file, hex.
 pub fn sha256(path: &Path) -> Result<String, BuildError> {
     let bytes = std::fs::read(path).map_err(|e| BuildError::Io(path.to_path_buf(), e))?;
-    Ok(format!("{:x}", Sha256::digest(&bytes)))
+    Ok(sha256_bytes(&bytes))
+}
+
+/// sha256 of bytes, hex.
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
 }
 
 /// Write `out/manifest.json` for the tracer `bin`.
