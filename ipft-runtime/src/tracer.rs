@@ -212,7 +212,12 @@ impl RunningBtf {
     fn read(cfg: &RunConfig) -> RunningBtf {
         let sys = std::path::Path::new(ipft_btf::SYS_BTF_DIR).join("vmlinux");
         let path = cfg.btf.clone().unwrap_or(sys);
-        let checksum = std::fs::read(&path).ok().map(|b| ipft_btf::checksum(&b));
+        // The sysfs BTF is read (and checksummed) once, for this and for the
+        // feature probes and drop-reason names that parse it too.
+        let checksum = match (&cfg.btf, kernel::running_btf()) {
+            (None, Some(k)) => Some(k.identity.checksum.clone()),
+            _ => std::fs::read(&path).ok().map(|b| ipft_btf::checksum(&b)),
+        };
         RunningBtf { path, checksum }
     }
 }

@@ -171,14 +171,24 @@ fn plan(
             "-t function_graph needs function probes (fexit or kretprobe), which this kernel refuses",
         ));
     }
+    // One choice per probe, kept in its `backends` for the table builder
+    // (as ipft-gen's plan does).
     let choose = |p: &Probe| policy::choose(&p.shape(), true, &generic_offer(p), offer, cfg.asked);
-    probes.retain(|p| match choose(p) {
-        Ok(_) => true,
-        Err(why) => {
-            left_out.push((p.display_name(), why.to_string()));
-            false
+    let chosen = |list: Vec<Probe>| {
+        let (mut kept, mut out) = (Vec::new(), Skipped::new());
+        for mut p in list {
+            match choose(&p) {
+                Ok(b) => {
+                    p.backends = vec![b];
+                    kept.push(p);
+                }
+                Err(why) => out.push((p.display_name(), why.to_string())),
+            }
         }
-    });
+        (kept, out)
+    };
+    let (mut probes, unreachable) = chosen(probes);
+    left_out.extend(unreachable);
     if probes.is_empty() {
         let why = left_out
             .first()
@@ -189,17 +199,14 @@ fn plan(
         )));
     }
     let hidden_from = probes.len();
-    let mut markers = d.end_markers.clone();
-    markers.retain(|m| choose(m).is_ok());
-    for m in &mut markers {
-        m.backends = choose(m).into_iter().collect();
-    }
-    let in_use: Vec<Backend> = probes.iter().filter_map(|p| choose(p).ok()).collect();
+    // End markers no backend reaches are simply not added.
+    let (markers, _) = chosen(d.end_markers.clone());
+    let in_use: Vec<Backend> = probes.iter().map(|p| p.backends[0]).collect();
     probes.extend(table::pick_end_markers(&markers, &probes, &in_use));
     let (table, missing) = table::build(
         &probes,
         hidden_from,
-        |p| choose(p).into_iter().collect(),
+        |p| p.backends.clone(),
         Objects::Generic,
     );
     left_out.extend(missing.into_iter().map(|(n, w)| (n, w.to_string())));
