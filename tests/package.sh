@@ -18,6 +18,7 @@ mkdir "$x/tar" && tar -C "$x/tar" -xzf "$tar"
 for t in deb tar; do
     r=$x/$t/usr
     check "$t: ipft runs" "$r/bin/ipft" --version
+    check "$t: ipft is static" sh -c "file '$r/bin/ipft' | grep -q static"
     check "$t: ipft-gen runs" "$r/bin/ipft-gen" --version
     check "$t: the ip tracer names its kernels" sh -c "'$r/bin/ipft-ip' --version | grep -q 'kernel 6.12'"
     check "$t: the ip tracer is static" sh -c "file '$r/bin/ipft-ip' | grep -q static"

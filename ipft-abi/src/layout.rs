@@ -142,6 +142,12 @@ layout! {
         probe: u32,
         /// -t function_graph: kprobes keep the skb for kretprobes
         graph: u32,
+        /// kprobe links carry cookies (Linux 5.15); without, the probe is
+        /// found from the address the kprobe fired at
+        kprobe_cookies: u32,
+        /// fentry/fexit links carry cookies (Linux 6.0); without, each
+        /// generic copy reads `probe`
+        tracing_cookies: u32,
     }
 }
 
@@ -203,7 +209,7 @@ mod tests {
         assert!(c.starts_with("struct ipft_config {"));
         assert!(c.contains("__u64 wakeup_bytes;\t/* @8:"));
         assert!(c.contains("__u32 graph;\t/* @20:"));
-        assert_eq!(std::mem::size_of::<Config>(), 24);
+        assert_eq!(std::mem::size_of::<Config>(), 32);
     }
 }
 

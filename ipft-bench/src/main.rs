@@ -83,6 +83,8 @@ macro_rules! outln {
     }};
 }
 
+mod generated;
+mod host;
 mod per_hit;
 mod pipeline;
 use per_hit::{median, per_hit, verdict};

@@ -3,6 +3,7 @@
 //! attached at once to the same tracepoints and fed the same ping flood,
 //! timed by the kernel's own bpf_stats (run_time_ns / run_cnt).
 
+use super::host::{ping, Netns, StatsGuard};
 use super::*;
 
 pub(crate) fn verdict(ok: bool) -> &'static str {
@@ -19,95 +20,28 @@ enum Group {
     Empty,
     Floor,
     Ipft,
+    Generated,
     Ipft2Style,
 }
 
 impl Group {
-    const ALL: [Group; 4] = [Group::Empty, Group::Floor, Group::Ipft, Group::Ipft2Style];
+    const ALL: [Group; 5] = [
+        Group::Empty,
+        Group::Floor,
+        Group::Ipft,
+        Group::Generated,
+        Group::Ipft2Style,
+    ];
 
     fn label(self) -> &'static str {
         match self {
             Group::Empty => "empty tp_btf (stats overhead)",
             Group::Floor => "floor (mark test + reserve/submit)",
             Group::Ipft => "ipft (generic ipft_gt0)",
+            Group::Generated => "generated tracer (specialised)",
             Group::Ipft2Style => "ipftrace2-style",
         }
     }
-}
-
-/// Keeps the kernel's run-time stats on while held; the kernel turns them
-/// off again when the fd closes, even if this process is killed, so the
-/// sysctl is never left changed.
-struct StatsGuard {
-    _fd: OwnedFd,
-}
-
-impl StatsGuard {
-    fn enable() -> Result<Self> {
-        // SAFETY: plain syscall wrapper, no pointers.
-        let fd = unsafe {
-            libbpf_rs::libbpf_sys::bpf_enable_stats(libbpf_rs::libbpf_sys::BPF_STATS_RUN_TIME)
-        };
-        if fd < 0 {
-            bail!(
-                "BPF_ENABLE_STATS failed: {}",
-                std::io::Error::from_raw_os_error(-fd)
-            );
-        }
-        // SAFETY: fd was just returned to us and is owned by nobody else.
-        Ok(StatsGuard {
-            _fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
-    }
-}
-
-/// A network namespace with loopback up, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn create() -> Result<Self> {
-        let name = format!("ipft-bench-{}", std::process::id());
-        run("ip", &["netns", "add", &name])?;
-        let ns = Netns(name);
-        run("ip", &["-n", &ns.0, "link", "set", "lo", "up"])?;
-        // Echo replies carry the request's mark, so in the matching phase
-        // every hit in the namespace matches (not only the requests).
-        run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &ns.0,
-                "sh",
-                "-c",
-                "echo 1 > /proc/sys/net/ipv4/fwmark_reflect",
-            ],
-        )?;
-        Ok(ns)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        if let Err(e) = run("ip", &["netns", "del", &self.0]) {
-            eprintln!("ipft-bench: {e:#}");
-        }
-    }
-}
-
-fn run(cmd: &str, args: &[&str]) -> Result<()> {
-    let o = Command::new(cmd)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {cmd}"))?;
-    if !o.status.success() {
-        bail!(
-            "{cmd} {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&o.stderr).trim()
-        );
-    }
-    Ok(())
 }
 
 /// Counters the consumer threads fill.
@@ -115,6 +49,7 @@ fn run(cmd: &str, args: &[&str]) -> Result<()> {
 struct Counts {
     floor: AtomicU64,
     ipft: AtomicU64,
+    generated: AtomicU64,
     ipft2: AtomicU64,
     ipft2_lost: AtomicU64,
 }
@@ -130,6 +65,7 @@ impl Consumers {
     /// event of the first phase is produced before someone listens.
     fn start(
         ringbuf: MapHandle,
+        generated: MapHandle,
         floor: MapHandle,
         perf: MapHandle,
         counts: Arc<Counts>,
@@ -146,11 +82,17 @@ impl Consumers {
             let (stop, counts, tx) = (Arc::clone(&stop), Arc::clone(&counts), tx.clone());
             c.threads.push(std::thread::spawn(move || {
                 let mut b = RingBufferBuilder::new();
-                let c2 = Arc::clone(&counts);
+                let (c2, c3) = (Arc::clone(&counts), Arc::clone(&counts));
                 let built = b
                     .add(&ringbuf, |_: &[u8]| {
                         counts.ipft.fetch_add(1, Ordering::Relaxed);
                         0
+                    })
+                    .and_then(|b| {
+                        b.add(&generated, move |_: &[u8]| {
+                            c3.generated.fetch_add(1, Ordering::Relaxed);
+                            0
+                        })
                     })
                     .and_then(|b| {
                         b.add(&floor, move |_: &[u8]| {
@@ -262,47 +204,6 @@ fn delta(before: &Snapshot, after: &Snapshot) -> Phase {
         .collect()
 }
 
-/// Flood-ping loopback inside `ns`, marked or not; returns when ping exits.
-fn ping(ns: &str, count: u32, seconds: u32, mark: Option<u32>, stop: &AtomicBool) -> Result<()> {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns, "ping", "-q", "-f"]).args([
-        "-c",
-        &count.to_string(),
-        "-w",
-        &seconds.to_string(),
-    ]);
-    if let Some(m) = mark {
-        cmd.args(["-m", &m.to_string()]);
-    }
-    let mut child = cmd
-        .arg("127.0.0.1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running ping")?;
-    loop {
-        if stop.load(Ordering::Relaxed) {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("interrupted");
-        }
-        if let Some(st) = child.try_wait()? {
-            if !st.success() {
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
-                }
-                bail!(
-                    "ping {st} (fewer than {count} replies within {seconds}s?) {}",
-                    err.trim()
-                );
-            }
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn open_bench_object() -> Result<Object> {
     let mut b = ObjectBuilder::default();
     let open = b
@@ -394,8 +295,7 @@ pub(crate) fn per_hit(seconds: u32, count: u32, rounds: usize) -> Result<String>
         mark: MARK,
         mask: u32::MAX,
         wakeup_bytes: 1 << 16,
-        probe: 0,
-        graph: 0,
+        ..Config::default()
     };
     let session = Session::generic(
         ipft::GENERIC_OBJECT,
@@ -437,6 +337,27 @@ pub(crate) fn per_hit(seconds: u32, count: u32, rounds: usize) -> Result<String>
             TRACEPOINTS.len()
         );
     }
+    let generated = generated::load(cfg)?;
+    let gen_ring = generated
+        .main_object()
+        .maps()
+        .find(|m| m.name() == "ipft_events")
+        .ok_or_else(|| anyhow!("the generated object has no ipft_events"))?;
+    let gen_ring_id = gen_ring.info()?.info.id;
+    let before = ids.len();
+    for info in ProgInfoIter::with_query_opts(ProgInfoQueryOptions::default().include_map_ids(true))
+    {
+        if info.map_ids.contains(&gen_ring_id) {
+            ids.insert(info.id, Group::Generated);
+        }
+    }
+    if ids.len() - before != TRACEPOINTS.len() {
+        bail!(
+            "found {} generated programs, expected {}",
+            ids.len() - before,
+            TRACEPOINTS.len()
+        );
+    }
     let perf = bench
         .maps()
         .find(|m| m.name() == "ipft2_events")
@@ -448,13 +369,14 @@ pub(crate) fn per_hit(seconds: u32, count: u32, rounds: usize) -> Result<String>
     let counts = Arc::new(Counts::default());
     let mut consumers = Consumers::start(
         MapHandle::try_from(&ring)?,
+        MapHandle::try_from(&gen_ring)?,
         MapHandle::try_from(&floor)?,
         MapHandle::try_from(&perf)?,
         Arc::clone(&counts),
     )?;
 
     eprintln!(
-        "attached empty, ipft and ipftrace2-style to tp_btf {}; {rounds} round(s) of {count} flood pings, unmarked then -m {MARK}",
+        "attached empty, floor, ipft, a generated tracer and ipftrace2-style to tp_btf {}; {rounds} round(s) of {count} flood pings, unmarked then -m {MARK}",
         TRACEPOINTS.join(", ")
     );
     let mut phases: [Vec<Phase>; 2] = [Vec::new(), Vec::new()];
@@ -470,14 +392,18 @@ pub(crate) fn per_hit(seconds: u32, count: u32, rounds: usize) -> Result<String>
     let elapsed = t0.elapsed();
     consumers.finish()?;
     let ipft_lost = load::bpf_losses(session.main_object()).ring_buffer;
+    let gen_lost = load::bpf_losses(generated.main_object()).ring_buffer;
     drop(consumers);
+    drop(generated);
     drop(session);
     drop(links);
 
-    Ok(report(&phases, &counts, ipft_lost, elapsed))
+    Ok(report(&phases, &counts, [ipft_lost, gen_lost], elapsed))
 }
 
-fn report(phases: &[Vec<Phase>; 2], counts: &Counts, ipft_lost: u64, elapsed: Duration) -> String {
+/// `lost`: ring buffer losses of ipft's and of the generated programs.
+fn report(phases: &[Vec<Phase>; 2], counts: &Counts, lost: [u64; 2], elapsed: Duration) -> String {
+    let ipft_lost = lost[0];
     let mut out = String::new();
     // Per round: gross, and net of the empty program of the same round.
     let gross = |p: usize, g: Group| median(phases[p].iter().map(|r| r[&g].0).collect());
@@ -508,10 +434,16 @@ fn report(phases: &[Vec<Phase>; 2], counts: &Counts, ipft_lost: u64, elapsed: Du
         "events received",
         "events lost"
     );
-    for g in [Group::Floor, Group::Ipft, Group::Ipft2Style] {
+    for g in [
+        Group::Floor,
+        Group::Ipft,
+        Group::Generated,
+        Group::Ipft2Style,
+    ] {
         let (rx, lost) = match g {
             Group::Floor => (counts.floor.load(Ordering::Relaxed), 0),
             Group::Ipft => (counts.ipft.load(Ordering::Relaxed), ipft_lost),
+            Group::Generated => (counts.generated.load(Ordering::Relaxed), lost[1]),
             _ => (
                 counts.ipft2.load(Ordering::Relaxed),
                 counts.ipft2_lost.load(Ordering::Relaxed),
@@ -569,17 +501,24 @@ fn report(phases: &[Vec<Phase>; 2], counts: &Counts, ipft_lost: u64, elapsed: Du
         net(1, Group::Ipft),
         net(1, Group::Floor),
     );
+    let (gn, gm) = (net(0, Group::Generated), net(1, Group::Generated));
     outln!(
         out,
-        "goals (issue): matching <= 1.3x floor {}; non-matching <= 5 ns {}; 0 lost {}",
+        "goals (issue): matching <= 1.3x floor {}; non-matching <= 5 ns {}; 0 lost {} \
+         (generated: {}, {}, {})",
         verdict(f > 0.0 && m / f <= 1.3),
         verdict(n <= 5.0),
-        verdict(ipft_lost == 0)
+        verdict(ipft_lost == 0),
+        verdict(f > 0.0 && gm / f <= 1.3),
+        verdict(gn <= 5.0),
+        verdict(lost[1] == 0)
     );
     outln!(
         out,
-        "per-hit: ipft non-matching {n:.1} ns, matching {m:.1} ns, floor {f:.1} ns (M/F = {:.2})",
-        m / f
+        "per-hit: ipft non-matching {n:.1} ns, matching {m:.1} ns, floor {f:.1} ns (M/F = {:.2}); \
+         generated non-matching {gn:.1} ns, matching {gm:.1} ns (M/F = {:.2})",
+        m / f,
+        gm / f
     );
     out
 }

@@ -99,6 +99,10 @@ struct GenArgs {
     /// Compile the BPF object and build the ipft-<profile> binary.
     #[arg(long)]
     build: bool,
+    /// Compile the BPF object (OUT/tracer.bpf.o) only, without building a
+    /// binary: for loaders of their own and for inspection.
+    #[arg(long, conflicts_with = "build")]
+    object: bool,
     /// Where the running kernel allows no function probe, generate for its
     /// skb tracepoints (the `tracepoints` profile) instead.
     #[arg(long)]
@@ -320,7 +324,7 @@ fn generate(a: GenArgs) -> Result<()> {
 /// With --build: compile each kernel's object, build one tracer holding
 /// them all, and write OUT/manifest.json.
 fn finish(a: &GenArgs, top: &std::path::Path, sets: &[KernelSet]) -> Result<()> {
-    if !a.build {
+    if !a.build && !a.object {
         say!(
             "ipft-gen: wrote {} (add --build for the tracer)",
             top.display()
@@ -340,6 +344,12 @@ fn finish(a: &GenArgs, top: &std::path::Path, sets: &[KernelSet]) -> Result<()> 
         }
     }
     let t_clang = t.elapsed();
+    if a.object {
+        for s in sets {
+            say!("ipft-gen: wrote {}", s.dir.join("tracer.bpf.o").display());
+        }
+        return Ok(());
+    }
     let dirs: Vec<PathBuf> = sets.iter().map(|s| s.dir.clone()).collect();
     let bin = compile::build_tracer(top, &sets[0].profile, &dirs)?;
     let kernels: Vec<ipft_gen::fleet::Kernel> = sets
@@ -485,7 +495,7 @@ fn generate_kernel(a: &GenArgs, src: &Source, out: Option<PathBuf>) -> Result<Ke
             t_gen - t_discover
         );
     }
-    if a.build {
+    if a.build || a.object {
         let btf_file = match src {
             Source { btf, .. } if !btf.is_empty() => btf[0].clone(),
             Source { btf_dir, .. } if !btf_dir.is_empty() => btf_dir[0].join("vmlinux"),

@@ -49,7 +49,8 @@ pub struct Outcome {
     pub packets: u64,
     /// Events lost, all kinds together.
     pub lost: u64,
-    /// Journeys cut short by --max-events or --max-packets.
+    /// Journeys cut short by --max-events or --max-packets, or at risk
+    /// (their skb pushed out of the full live table).
     pub cut: u64,
 }
 
@@ -178,6 +179,7 @@ pub fn run(
     let deadline = cfg.duration.map(|d| Instant::now() + d);
     // Totals already written into the trace.
     let mut reported = Losses::default();
+    let evicted: u64;
     let mut last_loss_check = Instant::now();
     {
         let events_map = session
@@ -219,7 +221,9 @@ pub fn run(
         pipe.push(std::mem::take(&mut *pending.borrow_mut()));
         // Recursion and kprobe misses are read per program and link: once,
         // here, with the programs stopped and the links still there.
-        let now = totals(session.losses(), malformed.get());
+        let final_losses = session.losses();
+        evicted = final_losses.live_evicted;
+        let now = totals(final_losses, malformed.get());
         report_losses(&mut pipe, &now, &mut reported);
         let t_detach = Instant::now();
         session.detach_counting(&signals.releasing);
@@ -241,10 +245,16 @@ pub fn run(
             cfg.aggregate.max_packets
         );
     }
+    if evicted > 0 {
+        say!(
+            "Journeys at risk: {evicted} traced skbs pushed out of the full live table \
+             (each ends at its free only if still marked)"
+        );
+    }
     Ok(Outcome {
         packets,
         lost: reported.total(),
-        cut: splits + flushed,
+        cut: splits + flushed + evicted,
     })
 }
 

@@ -33,8 +33,9 @@ pub fn load_options(cfg: &RunConfig) -> LoadOptions {
             mask: cfg.mask,
             // Wake the reader at a quarter of a small buffer, else every 64 KiB.
             wakeup_bytes: ring.map_or(1 << 16, |r| u64::from(r / 4).min(1 << 16)),
-            probe: 0,
             graph: u32::from(cfg.graph),
+            // probe: set per copy; the cookie flags: by the loader.
+            ..Config::default()
         },
         ring_buffer_bytes: ring,
         btf: cfg.btf.clone(),
@@ -185,7 +186,10 @@ fn attach(
                     "no probe could be attached: {first}"
                 )));
             }
-            Err(LoadError::Unavailable { backend, reason }) if probed.offer.has(backend) => {
+            // tp_btf has nothing to fall back to: refusing it again would loop.
+            Err(LoadError::Unavailable { backend, reason })
+                if backend != Backend::TpBtf && probed.offer.has(backend) =>
+            {
                 notes.push(format!("{backend} refused ({reason}); falling back"));
                 probed.refuse(backend, reason);
             }

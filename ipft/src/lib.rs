@@ -85,7 +85,10 @@ pub fn run(args: IpftArgs) -> Result<i32, RunError> {
                 let first = s.failed.first().map(|f| f.1.clone()).unwrap_or_default();
                 return Err(selection(format!("no probe could be attached: {first}")));
             }
-            Err(LoadError::Unavailable { backend, reason }) if probed.offer.has(backend) => {
+            // tp_btf has nothing to fall back to: refusing it again would loop.
+            Err(LoadError::Unavailable { backend, reason })
+                if backend != Backend::TpBtf && probed.offer.has(backend) =>
+            {
                 notes.push(format!("{backend} refused ({reason}); falling back"));
                 refuse(&mut probed, backend, reason, cfg.asked)?;
             }

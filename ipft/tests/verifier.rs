@@ -58,8 +58,7 @@ fn verifier_rejection_names_program_and_log() {
         mark: 1,
         mask: !0,
         wakeup_bytes: 1,
-        probe: 0,
-        graph: 0,
+        ..Config::default()
     };
     let opts = LoadOptions {
         config: cfg,
@@ -119,7 +118,7 @@ int ipft_t0(__u64 *ctx)
     let object = std::fs::read(dir.join("noconfig.bpf.o")).unwrap();
     let table = netif_receive_skb();
     match Session::specialised(&object, &table, &[0], LoadOptions::default(), &mut |_| true) {
-        Err(LoadError::NoConfig { found: 0, want: 24 }) => {}
+        Err(LoadError::NoConfig { found: 0, want: 32 }) => {}
         Err(e) => panic!("expected NoConfig, got {e}"),
         Ok(_) => panic!("an object without the config was loaded"),
     }

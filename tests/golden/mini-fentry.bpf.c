@@ -39,6 +39,8 @@ struct ipft_config {
 	__u64 wakeup_bytes;	/* @8: wake the reader once this many bytes are queued */
 	__u32 probe;	/* @16: generic tp_btf copies: which probe this copy is */
 	__u32 graph;	/* @20: -t function_graph: kprobes keep the skb for kretprobes */
+	__u32 kprobe_cookies;	/* @24: kprobe links carry cookies (Linux 5.15); without, the probe is found from the address the kprobe fired at */
+	__u32 tracing_cookies;	/* @28: fentry/fexit links carry cookies (Linux 6.0); without, each generic copy reads `probe` */
 };
 
 const volatile struct ipft_config CONFIG = {
@@ -64,29 +66,100 @@ struct {
 	__type(value, __u32);
 } ipft_stopped SEC(".maps");
 
-/* Per-CPU loss counters: IPFT_LOST_RING (ring buffer full), IPFT_LOST_STASH
- * (function_graph entries whose skb found no room on the stash). */
+/* Per-CPU counters: IPFT_LOST_RING (ring buffer full), IPFT_LOST_STASH
+ * (function_graph entries whose skb found no room on the stash),
+ * IPFT_LOST_LIVE (skbs pushed out of a full ipft_live set). */
 #define IPFT_LOST_RING  0
 #define IPFT_LOST_STASH 1
+#define IPFT_LOST_LIVE  2
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 2);
+	__uint(max_entries, 3);
 	__type(key, __u32);
 	__type(value, __u64);
 } ipft_lost SEC(".maps");
 
+static __always_inline void ipft_count(__u32 k)
+{
+	__u64 *n = bpf_map_lookup_elem(&ipft_lost, &k);
+
+	if (n)
+		*n += 1;
+}
+
 /*
  * skbs with at least one event, so the probe where the skb is freed can end
  * its journey even after the mark is gone (scrubbed when the packet crosses
- * a network namespace). LRU: an skb whose free we miss ages out.
+ * a network namespace). A 4-way set-associative table of skb addresses in
+ * .bss: finding or adding one is a hash, four loads and a store, with no
+ * helper call and no lock, which a hash map's update could not match on
+ * the first event of every packet. A full set gives up one of its skbs,
+ * counted (IPFT_LOST_LIVE): its journey then ends at its free only if it
+ * still carries the mark. Two CPUs adding to one set in the same instant
+ * may also overwrite each other; rare, and only as bad as an eviction.
  */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 1 << 16);
-	__type(key, __u64);
-	__type(value, __u8);
-} ipft_live SEC(".maps");
+#define IPFT_LIVE_SETS (1 << 14)
+#define IPFT_LIVE_WAYS 4
+
+__u64 ipft_live[IPFT_LIVE_SETS][IPFT_LIVE_WAYS];
+
+/*
+ * The skb's address as a number. A typed (BTF) pointer allows no shift or
+ * multiply, but what comes back from map memory is a plain number to the
+ * verifier: pass it through this CPU's slot of a .bss array.
+ */
+#define IPFT_ADDR_CPUS 1024
+
+__u64 ipft_addr_slot[IPFT_ADDR_CPUS];
+
+static __always_inline __u64 ipft_skb_addr(struct sk_buff *skb)
+{
+	volatile __u64 *slot = &ipft_addr_slot[bpf_get_smp_processor_id() & (IPFT_ADDR_CPUS - 1)];
+
+	*slot = (__u64)(unsigned long)skb;
+	return *slot;
+}
+
+static __always_inline __u64 *ipft_live_set(__u64 skb)
+{
+	/* Slab addresses share their low bits: multiply-shift the rest. */
+	return ipft_live[((skb >> 6) * 0x9E3779B97F4A7C15ULL) >> (64 - 14)];
+}
+
+static __always_inline void ipft_live_add(__u64 skb)
+{
+	__u64 *set = ipft_live_set(skb);
+	int free = -1;
+
+#pragma unroll
+	for (int i = 0; i < IPFT_LIVE_WAYS; i++) {
+		if (set[i] == skb)
+			return;
+		if (set[i] == 0 && free < 0)
+			free = i;
+	}
+	if (free < 0) {
+		free = bpf_get_prandom_u32();
+		ipft_count(IPFT_LOST_LIVE);
+	}
+	set[free & (IPFT_LIVE_WAYS - 1)] = skb;
+}
+
+/* The skb's memory is released: was it traced? (It is forgotten either way.) */
+static __always_inline bool ipft_live_del(__u64 skb)
+{
+	__u64 *set = ipft_live_set(skb);
+
+#pragma unroll
+	for (int i = 0; i < IPFT_LIVE_WAYS; i++) {
+		if (set[i] == skb) {
+			set[i] = 0;
+			return true;
+		}
+	}
+	return false;
+}
 
 /*
  * function_graph with kprobes: a kretprobe sees no arguments, so each entry
@@ -130,17 +203,51 @@ static __always_inline void ipft_stash_push(struct ipft_stash_key *key, __u64 sk
 		st->skb[st->n & (IPFT_STASH_DEPTH - 1)] = skb;
 		st->n++;
 	} else {
-		__u32 k = IPFT_LOST_STASH;
-		__u64 *lost = bpf_map_lookup_elem(&ipft_lost, &k);
-
-		if (lost)
-			*lost += 1;
+		ipft_count(IPFT_LOST_STASH);
 	}
 }
 
 static __always_inline bool ipft_match(__u32 mark)
 {
 	return (mark & CONFIG.mask) == CONFIG.mark;
+}
+
+/*
+ * Kernels before 5.15 give kprobe links no cookie. There the probe is found
+ * from the address the kprobe fired at: on x86_64 the saved ip is one past
+ * the function's first byte, where the int3 or the ftrace call sits. The
+ * loader fills ipft_probe_ips (function address -> probe index). The
+ * CONFIG.*_cookies flags are constants to the verifier, which drops the
+ * branch not taken, helper call and all: one object loads on old and new
+ * kernels alike.
+ */
+#define IPFT_PROBE_UNKNOWN 0xffffffff
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u64);
+	__type(value, __u32);
+} ipft_probe_ips SEC(".maps");
+
+static __always_inline __u32 ipft_kprobe_probe(struct pt_regs *ctx)
+{
+	__u64 ip;
+	__u32 *probe;
+
+	if (CONFIG.kprobe_cookies)
+		return bpf_get_attach_cookie(ctx);
+	ip = PT_REGS_IP(ctx) - 1;
+	probe = bpf_map_lookup_elem(&ipft_probe_ips, &ip);
+	return probe ? *probe : IPFT_PROBE_UNKNOWN;
+}
+
+/* Generic fentry/fexit: the link's cookie (Linux 6.0), else this copy's index. */
+static __always_inline __u32 ipft_tracing_probe(void *ctx)
+{
+	if (CONFIG.tracing_cookies)
+		return bpf_get_attach_cookie(ctx);
+	return CONFIG.probe;
 }
 
 /*
@@ -159,24 +266,12 @@ static __always_inline int ipft_emit(void *ctx, struct sk_buff *skb, __u32 probe
 	/* An array lookup the verifier inlines: no helper call. */
 	if (stopped && *stopped)
 		return 0;
-	if (!(flags & (IPFT_F_END | IPFT_F_RETURN))) {
-		__u64 key = (__u64)(unsigned long)skb;
-		__u8 one = 1;
-
-		/*
-		 * A lookup (lock-free, and it keeps the LRU entry fresh) first:
-		 * only a packet's first event pays for the locked update.
-		 */
-		if (!bpf_map_lookup_elem(&ipft_live, &key))
-			bpf_map_update_elem(&ipft_live, &key, &one, BPF_ANY);
-	}
+	if (!(flags & (IPFT_F_END | IPFT_F_RETURN)))
+		ipft_live_add(ipft_skb_addr(skb));
 
 	e = bpf_ringbuf_reserve(&ipft_events, sizeof(*e), 0);
 	if (!e) {
-		__u64 *lost = bpf_map_lookup_elem(&ipft_lost, &zero);	/* IPFT_LOST_RING */
-
-		if (lost)
-			*lost += 1;
+		ipft_count(IPFT_LOST_RING);
 		return 0;
 	}
 	e->skb = (__u64)(unsigned long)skb;
@@ -594,13 +689,9 @@ int ipft_t13(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	{
-		__u64 key = (__u64)(unsigned long)skb;
-
-		/* A traced skb ends here, marked or not any more. */
-		if (bpf_map_delete_elem(&ipft_live, &key) != 0 && !ipft_match(skb->mark))
-			return 0;
-	}
+	/* A traced skb ends here, marked or not any more. */
+	if (!ipft_live_del(ipft_skb_addr(skb)) && !ipft_match(skb->mark))
+		return 0;
 	return ipft_emit(ctx, skb, 13, IPFT_F_END | IPFT_F_REASON, ctx[2]);
 }
 

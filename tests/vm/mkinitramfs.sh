@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the kernel lab's initramfs for one kernel.
 #
-#   tests/vm/mkinitramfs.sh --kernel-dir DIR --out FILE [--bin PATH[:NAME]]...
+#   tests/vm/mkinitramfs.sh --kernel-dir DIR --out FILE [--static] [--bin PATH[:NAME]]...
 #
 # DIR is a directory made by kernels.sh (lib/modules/<release>, release).
 # Contents: busybox-static (applets installed as symlinks), the host's bpftool,
@@ -10,6 +10,8 @@
 # libraries those need (ldd, paths kept, loader included), the kernel modules
 # the scenarios use (decompressed, listed in load order in /etc/lab/modules),
 # tests/vm/guest/* as /scenarios/*, and tests/vm/guest/init as /init.
+# --static: busybox, the --bin files (which must be static) and the scripts,
+# nothing else: no loader, no shared library, no module.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -18,12 +20,13 @@ MODULES=(veth iptable_raw iptable_filter xt_mark)
 
 die() { echo "mkinitramfs.sh: $*" >&2; exit 2; }
 
-kdir="" out="" bins=()
+kdir="" out="" bins=() static=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --kernel-dir) kdir=$2; shift 2 ;;
         --out)        out=$2; shift 2 ;;
         --bin)        bins+=("$2"); shift 2 ;;
+        --static)     static=1; shift ;;
         *) die "unknown argument '$1'" ;;
     esac
 done
@@ -42,6 +45,16 @@ cp /bin/busybox "$root/bin/busybox"
 for applet in $(/bin/busybox --list-full); do
     [ -e "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"
 done
+
+# The scripts, the release and /init; then the image itself. Uncompressed
+# cpio: the guest unpacks it faster than it could gunzip under TCG.
+finish_image() {
+    echo "$rel" >"$root/etc/lab/release"
+    cp "$HERE"/guest/*.sh "$root/scenarios/"
+    install -m 0755 "$HERE/guest/init" "$root/init"
+    (cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) >"$out.tmp"
+    mv "$out.tmp" "$out"
+}
 
 # Copy a dynamically linked file's libraries (and the loader), keeping paths.
 copy_libs() {
@@ -68,6 +81,17 @@ install_bin() {
     cp -L "$src" "$root$dest"
     copy_libs "$src"
 }
+
+if [ "$static" = 1 ]; then
+    for b in ${bins[@]+"${bins[@]}"}; do
+        src=${b%%:*}; name=${b#*:}; [ "$name" = "$b" ] && name=$(basename "$src")
+        file -L "$src" | grep -q 'static' || die "--static: $src is not a static executable"
+        cp -L "$src" "$root/usr/bin/$name"
+    done
+    : >"$root/etc/lab/modules"
+    finish_image
+    exit 0
+fi
 
 install_bin /usr/sbin/bpftool /usr/sbin/bpftool
 install_bin /usr/sbin/ip /usr/sbin/ip
@@ -117,11 +141,4 @@ for path in "${order[@]}"; do
     esac >"$root/lib/modules/$name.ko"
     echo "$name" >>"$root/etc/lab/modules"
 done
-echo "$rel" >"$root/etc/lab/release"
-
-cp "$HERE"/guest/*.sh "$root/scenarios/"
-install -m 0755 "$HERE/guest/init" "$root/init"
-
-# Uncompressed cpio: the guest unpacks it faster than it could gunzip under TCG.
-(cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) >"$out.tmp"
-mv "$out.tmp" "$out"
+finish_image

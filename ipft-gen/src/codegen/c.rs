@@ -258,7 +258,7 @@ pub fn render_generic() -> Result<String, TemplateError> {
             ProgramId::Generic { kind, skb, .. } => (
                 match kind {
                     TypedKind::Tracepoint => "CONFIG.probe".to_string(),
-                    _ => "(__u32)bpf_get_attach_cookie(ctx)".to_string(),
+                    _ => "ipft_tracing_probe(ctx)".to_string(),
                 },
                 format!(
                     "generic {}: skb in argument {skb}; target set at load",

@@ -9,10 +9,10 @@ use libbpf_rs::libbpf_sys as sys;
 use libbpf_rs::MapCore;
 
 use super::{
-    apply, backend_unusable, load_error, open, program_id, reason, take_log, LoadError,
-    LoadOptions, Progress, Session,
+    apply, backend_unusable, fill_probe_ips, graph_needs_cookies, load_error, open, program_id,
+    reason, take_log, LoadError, LoadOptions, Progress, Session,
 };
-use crate::kernel::{errno_text, raw};
+use crate::kernel::{self, errno_text, raw};
 
 impl Session {
     /// Load the generic object and attach every row of `table`.
@@ -23,6 +23,16 @@ impl Session {
         progress: Progress<'_>,
     ) -> Result<Session, LoadError> {
         let graph = opts.config.graph != 0;
+        let all: Vec<usize> = (0..table.len()).collect();
+        graph_needs_cookies(table, &all, graph)?;
+        let kprobe_rows: Vec<usize> = all
+            .iter()
+            .copied()
+            .filter(|&i| table[i].backend == Backend::Kprobe)
+            .collect();
+        // Without fentry cookies (before Linux 6.0) every fentry row gets a
+        // copy of the object that knows its index from rodata.
+        let raw_fentry = kernel::cookies().tracing;
         let mut autoload: HashSet<ProgramId> = HashSet::new();
         for e in table
             .iter()
@@ -39,7 +49,7 @@ impl Session {
         let mut first_target: BTreeMap<ProgramId, &str> = BTreeMap::new();
         for e in table
             .iter()
-            .filter(|e| e.backend == Backend::Fentry && e.module.is_none())
+            .filter(|e| raw_fentry && e.backend == Backend::Fentry && e.module.is_none())
         {
             first_target.entry(e.program).or_insert(e.name.as_ref());
             if let Some(r) = e.return_program.filter(|_| graph) {
@@ -49,7 +59,7 @@ impl Session {
         autoload.extend(first_target.keys());
         let mut s = Session::default();
         let mut open_main = open(object, &opts)?;
-        apply(&mut open_main, &opts)?;
+        apply(&mut open_main, &opts, kprobe_rows.len())?;
         for mut p in open_main.progs_mut() {
             let Some(id) = program_id(p.name()) else {
                 p.set_autoload(false);
@@ -80,6 +90,7 @@ impl Session {
                 s.templates.insert(id, p.insns().to_vec());
             }
         }
+        fill_probe_ips(&main, table, &kprobe_rows)?;
         s.objects.push(main);
         let mut multi: BTreeMap<ProgramId, Vec<usize>> = BTreeMap::new();
         let mut done = 0;
@@ -91,7 +102,9 @@ impl Session {
                     multi.entry(e.program).or_default().push(i);
                     continue;
                 }
-                Backend::Fentry if e.module.is_none() => s.attach_fentry_raw(e, i, graph),
+                Backend::Fentry if raw_fentry && e.module.is_none() => {
+                    s.attach_fentry_raw(e, i, graph)
+                }
                 Backend::TpBtf | Backend::Fentry => s.load_typed_copy(object, e, i, &opts),
             };
             match r {
@@ -186,6 +199,7 @@ impl Session {
                 config,
                 ..opts.clone()
             },
+            0,
         )?;
         let ret = e.return_program.filter(|_| graph);
         for mut p in open.progs_mut() {
@@ -219,7 +233,7 @@ impl Session {
         };
         self.objects.push(obj);
         let o = self.objects.len() - 1;
-        if e.backend != Backend::Fentry {
+        if e.backend != Backend::Fentry || !kernel::cookies().tracing {
             return Ok(self.attach_one(o, e, id, graph));
         }
         // Generic fentry/fexit read their probe index from the cookie.

@@ -1,5 +1,6 @@
 //! Losses the kernel side counts: ring-buffer reserve failures and
-//! function_graph stash overflows (the object's per-CPU `ipft_lost`),
+//! function_graph stash overflows and live-table evictions (the object's
+//! per-CPU `ipft_lost`),
 //! recursion misses (per program) and kprobe misses (per link, which
 //! includes kretprobe maxactive misses).
 
@@ -22,6 +23,9 @@ pub struct BpfLosses {
     pub recursion: u64,
     /// kprobe hits the kernel missed (kretprobe maxactive, recursion).
     pub kprobe: u64,
+    /// Traced skbs pushed out of a full set of the live table: no event is
+    /// lost, but such a journey ends at its free only if still marked.
+    pub live_evicted: u64,
 }
 
 /// Per-CPU counter `key` of `ipft_lost`, summed.
@@ -44,6 +48,7 @@ pub fn bpf_losses(obj: &Object) -> BpfLosses {
     BpfLosses {
         ring_buffer: counter(obj, 0),
         stash: counter(obj, 1),
+        live_evicted: counter(obj, 2),
         ..Default::default()
     }
 }

@@ -16,6 +16,8 @@ use std::os::fd::OwnedFd;
 use std::sync::Mutex;
 
 use ipft_abi::{Backend, Config, Layout, ProbeEntry, ProgramId};
+
+use crate::kernel;
 use libbpf_rs::{
     ErrorKind, KprobeMultiOpts, KprobeOpts, Link, MapCore, Object, ObjectBuilder, OpenObject,
     PrintLevel,
@@ -243,7 +245,12 @@ impl Session {
                     retprobe,
                     e.name.as_ref(),
                     KprobeOpts {
-                        cookie: id as u64,
+                        // Without cookie support libbpf refuses any cookie.
+                        cookie: if kernel::cookies().kprobe {
+                            id as u64
+                        } else {
+                            0
+                        },
                         ..Default::default()
                     },
                 ),
@@ -358,19 +365,81 @@ pub struct LoadOptions {
     pub btf: Option<std::path::PathBuf>,
 }
 
-/// Apply [`LoadOptions`] to an opened object before load.
-fn apply(open: &mut OpenObject, opts: &LoadOptions) -> Result<(), LoadError> {
-    set_config(open, &opts.config)?;
-    let Some(bytes) = opts.ring_buffer_bytes else {
-        return Ok(());
+/// Apply [`LoadOptions`] to an opened object before load: the config (with
+/// what the kernel's links carry), the ring buffer's size, and room in
+/// `ipft_probe_ips` for `kprobes` rows where kprobe links carry no cookie.
+fn apply(open: &mut OpenObject, opts: &LoadOptions, kprobes: usize) -> Result<(), LoadError> {
+    let cookies = kernel::cookies();
+    set_config(
+        open,
+        &Config {
+            kprobe_cookies: u32::from(cookies.kprobe),
+            tracing_cookies: u32::from(cookies.tracing),
+            ..opts.config
+        },
+    )?;
+    let wrap = |source| LoadError::Open {
+        source,
+        log: String::new(),
     };
     for mut m in open.maps_mut() {
-        if m.name() == "ipft_events" {
-            m.set_max_entries(bytes).map_err(|source| LoadError::Open {
-                source,
-                log: String::new(),
-            })?;
+        match (m.name().to_str(), opts.ring_buffer_bytes) {
+            (Some("ipft_events"), Some(bytes)) => m.set_max_entries(bytes).map_err(wrap)?,
+            (Some("ipft_probe_ips"), _) if !cookies.kprobe && kprobes > 0 => {
+                m.set_max_entries(kprobes as u32).map_err(wrap)?
+            }
+            _ => {}
         }
+    }
+    Ok(())
+}
+
+/// Where kprobe links carry no cookie, tell the programs which function is
+/// which probe: kallsyms address -> row index, for the kprobe `rows`.
+fn fill_probe_ips(obj: &Object, table: &[ProbeEntry], rows: &[usize]) -> Result<(), LoadError> {
+    if kernel::cookies().kprobe || rows.is_empty() {
+        return Ok(());
+    }
+    let syms = kernel::KernelSymbols::running().map_err(|e| LoadError::Unavailable {
+        backend: Backend::Kprobe,
+        reason: format!("kprobes without cookies need /proc/kallsyms: {e}"),
+    })?;
+    let map = obj
+        .maps()
+        .find(|m| m.name() == "ipft_probe_ips")
+        .ok_or(LoadError::Unavailable {
+            backend: Backend::Kprobe,
+            reason: "the object has no ipft_probe_ips map (built before Linux 5.10 support)".into(),
+        })?;
+    for &i in rows {
+        let Some(&(addr, ..)) = syms.text.get(table[i].name.as_ref()) else {
+            continue; // the attach fails on its own and says so
+        };
+        let value = i as u32;
+        map.update(
+            &addr.to_ne_bytes(),
+            &value.to_ne_bytes(),
+            libbpf_rs::MapFlags::ANY,
+        )
+        .map_err(|source| LoadError::Open {
+            source,
+            log: "filling ipft_probe_ips".into(),
+        })?;
+    }
+    Ok(())
+}
+
+/// -t function_graph keys each kretprobe's stash by the link's cookie: with
+/// kprobe rows on a kernel without kprobe cookies, kprobes are unusable.
+fn graph_needs_cookies(table: &[ProbeEntry], rows: &[usize], graph: bool) -> Result<(), LoadError> {
+    if graph
+        && !kernel::cookies().kprobe
+        && rows.iter().any(|&i| table[i].backend == Backend::Kprobe)
+    {
+        return Err(LoadError::Unavailable {
+            backend: Backend::Kprobe,
+            reason: "-t function_graph with kprobes needs BPF cookies (Linux 5.15)".into(),
+        });
     }
     Ok(())
 }

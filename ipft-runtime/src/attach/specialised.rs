@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashSet};
 use ipft_abi::{Backend, ProbeEntry, ProgramId};
 
 use super::{
-    apply, load_error, open, program_id, reason, take_log, LoadError, LoadOptions, Progress,
-    Session,
+    apply, fill_probe_ips, graph_needs_cookies, load_error, open, program_id, reason, take_log,
+    LoadError, LoadOptions, Progress, Session,
 };
 
 /// Most programs one load may turn off before giving up on the object.
@@ -23,6 +23,12 @@ impl Session {
         progress: Progress<'_>,
     ) -> Result<Session, LoadError> {
         let graph = opts.config.graph != 0;
+        graph_needs_cookies(table, selected, graph)?;
+        let kprobe_rows: Vec<usize> = selected
+            .iter()
+            .copied()
+            .filter(|&i| table[i].backend == Backend::Kprobe)
+            .collect();
         let mut wanted: HashSet<ProgramId> = HashSet::new();
         for &i in selected {
             wanted.insert(table[i].program);
@@ -35,7 +41,7 @@ impl Session {
         let mut refused: BTreeMap<ProgramId, String> = BTreeMap::new();
         let obj = loop {
             let mut open = open(object, &opts)?;
-            apply(&mut open, &opts)?;
+            apply(&mut open, &opts, kprobe_rows.len())?;
             for mut p in open.progs_mut() {
                 let on = program_id(p.name())
                     .is_some_and(|id| wanted.contains(&id) && !refused.contains_key(&id));
@@ -59,6 +65,7 @@ impl Session {
                 _ => return Err(load_error(e, &log, &names)),
             }
         };
+        fill_probe_ips(&obj, table, &kprobe_rows)?;
         let mut s = Session::default();
         s.objects.push(obj);
         // Every function program of one backend refused: that backend does

@@ -20,6 +20,27 @@ fn insns() -> [sys::bpf_insn; 2] {
     [mov, exit]
 }
 
+/// `call bpf_get_attach_cookie; r0 = 0; exit` (r1 still holds the context).
+fn cookie_insns() -> [sys::bpf_insn; 3] {
+    // SAFETY: as in `insns`.
+    let mut call: sys::bpf_insn = unsafe { std::mem::zeroed() };
+    call.code = 0x85; // BPF_JMP | BPF_CALL
+    call.imm = sys::BPF_FUNC_get_attach_cookie as i32;
+    let [mov, exit] = insns();
+    [call, mov, exit]
+}
+
+/// Whether programs of `prog_type` may read their link's cookie: false only
+/// when a plain program loads and the same one reading its cookie does not
+/// (kprobes before Linux 5.15, fentry before 6.0). A type that does not load
+/// at all is not in use, so its answer does not matter.
+pub fn cookies(prog_type: sys::bpf_prog_type, attach: sys::bpf_attach_type, btf_id: u32) -> bool {
+    if prog_load(prog_type, "ipft_probe", &insns(), attach, btf_id).is_err() {
+        return true;
+    }
+    prog_load(prog_type, "ipft_probe", &cookie_insns(), attach, btf_id).is_ok()
+}
+
 fn errno_msg(errno: i32) -> String {
     super::errno_text(errno)
 }

@@ -110,6 +110,27 @@ fn missing(b: Backend) -> &'static str {
     }
 }
 
+/// Which links carry a BPF cookie on the running kernel (probed once).
+#[derive(Debug, Clone, Copy)]
+pub struct Cookies {
+    /// kprobe links (Linux 5.15).
+    pub kprobe: bool,
+    /// fentry/fexit links (Linux 6.0).
+    pub tracing: bool,
+}
+
+/// The running kernel's [`Cookies`].
+pub fn cookies() -> Cookies {
+    use libbpf_rs::libbpf_sys as sys;
+    static C: std::sync::OnceLock<Cookies> = std::sync::OnceLock::new();
+    *C.get_or_init(|| Cookies {
+        kprobe: features::cookies(sys::BPF_PROG_TYPE_KPROBE, 0, 0),
+        tracing: fentry_target().is_none_or(|id| {
+            features::cookies(sys::BPF_PROG_TYPE_TRACING, sys::BPF_TRACE_FENTRY, id)
+        }),
+    })
+}
+
 /// BTF id of ip_rcv, the function feature probes aim fentry at.
 fn fentry_target() -> Option<u32> {
     running_btf()?

@@ -5,6 +5,16 @@
 # returning.
 . "$(dirname "$0")/lib.sh"
 
+# Before Linux 5.15 kprobe links carry no cookie, and a kretprobe cannot
+# tell which entry it returns from: -b kprobe refuses function_graph there
+# with the reason, in one line, exit 2 (auto takes fentry/fexit instead).
+if [ "$BACKEND:$KVER" = kprobe:5.10 ]; then
+    want="needs BPF cookies (Linux 5.15)"
+    [ "$(cat "$DIR/trace.rc" 2>/dev/null)" = 2 ] && grep -qF "$want" "$DIR/trace.stderr" \
+        || fail "want exit 2 with '$want'" "rc $(cat "$DIR/trace.rc" 2>/dev/null), stderr: $(excerpt "$DIR/trace.stderr")"
+    echo "refused as it should be: $(grep -m1 -F "$want" "$DIR/trace.stderr")"
+    exit 0
+fi
 tracer_ran trace
 events_valid trace
 

@@ -72,22 +72,34 @@ count_lines() { grep -cxF -- "$2" <<<"$1" || true; }
 # The kernel's drop function for this kernel series.
 drop_function() {
     case "$KVER" in
-        6.1) echo kfree_skb_reason ;;
-        *)   echo sk_skb_reason_drop ;;
+        5.10) echo kfree_skb ;;       # drop reasons arrived in 5.17
+        6.1)  echo kfree_skb_reason ;;
+        *)    echo sk_skb_reason_drop ;;
     esac
+}
+
+# drop_reason NAME: the reason the drop function shows for NAME ("-" where
+# the kernel has no drop reasons).
+drop_reason() {
+    case "$KVER" in 5.10) echo - ;; *) echo "$1" ;; esac
 }
 
 # Entry path of a marked loopback echo request up to ICMP delivery (see
 # /work/shared/anchor-facts.md: nothing before ip_output, the mark is set in
 # the raw OUTPUT hook, after ip_local_out).
 ICMP_PATH="ip_output ip_finish_output ip_finish_output2 ip_rcv ip_rcv_core ip_local_deliver ip_local_deliver_finish ip_protocol_deliver_rcu icmp_rcv"
-ECHO_REQUEST="$ICMP_PATH icmp_echo icmp_reply"
+# Debian's 5.10 build inlines icmp_reply into icmp_echo (no BTF, no symbol).
+case "${KVER:-}" in
+    5.10) ECHO_REQUEST="$ICMP_PATH icmp_echo" ;;
+    *)    ECHO_REQUEST="$ICMP_PATH icmp_echo icmp_reply" ;;
+esac
 ECHO_REPLY="$ICMP_PATH"
 
-# dropped_packets NAME REASON: for every packet that went through the drop
+# dropped_packets NAME: for every packet that went through the drop
 # function, "<drop reason> <last entry>"; and one line "lonely N" with the
 # number of packets made of nothing but a release or a tracepoint (each is a
-# journey cut in two).
+# journey cut in two; where kfree_skb is itself the drop function, a packet
+# dropped before any other traced function is only that, and whole).
 dropped_packets() {
     local fn
     fn=$(drop_function)
@@ -95,6 +107,7 @@ dropped_packets() {
         | map(select(.is_return | not))
         | select(any(.function == $fn))
         | "\(map(select(.function == $fn))[0].drop_reason // "-") \(last.function)"' "$DIR/$1.json"
-    jq -r -s '[group_by(.packet_id)[] | map(.function) | unique
-        | select(all(. == "kfree_skbmem" or . == "kfree_skb"))] | "lonely \(length)"' "$DIR/$1.json"
+    jq -r -s --arg fn "$fn" '[group_by(.packet_id)[] | map(.function) | unique
+        | select(all(. == "kfree_skbmem" or (. == "kfree_skb" and $fn != "kfree_skb")))]
+        | "lonely \(length)"' "$DIR/$1.json"
 }

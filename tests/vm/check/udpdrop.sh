@@ -6,15 +6,15 @@
 
 tracer_ran trace
 events_valid trace
-fn=$(drop_function)
+fn=$(drop_function) why=$(drop_reason NO_SOCKET)
 sent=$(awk '/MARK/{print $1; exit}' "$DIR/iptables-raw.txt")
 [ "${sent:-0}" -ge 1 ] || fail "no UDP datagram was marked: $(excerpt "$DIR/iptables-raw.txt")"
 out=$(dropped_packets trace)
 total=$(grep -vc '^lonely' <<<"$out" || true)
-ok=$(grep -cE "^[A-Z_]*NO_SOCKET kfree_skbmem\$" <<<"$out" || true)
+ok=$(grep -cE "^([A-Z_]*_)?$why kfree_skbmem\$" <<<"$out" || true)
 if [ "$total" -eq "$sent" ] && [ "$ok" -eq "$sent" ] && grep -qx 'lonely 0' <<<"$out"; then
-    echo "$sent datagrams, each one packet through $fn (NO_SOCKET) ending in kfree_skbmem"
+    echo "$sent datagrams, each one packet through $fn ($why) ending in kfree_skbmem"
     exit 0
 fi
-fail "want $sent packets through '$fn NO_SOCKET' ending in kfree_skbmem and none alone, got: $(paste -sd';' <<<"$out")" \
+fail "want $sent packets through '$fn $why' ending in kfree_skbmem and none alone, got: $(paste -sd';' <<<"$out")" \
      "journeys: $(journeys trace '.' | summarize)"
