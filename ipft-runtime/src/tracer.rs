@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use ipft_abi::{Backend, Config};
+use ipft_abi::{Asked, Backend, Config, KernelOffer};
 
 use crate::attach::{self, LoadError, LoadOptions, Session};
 use crate::error::{exit_code, require_root, RunError};
@@ -148,12 +148,12 @@ fn attach(
     notes: &mut Vec<String>,
     signals: &Signals,
 ) -> Result<(Session, select::Selection), RunError> {
-    loop {
+    attach_with_fallback(probed, cfg.asked, notes, |offer, _| {
         let sel = select::select(
             spec.probes,
             &cfg.filter,
             attachable,
-            &probed.offer,
+            offer,
             cfg.asked,
             incompatible,
         );
@@ -178,8 +178,28 @@ fn attach(
             },
         );
         pb.finish_and_clear();
+        Ok((r, sel))
+    })
+}
+
+/// Load and attach, falling back while a backend turns out unusable: each
+/// `attempt` plans with what `probed` still offers; a function backend the
+/// kernel refuses as a whole leaves the offer and the policy chooses again,
+/// so its probes go to the next backend that reaches them. With `-b B`
+/// alone, B refused is the error. One definition for `ipft` and tracers.
+pub fn attach_with_fallback<T>(
+    probed: &mut Probed,
+    asked: Asked,
+    notes: &mut Vec<String>,
+    mut attempt: impl FnMut(
+        &KernelOffer,
+        &mut Vec<String>,
+    ) -> Result<(Result<Session, LoadError>, T), RunError>,
+) -> Result<(Session, T), RunError> {
+    loop {
+        let (r, planned) = attempt(&probed.offer, notes)?;
         match r {
-            Ok(s) if !s.attached.is_empty() => return Ok((s, sel)),
+            Ok(s) if !s.attached.is_empty() => return Ok((s, planned)),
             Ok(s) => {
                 let first = s.failed.first().map(|f| f.1.clone()).unwrap_or_default();
                 return Err(RunError::Selection(format!(
@@ -190,6 +210,11 @@ fn attach(
             Err(LoadError::Unavailable { backend, reason })
                 if backend != Backend::TpBtf && probed.offer.has(backend) =>
             {
+                if asked == Asked::Only(backend) {
+                    return Err(RunError::Selection(format!(
+                        "backend {backend} cannot trace the selection on this kernel: {reason}"
+                    )));
+                }
                 notes.push(format!("{backend} refused ({reason}); falling back"));
                 probed.refuse(backend, reason);
             }

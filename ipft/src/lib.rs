@@ -11,13 +11,13 @@ use ipft_gen::discover::{discover, Backends, BtfInput, Discovery};
 use ipft_gen::probe::Profile;
 use ipft_gen::table::{self, Objects};
 use ipft_gen::Probe;
-use ipft_runtime::attach::{self, LoadError, Session};
+use ipft_runtime::attach::{self, Session};
 use ipft_runtime::error::{require_root, RunError};
 use ipft_runtime::flags::{self, IpftArgs, RunConfig};
-use ipft_runtime::kernel::{self, Probed};
+use ipft_runtime::kernel;
 use ipft_runtime::report::{self, Skipped};
 use ipft_runtime::signals::Signals;
-use ipft_runtime::tracer::{load_options, progress_bar, raise_nofile};
+use ipft_runtime::tracer::{attach_with_fallback, load_options, progress_bar, raise_nofile};
 use ipft_runtime::{event_loop, say};
 
 /// The generic object, compiled from bpf/generic.bpf.c when ipft is built.
@@ -71,30 +71,17 @@ pub fn run(args: IpftArgs) -> Result<i32, RunError> {
         }
     }
     let mut notes = Vec::new();
-    let (session, table, left_out) = loop {
-        let plan = plan(&cfg, &d, &probed.offer, &mut notes)?;
-        let pb = progress_bar(plan.table.len());
-        let r = Session::generic(GENERIC_OBJECT, &plan.table, load_options(&cfg), &mut |n| {
-            pb.set_position(n as u64);
-            !signals.stopped()
-        });
-        pb.finish_and_clear();
-        match r {
-            Ok(s) if !s.attached.is_empty() => break (s, plan.table, plan.left_out),
-            Ok(s) => {
-                let first = s.failed.first().map(|f| f.1.clone()).unwrap_or_default();
-                return Err(selection(format!("no probe could be attached: {first}")));
-            }
-            // tp_btf has nothing to fall back to: refusing it again would loop.
-            Err(LoadError::Unavailable { backend, reason })
-                if backend != Backend::TpBtf && probed.offer.has(backend) =>
-            {
-                notes.push(format!("{backend} refused ({reason}); falling back"));
-                refuse(&mut probed, backend, reason, cfg.asked)?;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
+    let (session, Plan { table, left_out }) =
+        attach_with_fallback(&mut probed, cfg.asked, &mut notes, |offer, notes| {
+            let plan = plan(&cfg, &d, offer, notes)?;
+            let pb = progress_bar(plan.table.len());
+            let r = Session::generic(GENERIC_OBJECT, &plan.table, load_options(&cfg), &mut |n| {
+                pb.set_position(n as u64);
+                !signals.stopped()
+            });
+            pb.finish_and_clear();
+            Ok((r, plan))
+        })?;
     if cfg.timings {
         say!(
             "timing: discover+load+attach {:.3}s",
@@ -114,18 +101,6 @@ pub fn run(args: IpftArgs) -> Result<i32, RunError> {
     } else {
         0
     })
-}
-
-/// A backend refused as a whole: the policy chooses again without it,
-/// unless the user asked for exactly that one.
-fn refuse(probed: &mut Probed, b: Backend, why: String, asked: Asked) -> Result<(), RunError> {
-    if asked == Asked::Only(b) {
-        return Err(selection(format!(
-            "backend {b} cannot trace the selection on this kernel: {why}"
-        )));
-    }
-    probed.refuse(b, why);
-    Ok(())
 }
 
 /// The table to load, and the probes left out of it.

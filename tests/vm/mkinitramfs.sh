@@ -10,8 +10,9 @@
 # libraries those need (ldd, paths kept, loader included), the kernel modules
 # the scenarios use (decompressed, listed in load order in /etc/lab/modules),
 # tests/vm/guest/* as /scenarios/*, and tests/vm/guest/init as /init.
-# --static: busybox, the --bin files (which must be static) and the scripts,
-# nothing else: no loader, no shared library, no module.
+# --static: busybox, the --bin files (which must be static), a static
+# marking pinger (tools/mping.c) and the scripts, nothing else: no loader,
+# no shared library, no module.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -88,6 +89,8 @@ if [ "$static" = 1 ]; then
         file -L "$src" | grep -q 'static' || die "--static: $src is not a static executable"
         cp -L "$src" "$root/usr/bin/$name"
     done
+    # The one test tool: a pinger that marks its packets (tools/mping.c).
+    cc -static -O2 -Wall -o "$root/usr/bin/mping" "$HERE/tools/mping.c" || die "building mping failed"
     : >"$root/etc/lab/modules"
     finish_image
     exit 0

@@ -1,13 +1,56 @@
-# Attach benchmark (tests/vm/run --bench): attach and detach time of the
-# whole `all` profile with the default (auto) and each function backend, in
-# one boot so that the ratios are comparable. --timings adds ipft's own per-stage split.
+# Start/stop benchmark (tests/vm/run --bench), one boot per kernel so that
+# the ratios are comparable: launch to ready and SIGINT to exit, for a
+# 50-200 function selection and for every skb probe (profile all), with
+# ipft's default (auto) and, when /usr/bin/ipftrace2 is in the image, with
+# ipftrace2's default in the same boot; on kernels with kprobe-multi also
+# each of ipft's function backends for profile all. Each run leaves
+# NAME.attach_ms and NAME.detach_ms (and NAME.stderr).
 READY_WAIT=400 STOP_WAIT=300
 . /scenarios/lib.sh
 
-for b in auto kprobe-multi kprobe fentry; do
-    BACKEND=$b
-    if ipft_start "$b" --profile all --timings; then
-        bpftool -j link show >"$b.link-during.json" 2>&1
+SELECTION='^(ip_|icmp_|tcp_)'
+
+# ipftrace2_run NAME ARGS...: ipftrace2 measured as ipft_start/ipft_stop
+# measure ipft (ready = its "Trace ready!" line, polled every 0.2 s).
+ipftrace2_run() {
+    name=$1; shift
+    echo "ipftrace2 -m $MARK $*" >"$name.cmd"
+    t0=$(uptime_ms)
+    ipftrace2 -m "$MARK" "$@" >"$name.stdout" 2>"$name.stderr" &
+    pid=$!
+    echo "$pid" >>/tmp/lab.pids
+    n=0
+    until grep -q 'Trace ready' "$name.stdout" "$name.stderr" 2>/dev/null; do
+        if ! kill -0 "$pid" 2>/dev/null; then echo "exited before ready" >"$name.notready"; return 1; fi
+        n=$((n + 1))
+        if [ $n -ge $((READY_WAIT * 5)) ]; then echo "not ready" >"$name.notready"; kill -9 "$pid"; return 1; fi
+        sleep 0.2
+    done
+    echo $(($(uptime_ms) - t0)) >"$name.attach_ms"
+    sleep 0.5
+    t0=$(uptime_ms)
+    kill -INT "$pid"
+    n=0
+    while kill -0 "$pid" 2>/dev/null && [ $n -lt $((STOP_WAIT * 5)) ]; do sleep 0.2; n=$((n + 1)); done
+    echo $(($(uptime_ms) - t0)) >"$name.detach_ms"
+    if kill -0 "$pid" 2>/dev/null; then echo "still running" >"$name.hung"; kill -9 "$pid"; fi
+    wait "$pid" 2>/dev/null
+}
+
+ipft_run() { # NAME BACKEND ARGS...
+    name=$1 BACKEND=$2; shift 2
+    if ipft_start "$name" "$@" --timings; then
+        bpftool -j link show >"$name.link-during.json" 2>&1
         ipft_stop INT
     fi
-done
+}
+
+have2=0; [ -x /usr/bin/ipftrace2 ] && have2=1
+# Alternate the two tools so that neither always runs on a warmer kernel.
+[ $have2 = 1 ] && ipftrace2_run sel-ipftrace2 -r "$SELECTION"
+ipft_run sel-ipft auto -r "$SELECTION"
+[ $have2 = 1 ] && ipftrace2_run all-ipftrace2
+ipft_run all-ipft auto --profile all
+if [ -d /sys/bus/event_source/devices/kprobe ] && grep -q fprobe /proc/kallsyms; then
+    for b in kprobe-multi kprobe fentry; do ipft_run "all-$b" "$b" --profile all; done
+fi

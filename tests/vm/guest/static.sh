@@ -1,16 +1,16 @@
 # Scenario static: booted from an initramfs that holds busybox, the static
-# ipft and the static fleet tracer, and nothing else: no dynamic loader, no
-# libbpf, libelf or zlib, no iptables. With nothing to mark packets, both
-# trace the packets whose mark is 0 (-m 0: all of them) of a loopback ping,
-# the only traffic.
+# ipft, the static fleet tracer and a static pinger, and nothing else: no
+# dynamic loader, no libbpf, libelf or zlib, no iptables. mping marks its
+# echo requests with SO_MARK, and fwmark_reflect gives the replies the same
+# mark; both tracers trace a loopback ping that way.
 . /scenarios/lib.sh
 
 find / -xdev \( -name 'ld-linux*' -o -name 'libbpf*' -o -name 'libelf*' -o -name 'libz.*' -o -name 'libc.so*' \) >libs.txt 2>/dev/null
-MARK=0
+echo 1 >/proc/sys/net/ipv4/fwmark_reflect
 for t in ipft ipft-ip; do
     IPFT=/usr/bin/$t
     if ipft_start "$t" -r '^(ip_|icmp_)'; then
-        ping -c 3 -i 0.2 -W 2 127.0.0.1 >"ping-$t.txt" 2>&1
+        mping "$MARK" 3 127.0.0.1 >"ping-$t.txt" 2>&1
         ipft_stop INT
     fi
 done
