@@ -353,3 +353,74 @@ pub fn raise_nofile() {
         unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probed() -> Probed {
+        Probed {
+            offer: KernelOffer::everything(Some("6.12.0")),
+            refused: Vec::new(),
+        }
+    }
+
+    fn unavailable(backend: Backend) -> Result<Session, LoadError> {
+        Err(LoadError::Unavailable {
+            backend,
+            reason: "refused".into(),
+        })
+    }
+
+    #[test]
+    fn a_refused_tracepoint_backend_is_one_error_not_a_loop() {
+        let mut p = probed();
+        let mut tries = 0;
+        let r = attach_with_fallback(&mut p, Asked::Auto, &mut Vec::new(), |_, _| {
+            tries += 1;
+            assert!(tries < 3, "retried a backend with nothing to fall back to");
+            Ok((unavailable(Backend::TpBtf), ()))
+        });
+        assert!(r.is_err());
+        assert_eq!(tries, 1);
+    }
+
+    #[test]
+    fn a_refused_function_backend_leaves_the_offer_and_the_policy_chooses_again() {
+        let mut p = probed();
+        let mut seen = Vec::new();
+        let mut notes = Vec::new();
+        let r = attach_with_fallback(&mut p, Asked::Auto, &mut notes, |offer, _| {
+            seen.push(*offer);
+            // Every function backend refused in turn, then tp_btf too.
+            let b = match offer.function_backends().first() {
+                Some(&b) => b,
+                None => Backend::TpBtf,
+            };
+            Ok((unavailable(b), ()))
+        });
+        assert!(r.is_err());
+        assert_eq!(seen.len(), 4);
+        assert!(seen[3].function_backends().is_empty());
+        assert_eq!(notes.len(), 3, "{notes:?}");
+        assert_eq!(p.refused.len(), 3);
+    }
+
+    #[test]
+    fn the_only_backend_asked_for_refused_is_the_error() {
+        let mut p = probed();
+        let r = attach_with_fallback(
+            &mut p,
+            Asked::Only(Backend::Kprobe),
+            &mut Vec::new(),
+            |_, _| Ok((unavailable(Backend::Kprobe), ())),
+        );
+        match r {
+            Err(RunError::Selection(m)) => {
+                assert!(m.contains("backend kprobe cannot trace"), "{m}")
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("attached"),
+        }
+    }
+}
