@@ -38,6 +38,32 @@ impl ProbeEntry {
         self.shape.kind
     }
 
+    /// A vmlinux BTF tracepoint attached with tp_btf, skb in argument
+    /// `skb_pos` of `nargs`, run by `program`; journey flags unset.
+    pub fn tracepoint(
+        name: impl Into<Cow<'static, str>>,
+        skb_pos: u8,
+        nargs: u8,
+        program: ProgramId,
+    ) -> ProbeEntry {
+        ProbeEntry {
+            name: name.into(),
+            module: None,
+            shape: ProbeShape {
+                kind: ProbeKind::Tracepoint,
+                skb_pos,
+                nargs,
+                ..Default::default()
+            },
+            backend: Backend::TpBtf,
+            btf_id: 0,
+            program,
+            return_program: None,
+            ends_journey: false,
+            hidden: false,
+        }
+    }
+
     /// `module:name` or `name`.
     pub fn display_name(&self) -> String {
         match &self.module {

@@ -92,23 +92,18 @@ fn table(rows: &serde_json::Value) -> Result<Vec<ProbeEntry>> {
                     .ok_or_else(|| anyhow!("probes.json: bad row {r}"))
             };
             Ok(ProbeEntry {
-                name: r["name"].as_str().unwrap_or_default().to_string().into(),
-                module: None,
-                shape: ProbeShape {
-                    kind: ProbeKind::Tracepoint,
-                    skb_pos: num(&r["shape"]["skb_pos"])? as u8,
-                    nargs: num(&r["shape"]["nargs"])? as u8,
-                    ..Default::default()
-                },
-                backend: Backend::TpBtf,
                 btf_id: num(&r["btf_id"])? as u32,
-                program: ProgramId::Typed {
-                    kind: TypedKind::Tracepoint,
-                    row: num(&r["program"]["Typed"]["row"])? as u32,
-                },
-                return_program: None,
                 ends_journey: r["ends_journey"].as_bool().unwrap_or(false),
                 hidden: r["hidden"].as_bool().unwrap_or(false),
+                ..ProbeEntry::tracepoint(
+                    r["name"].as_str().unwrap_or_default().to_string(),
+                    num(&r["shape"]["skb_pos"])? as u8,
+                    num(&r["shape"]["nargs"])? as u8,
+                    ProgramId::Typed {
+                        kind: TypedKind::Tracepoint,
+                        row: num(&r["program"]["Typed"]["row"])? as u32,
+                    },
+                )
             })
         })
         .collect()

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 use ipft_runtime::attach::{self as load, Session};
-use ipft_runtime::{Backend, Config, ProbeEntry, ProbeKind, ProbeShape, ProgramId, TypedKind};
+use ipft_runtime::{Config, ProbeEntry, ProgramId, TypedKind};
 
 use libbpf_rs::query::{ProgInfoIter, ProgInfoQueryOptions};
 use libbpf_rs::{

@@ -225,28 +225,15 @@ fn open_bench_object() -> Result<Object> {
 /// Rows for ipft's generic object: tp_btf, skb is the first argument, so
 /// both map to `ipft_gt0` (one loaded copy per tracepoint).
 fn ipft_table() -> Vec<ProbeEntry> {
+    let program = ProgramId::Generic {
+        kind: TypedKind::Tracepoint,
+        skb: 0,
+        reason: None,
+        end: false,
+    };
     TRACEPOINTS
         .iter()
-        .map(|tp| ProbeEntry {
-            name: (*tp).into(),
-            module: None,
-            shape: ProbeShape {
-                kind: ProbeKind::Tracepoint,
-                nargs: 1,
-                ..Default::default()
-            },
-            backend: Backend::TpBtf,
-            btf_id: 0,
-            program: ProgramId::Generic {
-                kind: TypedKind::Tracepoint,
-                skb: 0,
-                reason: None,
-                end: false,
-            },
-            return_program: None,
-            ends_journey: false,
-            hidden: false,
-        })
+        .map(|&tp| ProbeEntry::tracepoint(tp, 0, 1, program))
         .collect()
 }
 

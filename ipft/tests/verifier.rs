@@ -3,12 +3,11 @@
 
 mod common;
 
-use std::borrow::Cow;
 use std::process::Command;
 
 use ipft_abi::Layout;
 use ipft_runtime::attach::{capture_libbpf_log, LoadError, LoadOptions, Session};
-use ipft_runtime::{Backend, Config, ProbeEntry, ProbeKind, ProbeShape, ProgramId, TypedKind};
+use ipft_runtime::{Config, ProbeEntry, ProgramId, TypedKind};
 
 const BAD: &str = r#"
 #include "vmlinux.h"
@@ -127,22 +126,13 @@ int ipft_t0(__u64 *ctx)
 
 /// The one-row table of both objects: program ipft_t0 on netif_receive_skb.
 fn netif_receive_skb() -> [ProbeEntry; 1] {
-    [ProbeEntry {
-        name: Cow::Borrowed("netif_receive_skb"),
-        module: None,
-        shape: ProbeShape {
-            kind: ProbeKind::Tracepoint,
-            nargs: 1,
-            ..Default::default()
-        },
-        backend: Backend::TpBtf,
-        btf_id: 0,
-        program: ProgramId::Typed {
+    [ProbeEntry::tracepoint(
+        "netif_receive_skb",
+        0,
+        1,
+        ProgramId::Typed {
             kind: TypedKind::Tracepoint,
             row: 0,
         },
-        return_program: None,
-        ends_journey: false,
-        hidden: false,
-    }]
+    )]
 }

@@ -99,7 +99,8 @@ static __always_inline void ipft_count(__u32 k)
  * still carries the mark. Two CPUs adding to one set in the same instant
  * may also overwrite each other; rare, and only as bad as an eviction.
  */
-#define IPFT_LIVE_SETS (1 << 14)
+#define IPFT_LIVE_BITS 14
+#define IPFT_LIVE_SETS (1 << IPFT_LIVE_BITS)
 #define IPFT_LIVE_WAYS 4
 
 __u64 ipft_live[IPFT_LIVE_SETS][IPFT_LIVE_WAYS];
@@ -124,7 +125,7 @@ static __always_inline __u64 ipft_skb_addr(struct sk_buff *skb)
 static __always_inline __u64 *ipft_live_set(__u64 skb)
 {
 	/* Slab addresses share their low bits: multiply-shift the rest. */
-	return ipft_live[((skb >> 6) * 0x9E3779B97F4A7C15ULL) >> (64 - 14)];
+	return ipft_live[((skb >> 6) * 0x9E3779B97F4A7C15ULL) >> (64 - IPFT_LIVE_BITS)];
 }
 
 static __always_inline void ipft_live_add(__u64 skb)

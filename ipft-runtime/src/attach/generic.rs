@@ -9,8 +9,8 @@ use libbpf_rs::libbpf_sys as sys;
 use libbpf_rs::MapCore;
 
 use super::{
-    apply, backend_unusable, fill_probe_ips, graph_needs_cookies, load_error, open, program_id,
-    reason, take_log, LoadError, LoadOptions, Progress, Session,
+    apply, backend_unusable, fill_probe_ips, kprobe_rows, load_error, open, program_id, reason,
+    take_log, LoadError, LoadOptions, Progress, Session,
 };
 use crate::kernel::{self, errno_text, raw};
 
@@ -23,13 +23,7 @@ impl Session {
         progress: Progress<'_>,
     ) -> Result<Session, LoadError> {
         let graph = opts.config.graph != 0;
-        let all: Vec<usize> = (0..table.len()).collect();
-        graph_needs_cookies(table, &all, graph)?;
-        let kprobe_rows: Vec<usize> = all
-            .iter()
-            .copied()
-            .filter(|&i| table[i].backend == Backend::Kprobe)
-            .collect();
+        let kprobe_rows = kprobe_rows(table, 0..table.len(), graph)?;
         // Without fentry cookies (before Linux 6.0) every fentry row gets a
         // copy of the object that knows its index from rodata.
         let raw_fentry = kernel::cookies().tracing;

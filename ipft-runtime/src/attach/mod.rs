@@ -429,19 +429,24 @@ fn fill_probe_ips(obj: &Object, table: &[ProbeEntry], rows: &[usize]) -> Result<
     Ok(())
 }
 
-/// -t function_graph keys each kretprobe's stash by the link's cookie: with
-/// kprobe rows on a kernel without kprobe cookies, kprobes are unusable.
-fn graph_needs_cookies(table: &[ProbeEntry], rows: &[usize], graph: bool) -> Result<(), LoadError> {
-    if graph
-        && !kernel::cookies().kprobe
-        && rows.iter().any(|&i| table[i].backend == Backend::Kprobe)
-    {
+/// The kprobe rows among `rows`. -t function_graph keys each kretprobe's
+/// stash by the link's cookie: on a kernel without kprobe cookies, kprobes
+/// cannot serve it.
+fn kprobe_rows(
+    table: &[ProbeEntry],
+    rows: impl Iterator<Item = usize>,
+    graph: bool,
+) -> Result<Vec<usize>, LoadError> {
+    let kprobes: Vec<usize> = rows
+        .filter(|&i| table[i].backend == Backend::Kprobe)
+        .collect();
+    if graph && !kprobes.is_empty() && !kernel::cookies().kprobe {
         return Err(LoadError::Unavailable {
             backend: Backend::Kprobe,
             reason: "-t function_graph with kprobes needs BPF cookies (Linux 5.15)".into(),
         });
     }
-    Ok(())
+    Ok(kprobes)
 }
 
 fn open(object: &[u8], opts: &LoadOptions) -> Result<OpenObject, LoadError> {

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashSet};
 use ipft_abi::{Backend, ProbeEntry, ProgramId};
 
 use super::{
-    apply, fill_probe_ips, graph_needs_cookies, load_error, open, program_id, reason, take_log,
-    LoadError, LoadOptions, Progress, Session,
+    apply, fill_probe_ips, kprobe_rows, load_error, open, program_id, reason, take_log, LoadError,
+    LoadOptions, Progress, Session,
 };
 
 /// Most programs one load may turn off before giving up on the object.
@@ -23,12 +23,7 @@ impl Session {
         progress: Progress<'_>,
     ) -> Result<Session, LoadError> {
         let graph = opts.config.graph != 0;
-        graph_needs_cookies(table, selected, graph)?;
-        let kprobe_rows: Vec<usize> = selected
-            .iter()
-            .copied()
-            .filter(|&i| table[i].backend == Backend::Kprobe)
-            .collect();
+        let kprobe_rows = kprobe_rows(table, selected.iter().copied(), graph)?;
         let mut wanted: HashSet<ProgramId> = HashSet::new();
         for &i in selected {
             wanted.insert(table[i].program);
