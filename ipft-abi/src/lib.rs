@@ -7,11 +7,13 @@
 //!  policy     which backend reaches a probe, and which one to use
 //!  program    ProgramId: the one name of every BPF program
 //!  layout     struct ipft_event / struct ipft_config, C rendered from Rust
+//!  payload    extension payload formats (BTF decl tags) and their rendering
 //!  table      ProbeEntry rows, KernelIdentity, where a journey ends
 //! ```
 #![deny(missing_docs)]
 
 pub mod layout;
+pub mod payload;
 pub mod policy;
 pub mod probe;
 pub mod program;
