@@ -148,6 +148,11 @@ layout! {
         /// fentry/fexit links carry cookies (Linux 6.0); without, each
         /// generic copy reads `probe`
         tracing_cookies: u32,
+        /// an extension's module() is linked in: each event carries
+        /// IPFT_EXT_LEN bytes of payload
+        ext: u32,
+        /// zero (keeps the struct free of padding)
+        spare: u32,
     }
 }
 
@@ -209,7 +214,7 @@ mod tests {
         assert!(c.starts_with("struct ipft_config {"));
         assert!(c.contains("__u64 wakeup_bytes;\t/* @8:"));
         assert!(c.contains("__u32 graph;\t/* @20:"));
-        assert_eq!(std::mem::size_of::<Config>(), 32);
+        assert_eq!(std::mem::size_of::<Config>(), 40);
     }
 }
 

@@ -267,6 +267,20 @@ fn string(b: &[u8]) -> String {
 }
 
 impl PayloadField {
+    /// An unsigned integer field of `size` bytes (set `count`, `signed`,
+    /// `char` after, for others).
+    pub fn scalar(name: &str, offset: usize, size: usize, format: Format) -> Self {
+        PayloadField {
+            name: name.into(),
+            offset,
+            size,
+            count: None,
+            signed: false,
+            char: false,
+            format,
+        }
+    }
+
     /// Bytes the field takes.
     pub fn len(&self) -> usize {
         self.size * self.count.unwrap_or(1)
@@ -345,15 +359,7 @@ mod tests {
     use super::*;
 
     fn field(name: &str, offset: usize, size: usize, format: Format) -> PayloadField {
-        PayloadField {
-            name: name.into(),
-            offset,
-            size,
-            count: None,
-            signed: false,
-            char: false,
-            format,
-        }
+        PayloadField::scalar(name, offset, size, format)
     }
 
     #[test]

@@ -83,6 +83,7 @@ macro_rules! outln {
     }};
 }
 
+mod extension;
 mod generated;
 mod host;
 mod per_hit;

@@ -21,15 +21,17 @@ enum Group {
     Floor,
     Ipft,
     Generated,
+    Extension,
     Ipft2Style,
 }
 
 impl Group {
-    const ALL: [Group; 5] = [
+    const ALL: [Group; 6] = [
         Group::Empty,
         Group::Floor,
         Group::Ipft,
         Group::Generated,
+        Group::Extension,
         Group::Ipft2Style,
     ];
 
@@ -39,6 +41,7 @@ impl Group {
             Group::Floor => "floor (mark test + reserve/submit)",
             Group::Ipft => "ipft (generic ipft_gt0)",
             Group::Generated => "generated tracer (specialised)",
+            Group::Extension => "ipft -e len (64-byte payload)",
             Group::Ipft2Style => "ipftrace2-style",
         }
     }
@@ -50,6 +53,7 @@ struct Counts {
     floor: AtomicU64,
     ipft: AtomicU64,
     generated: AtomicU64,
+    extension: AtomicU64,
     ipft2: AtomicU64,
     ipft2_lost: AtomicU64,
 }
@@ -66,6 +70,7 @@ impl Consumers {
     fn start(
         ringbuf: MapHandle,
         generated: MapHandle,
+        extension: MapHandle,
         floor: MapHandle,
         perf: MapHandle,
         counts: Arc<Counts>,
@@ -82,7 +87,11 @@ impl Consumers {
             let (stop, counts, tx) = (Arc::clone(&stop), Arc::clone(&counts), tx.clone());
             c.threads.push(std::thread::spawn(move || {
                 let mut b = RingBufferBuilder::new();
-                let (c2, c3) = (Arc::clone(&counts), Arc::clone(&counts));
+                let (c2, c3, c4) = (
+                    Arc::clone(&counts),
+                    Arc::clone(&counts),
+                    Arc::clone(&counts),
+                );
                 let built = b
                     .add(&ringbuf, |_: &[u8]| {
                         counts.ipft.fetch_add(1, Ordering::Relaxed);
@@ -91,6 +100,12 @@ impl Consumers {
                     .and_then(|b| {
                         b.add(&generated, move |_: &[u8]| {
                             c3.generated.fetch_add(1, Ordering::Relaxed);
+                            0
+                        })
+                    })
+                    .and_then(|b| {
+                        b.add(&extension, move |_: &[u8]| {
+                            c4.extension.fetch_add(1, Ordering::Relaxed);
                             0
                         })
                     })
@@ -302,49 +317,13 @@ pub(crate) fn per_hit(seconds: u32, count: u32, rounds: usize) -> Result<String>
             session.failed
         );
     }
-    let ring = session
-        .main_object()
-        .maps()
-        .find(|m| m.name() == "ipft_events")
-        .ok_or_else(|| anyhow!("ipft_events missing"))?;
-    // ipft's per-tracepoint copies live inside the Session: find them as the
-    // ipft_gt0 programs using this session's ring buffer.
-    let ring_id = ring.info()?.info.id;
-    let before = ids.len();
-    for info in ProgInfoIter::with_query_opts(ProgInfoQueryOptions::default().include_map_ids(true))
-    {
-        if info.name.to_string_lossy() == "ipft_gt0" && info.map_ids.contains(&ring_id) {
-            ids.insert(info.id, Group::Ipft);
-        }
-    }
-    if ids.len() - before != TRACEPOINTS.len() {
-        bail!(
-            "found {} ipft programs, expected {}",
-            ids.len() - before,
-            TRACEPOINTS.len()
-        );
-    }
+    // ipft's per-tracepoint copies live inside the Session: they are the
+    // ipft_gt0 programs using its ring buffer.
+    let ring = claim(&session, Group::Ipft, Some("ipft_gt0"), &mut ids)?;
     let generated = generated::load(cfg)?;
-    let gen_ring = generated
-        .main_object()
-        .maps()
-        .find(|m| m.name() == "ipft_events")
-        .ok_or_else(|| anyhow!("the generated object has no ipft_events"))?;
-    let gen_ring_id = gen_ring.info()?.info.id;
-    let before = ids.len();
-    for info in ProgInfoIter::with_query_opts(ProgInfoQueryOptions::default().include_map_ids(true))
-    {
-        if info.map_ids.contains(&gen_ring_id) {
-            ids.insert(info.id, Group::Generated);
-        }
-    }
-    if ids.len() - before != TRACEPOINTS.len() {
-        bail!(
-            "found {} generated programs, expected {}",
-            ids.len() - before,
-            TRACEPOINTS.len()
-        );
-    }
+    let gen_ring = claim(&generated, Group::Generated, None, &mut ids)?;
+    let with_ext = super::extension::load(cfg, &table)?;
+    let ext_ring = claim(&with_ext, Group::Extension, None, &mut ids)?;
     let perf = bench
         .maps()
         .find(|m| m.name() == "ipft2_events")
@@ -357,13 +336,14 @@ pub(crate) fn per_hit(seconds: u32, count: u32, rounds: usize) -> Result<String>
     let mut consumers = Consumers::start(
         MapHandle::try_from(&ring)?,
         MapHandle::try_from(&gen_ring)?,
+        MapHandle::try_from(&ext_ring)?,
         MapHandle::try_from(&floor)?,
         MapHandle::try_from(&perf)?,
         Arc::clone(&counts),
     )?;
 
     eprintln!(
-        "attached empty, floor, ipft, a generated tracer and ipftrace2-style to tp_btf {}; {rounds} round(s) of {count} flood pings, unmarked then -m {MARK}",
+        "attached empty, floor, ipft, a generated tracer, ipft with an extension and ipftrace2-style to tp_btf {}; {rounds} round(s) of {count} flood pings, unmarked then -m {MARK}",
         TRACEPOINTS.join(", ")
     );
     let mut phases: [Vec<Phase>; 2] = [Vec::new(), Vec::new()];
@@ -380,16 +360,57 @@ pub(crate) fn per_hit(seconds: u32, count: u32, rounds: usize) -> Result<String>
     consumers.finish()?;
     let ipft_lost = load::bpf_losses(session.main_object()).ring_buffer;
     let gen_lost = load::bpf_losses(generated.main_object()).ring_buffer;
+    let ext_lost = load::bpf_losses(with_ext.main_object()).ring_buffer;
     drop(consumers);
+    drop(with_ext);
     drop(generated);
     drop(session);
     drop(links);
 
-    Ok(report(&phases, &counts, [ipft_lost, gen_lost], elapsed))
+    Ok(report(
+        &phases,
+        &counts,
+        [ipft_lost, gen_lost, ext_lost],
+        elapsed,
+    ))
 }
 
-/// `lost`: ring buffer losses of ipft's and of the generated programs.
-fn report(phases: &[Vec<Phase>; 2], counts: &Counts, lost: [u64; 2], elapsed: Duration) -> String {
+/// The ring buffer of `s`, and its programs (named `name`, if given) for
+/// `group`: one per bench tracepoint.
+fn claim<'s>(
+    s: &'s Session,
+    group: Group,
+    name: Option<&str>,
+    ids: &mut HashMap<u32, Group>,
+) -> Result<libbpf_rs::Map<'s>> {
+    let ring = s
+        .main_object()
+        .maps()
+        .find(|m| m.name() == "ipft_events")
+        .ok_or_else(|| anyhow!("{}: no ipft_events", group.label()))?;
+    let ring_id = ring.info()?.info.id;
+    let before = ids.len();
+    for info in ProgInfoIter::with_query_opts(ProgInfoQueryOptions::default().include_map_ids(true))
+    {
+        if info.map_ids.contains(&ring_id) && name.is_none_or(|n| info.name.to_string_lossy() == n)
+        {
+            ids.insert(info.id, group);
+        }
+    }
+    if ids.len() - before != TRACEPOINTS.len() {
+        bail!(
+            "{}: found {} programs, expected {}",
+            group.label(),
+            ids.len() - before,
+            TRACEPOINTS.len()
+        );
+    }
+    Ok(ring)
+}
+
+/// `lost`: ring buffer losses of ipft's, the generated and the extension's
+/// programs.
+fn report(phases: &[Vec<Phase>; 2], counts: &Counts, lost: [u64; 3], elapsed: Duration) -> String {
     let ipft_lost = lost[0];
     let mut out = String::new();
     // Per round: gross, and net of the empty program of the same round.
@@ -425,12 +446,14 @@ fn report(phases: &[Vec<Phase>; 2], counts: &Counts, lost: [u64; 2], elapsed: Du
         Group::Floor,
         Group::Ipft,
         Group::Generated,
+        Group::Extension,
         Group::Ipft2Style,
     ] {
         let (rx, lost) = match g {
             Group::Floor => (counts.floor.load(Ordering::Relaxed), 0),
             Group::Ipft => (counts.ipft.load(Ordering::Relaxed), ipft_lost),
             Group::Generated => (counts.generated.load(Ordering::Relaxed), lost[1]),
+            Group::Extension => (counts.extension.load(Ordering::Relaxed), lost[2]),
             _ => (
                 counts.ipft2.load(Ordering::Relaxed),
                 counts.ipft2_lost.load(Ordering::Relaxed),
@@ -499,6 +522,14 @@ fn report(phases: &[Vec<Phase>; 2], counts: &Counts, lost: [u64; 2], elapsed: Du
         verdict(f > 0.0 && gm / f <= 1.3),
         verdict(gn <= 5.0),
         verdict(lost[1] == 0)
+    );
+    let (xn, xm) = (net(0, Group::Extension), net(1, Group::Extension));
+    outln!(
+        out,
+        "payload: ipft -e len non-matching {xn:.1} ns, matching {xm:.1} ns \
+         (+{:.1} ns per matching hit over ipft, {:.2}x)",
+        xm - m,
+        xm / m
     );
     outln!(
         out,

@@ -5,9 +5,11 @@
 //! the header before handing them over (so truncated input is a clear error,
 //! not a panic deep inside the parser) and records where the BTF came from.
 
+pub mod payload;
 mod probe;
 mod scan;
 
+pub use payload::payload_spec;
 pub use probe::Probe;
 pub use scan::{enum_values, scan, ScanStats};
 
@@ -183,6 +185,18 @@ impl KernelBtf {
 /// memfd and map that. Parsing everything up front instead costs ~5x more,
 /// seconds under emulation.
 fn mmap_copy(bytes: &[u8]) -> Option<Btf> {
+    let (f, proc_path) = memfd(bytes)?;
+    let btf = guard(&proc_path, || {
+        Btf::from_file_with_backend(&proc_path, btf_rs::Backend::Mmap)
+    })
+    .ok();
+    drop(f); // the mapping outlives the descriptor
+    btf
+}
+
+/// `bytes` in an anonymous file, and a path that opens it, for btf-rs
+/// calls that take only paths. The path is valid while the file lives.
+pub(crate) fn memfd(bytes: &[u8]) -> Option<(fs::File, PathBuf)> {
     use std::io::Write;
     use std::os::fd::FromRawFd;
     // SAFETY: a valid NUL-terminated name; the fd is owned by the File below.
@@ -193,13 +207,7 @@ fn mmap_copy(bytes: &[u8]) -> Option<Btf> {
     // SAFETY: fresh fd, owned from here on.
     let mut f = unsafe { fs::File::from_raw_fd(fd) };
     f.write_all(bytes).ok()?;
-    let proc_path = PathBuf::from(format!("/proc/self/fd/{fd}"));
-    let btf = guard(&proc_path, || {
-        Btf::from_file_with_backend(&proc_path, btf_rs::Backend::Mmap)
-    })
-    .ok();
-    drop(f); // the mapping outlives the descriptor
-    btf
+    Some((f, PathBuf::from(format!("/proc/self/fd/{fd}"))))
 }
 
 /// `veth.ko.xz` -> `veth`; `nf_tables` -> `nf_tables`.

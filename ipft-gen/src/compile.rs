@@ -119,6 +119,14 @@ pub fn compile_bpf(src: &Path, obj: &Path, include: &[&Path]) -> Result<String, 
     run_both("clang", &mut clang_command(src, obj, include), src).map(|(_, warnings)| warnings)
 }
 
+/// Compile an extension (`$CC`, `$CFLAGS`; see [`extension_command`]).
+/// Returns the compiler's warnings.
+pub fn compile_extension(src: &Path, obj: &Path) -> Result<String, BuildError> {
+    let mut cmd = extension_command(src, obj);
+    let tool = cmd.get_program().to_string_lossy().into_owned();
+    run_both(&tool, &mut cmd, src).map(|(_, warnings)| warnings)
+}
+
 /// Where the ipft-runtime crate lives (for the generated crate's path
 /// dependency): $IPFT_RUNTIME_DIR or the workspace this ipft-gen was built in.
 pub fn runtime_dir() -> PathBuf {
@@ -149,6 +157,8 @@ pub fn build_tracer(out: &Path, profile: &str, sets: &[PathBuf]) -> Result<PathB
             let p = d.join(f);
             content.extend(fs::read(&p).map_err(|e| BuildError::Io(p.clone(), e))?);
         }
+        // The payload type of an extension, which include_probe_sets! takes in.
+        content.extend(fs::read(d.join("extension.rs")).unwrap_or_default());
     }
     let package = format!("{bin}-{}", &crate::fleet::sha256_bytes(&content)[..16]);
     let manifest = format!(

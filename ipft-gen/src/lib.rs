@@ -18,6 +18,7 @@ pub mod bench;
 pub mod codegen;
 pub mod compile;
 pub mod discover;
+pub mod extension;
 pub mod fleet;
 pub mod probe;
 pub mod table;

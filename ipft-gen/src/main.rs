@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipft_gen::codegen::{self, Plan};
 use ipft_gen::compile;
 use ipft_gen::discover::{discover, Backends, BtfInput, Discovery};
+use ipft_gen::extension::Extension;
 use ipft_gen::probe::compiled::{compiled_backends, default_out, target_offer, Compile};
 use ipft_gen::probe::{Backend, Filter, ProbeKind, Profile};
 
@@ -110,6 +111,11 @@ struct GenArgs {
     /// Print timings of each stage on stderr.
     #[arg(long)]
     timings: bool,
+    /// An extension (ipftrace2's module() API), C compiled with $CC
+    /// [clang] and $CFLAGS, or an object: linked into the tracer, its
+    /// payload struct shown with each event.
+    #[arg(long, short = 'e', value_name = "FILE.c|FILE.o")]
+    extension: Option<PathBuf>,
 }
 
 /// `-b` of ipft-gen.
@@ -301,10 +307,17 @@ struct KernelSet {
 }
 
 fn generate(a: GenArgs) -> Result<()> {
+    let ext = a.extension.as_deref().map(Extension::load).transpose()?;
+    let ext_rust = ext.as_ref().map(Extension::rust).transpose()?;
     let kernels = per_kernel(&a.src);
+    let gen_set = |src: &Source, out: Option<PathBuf>| -> Result<KernelSet> {
+        let set = generate_kernel(&a, src, out)?;
+        ipft_gen::extension::write_rust(&set.dir, ext_rust.as_deref())?;
+        Ok(set)
+    };
     if kernels.len() == 1 {
-        let set = generate_kernel(&a, &kernels[0], a.out.clone())?;
-        return finish(&a, &set.dir.clone(), &[set]);
+        let set = gen_set(&kernels[0], a.out.clone())?;
+        return finish(&a, &set.dir.clone(), &[set], ext.as_ref());
     }
     let profile = a.src.profile.clone().unwrap_or_else(|| "ip".into());
     let top = a
@@ -313,17 +326,22 @@ fn generate(a: GenArgs) -> Result<()> {
         .unwrap_or_else(|| PathBuf::from(format!("ipft-{profile}-fleet")));
     let mut sets = Vec::new();
     for (i, src) in kernels.iter().enumerate() {
-        sets.push(generate_kernel(&a, src, Some(top.join(format!("k{i}"))))?);
+        sets.push(gen_set(src, Some(top.join(format!("k{i}"))))?);
     }
     if sets.iter().any(|s| s.profile != sets[0].profile) {
         bail!("every kernel of one tracer needs the same profile");
     }
-    finish(&a, &top, &sets)
+    finish(&a, &top, &sets, ext.as_ref())
 }
 
-/// With --build: compile each kernel's object, build one tracer holding
-/// them all, and write OUT/manifest.json.
-fn finish(a: &GenArgs, top: &std::path::Path, sets: &[KernelSet]) -> Result<()> {
+/// With --build: compile each kernel's object (the extension linked into
+/// each), build one tracer holding them all, and write OUT/manifest.json.
+fn finish(
+    a: &GenArgs,
+    top: &std::path::Path,
+    sets: &[KernelSet],
+    ext: Option<&Extension>,
+) -> Result<()> {
     if !a.build && !a.object {
         say!(
             "ipft-gen: wrote {} (add --build for the tracer)",
@@ -341,6 +359,9 @@ fn finish(a: &GenArgs, top: &std::path::Path, sets: &[KernelSet]) -> Result<()> 
         .context("compiling the generated BPF C")?;
         if !warnings.trim().is_empty() {
             say!("ipft-gen: clang warnings:\n{}", warnings.trim_end());
+        }
+        if let Some(e) = ext {
+            e.link_into(&s.dir.join("tracer.bpf.o"))?;
         }
     }
     let t_clang = t.elapsed();

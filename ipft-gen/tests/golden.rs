@@ -1,6 +1,10 @@
 //! Golden tests: generated C and Rust for tests/fixtures/btf/mini.btf.
 //! Bless new output with IPFT_BLESS=1.
 
+#[path = "../../ipft/tests/common/mod.rs"]
+mod common;
+
+use common::check_file;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -50,22 +54,6 @@ fn generate(backend: Backend) -> codegen::Generated {
 
 fn check(name: &str, actual: &str) {
     check_file(&root().join("tests/golden").join(name), actual)
-}
-
-fn check_file(path: &Path, actual: &str) {
-    let path = path.to_path_buf();
-    if std::env::var_os("IPFT_BLESS").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with IPFT_BLESS=1)", path.display()));
-    assert!(
-        expected == actual,
-        "{} differs from generated output (IPFT_BLESS=1 to accept)",
-        path.display()
-    );
 }
 
 #[test]

@@ -4,7 +4,10 @@
 //! kernel identity) and `OUT/tracer.bpf.o`. [`include_probe_set!`] turns that
 //! directory into a `static PROBE_SET: ipft_runtime::ProbeSetSpec`, so the
 //! table and the object are constants of the binary: nothing is discovered
-//! or compiled when the tracer starts.
+//! or compiled when the tracer starts. A tracer generated with
+//! `--extension` also has `OUT/extension.rs`, its payload type `Payload`
+//! (`#[derive(ExtensionPayload)]`): the probe set's `extension` is then
+//! that type's decoder.
 //!
 //! ```
 //! // A checked-in probe set (tests/fixtures/probe_set); a generated tracer
@@ -25,11 +28,20 @@ use std::path::PathBuf;
 
 use proc_macro::TokenStream;
 use quote::quote;
-use syn::{parse_macro_input, Data, DeriveInput, Fields, LitStr, Type};
+use syn::{parse_macro_input, DeriveInput, LitStr};
 
-/// The files of one probe-set directory, checked: `probe_set.rs` and
-/// `tracer.bpf.o` (relative to the calling crate's manifest).
-fn probe_set_files(lit: &LitStr) -> Result<(String, String), syn::Error> {
+mod payload;
+
+/// The files of one probe-set directory (relative to the calling crate's
+/// manifest), checked: `probe_set.rs`, `tracer.bpf.o` and, for a tracer
+/// with an extension, `extension.rs` (its payload type, `Payload`).
+struct SetFiles {
+    rs: String,
+    obj: String,
+    extension: Option<String>,
+}
+
+fn probe_set_files(lit: &LitStr) -> Result<SetFiles, syn::Error> {
     let base = std::env::var("CARGO_MANIFEST_DIR")
         .map(PathBuf::from)
         .unwrap_or_default();
@@ -45,23 +57,46 @@ fn probe_set_files(lit: &LitStr) -> Result<(String, String), syn::Error> {
             return Err(syn::Error::new(lit.span(), msg));
         }
     }
-    Ok((
-        rs.to_string_lossy().into_owned(),
-        obj.to_string_lossy().into_owned(),
-    ))
+    let ext = dir.join("extension.rs");
+    let path = |p: PathBuf| p.to_string_lossy().into_owned();
+    Ok(SetFiles {
+        rs: path(rs),
+        obj: path(obj),
+        extension: ext.is_file().then(|| path(ext)),
+    })
 }
 
 /// A module holding one probe set and its `SPEC`.
-fn probe_set_module(name: &syn::Ident, rs: &str, obj: &str) -> proc_macro2::TokenStream {
+fn probe_set_module(name: &syn::Ident, f: &SetFiles) -> proc_macro2::TokenStream {
+    let (rs, obj) = (&f.rs, &f.obj);
+    let (ext_mod, ext) = match &f.extension {
+        Some(ext) => (
+            quote! {
+                pub mod extension {
+                    include!(#ext);
+                }
+                fn extension_decoder(
+                ) -> ::std::boxed::Box<dyn ::ipft_runtime::extension::PayloadDecoder> {
+                    ::std::boxed::Box::new(
+                        ::ipft_runtime::extension::Typed::<extension::Payload>::default(),
+                    )
+                }
+            },
+            quote! { Some(extension_decoder) },
+        ),
+        None => (quote! {}, quote! { None }),
+    };
     quote! {
         #[allow(dead_code, missing_docs)]
         mod #name {
             include!(#rs);
+            #ext_mod
             pub static SPEC: ::ipft_runtime::ProbeSetSpec = ::ipft_runtime::ProbeSetSpec {
                 object: include_bytes!(#obj),
                 probes: PROBES,
                 identity: IDENTITY,
                 profile: PROFILE,
+                extension: #ext,
             };
         }
     }
@@ -73,12 +108,12 @@ fn probe_set_module(name: &syn::Ident, rs: &str, obj: &str) -> proc_macro2::Toke
 #[proc_macro]
 pub fn include_probe_set(input: TokenStream) -> TokenStream {
     let lit = parse_macro_input!(input as LitStr);
-    let (rs, obj) = match probe_set_files(&lit) {
+    let files = match probe_set_files(&lit) {
         Ok(f) => f,
         Err(e) => return e.to_compile_error().into(),
     };
     let m = syn::Ident::new("__ipft_probe_set", lit.span());
-    let module = probe_set_module(&m, &rs, &obj);
+    let module = probe_set_module(&m, &files);
     quote! {
         #module
         /// The probe set compiled into this binary.
@@ -101,12 +136,12 @@ pub fn include_probe_sets(input: TokenStream) -> TokenStream {
     let mut modules = Vec::new();
     let mut names = Vec::new();
     for (i, lit) in lits.iter().enumerate() {
-        let (rs, obj) = match probe_set_files(lit) {
+        let files = match probe_set_files(lit) {
             Ok(f) => f,
             Err(e) => return e.to_compile_error().into(),
         };
         let m = syn::Ident::new(&format!("__ipft_probe_set_{i}"), lit.span());
-        modules.push(probe_set_module(&m, &rs, &obj));
+        modules.push(probe_set_module(&m, &files));
         names.push(m);
     }
     quote! {
@@ -117,135 +152,75 @@ pub fn include_probe_sets(input: TokenStream) -> TokenStream {
     .into()
 }
 
-/// C type for a payload field type, with an array suffix.
-fn c_type(ty: &Type) -> Option<(String, String)> {
-    match ty {
-        Type::Path(p) => {
-            let name = p.path.get_ident()?.to_string();
-            let c = match name.as_str() {
-                "u8" => "__u8",
-                "u16" => "__u16",
-                "u32" => "__u32",
-                "u64" => "__u64",
-                "i8" => "__s8",
-                "i16" => "__s16",
-                "i32" => "__s32",
-                "i64" => "__s64",
-                _ => return None,
-            };
-            Some((c.to_string(), String::new()))
-        }
-        Type::Array(a) => {
-            let (inner, suffix) = c_type(&a.elem)?;
-            if !suffix.is_empty() {
-                return None;
-            }
-            let len = &a.len;
-            Some((
-                inner,
-                format!("[{}]", quote!(#len).to_string().replace(' ', "")),
-            ))
-        }
-        _ => None,
-    }
-}
-
 /// Derive `ipft_runtime::extension::ExtensionPayload` for a `#[repr(C)]`
 /// struct of integers and integer arrays: the C struct text for the BPF
-/// side, a copying decoder and key=value fields (arrays in hex).
+/// side, a copying decoder and its `PayloadSpec` (built once), so fields
+/// show exactly as the same struct read from an extension's BTF. `i8`
+/// arrays are C `char` arrays, shown as strings. Formats, one per field:
+/// `#[ipft(hex)]`, `#[ipft(ip)]`, `#[ipft(be)]` (network byte order),
+/// `#[ipft(str)]` (arrays), `#[ipft(enum = TABLE)]` and
+/// `#[ipft(flags = TABLE)]`, where `TABLE` is a `&[(u64, &str)]` in scope.
 ///
 /// ```
 /// use ipft_runtime::extension::ExtensionPayload;
 ///
+/// const PROTOS: &[(u64, &str)] = &[(6, "tcp"), (17, "udp")];
+///
 /// #[derive(ipft_macros::ExtensionPayload, Debug, Clone, Copy)]
 /// #[repr(C)]
 /// struct Flow {
-///     saddr: u32,
+///     #[ipft(ip)]
+///     saddr: [u8; 4],
+///     #[ipft(be)]
 ///     dport: u16,
+///     #[ipft(enum = PROTOS)]
 ///     proto: u8,
 ///     pad: u8,
 ///     dmac: [u8; 6],
+///     dev: [i8; 6],
 /// }
 ///
 /// fn main() {
 ///     assert_eq!(
 ///         Flow::C_STRUCT,
-///         "struct Flow {\n\t__u32 saddr;\n\t__u16 dport;\n\t__u8 proto;\n\t__u8 pad;\n\t__u8 dmac[6];\n};"
+///         "struct Flow {\n\t__u8 saddr[4];\n\t__u16 dport;\n\t__u8 proto;\n\t__u8 pad;\n\t__u8 dmac[6];\n\tchar dev[6];\n};"
 ///     );
-///     let mut bytes = [0u8; 16];
-///     bytes[..4].copy_from_slice(&7u32.to_ne_bytes());
+///     let mut bytes = [0u8; 20];
+///     bytes[..4].copy_from_slice(&[10, 0, 0, 1]);
+///     bytes[4..6].copy_from_slice(&443u16.to_be_bytes());
 ///     bytes[6] = 17;
 ///     bytes[8..14].copy_from_slice(&[0xaa, 0, 0, 0, 0, 1]);
+///     bytes[14..16].copy_from_slice(b"lo");
 ///     let f = Flow::decode(&bytes[..Flow::SIZE]).unwrap();
-///     assert_eq!((f.saddr, f.proto), (7, 17));
-///     assert_eq!(f.fields()[4], ("dmac", "aa0000000001".to_string()));
+///     assert_eq!((f.proto, f.dmac[0]), (17, 0xaa));
+///     let shown: Vec<String> = Flow::spec()
+///         .decode(&bytes)
+///         .iter()
+///         .map(|(k, v)| format!("{k}={v}"))
+///         .collect();
+///     assert_eq!(
+///         shown,
+///         ["saddr=10.0.0.1", "dport=443", "proto=udp", "pad=0", "dmac=aa0000000001", "dev=lo"]
+///     );
 ///     assert!(Flow::decode(&bytes[..3]).is_none());
 /// }
 /// ```
-#[proc_macro_derive(ExtensionPayload)]
+///
+/// Formats are checked against the field: `str` is for arrays, `be`,
+/// `enum` and `flags` for integers.
+///
+/// ```compile_fail
+/// #[derive(ipft_macros::ExtensionPayload, Clone, Copy)]
+/// #[repr(C)]
+/// struct Bad {
+///     #[ipft(str)]
+///     len: u32,
+/// }
+/// ```
+#[proc_macro_derive(ExtensionPayload, attributes(ipft))]
 pub fn derive_extension_payload(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    let name = &input.ident;
-    let repr_c = input
-        .attrs
-        .iter()
-        .any(|a| a.path().is_ident("repr") && a.parse_args::<syn::Ident>().is_ok_and(|i| i == "C"));
-    if !repr_c {
-        return syn::Error::new_spanned(
-            name,
-            "ExtensionPayload needs #[repr(C)]: the BPF side shares its layout",
-        )
-        .to_compile_error()
-        .into();
-    }
-    let Data::Struct(data) = &input.data else {
-        return syn::Error::new_spanned(name, "ExtensionPayload: only structs")
-            .to_compile_error()
-            .into();
-    };
-    let Fields::Named(fields) = &data.fields else {
-        return syn::Error::new_spanned(name, "ExtensionPayload: named fields only")
-            .to_compile_error()
-            .into();
-    };
-    let mut c = format!("struct {name} {{\n");
-    let mut renders = Vec::new();
-    for f in &fields.named {
-        let ident = f.ident.as_ref().expect("named field");
-        let Some((ty, suffix)) = c_type(&f.ty) else {
-            return syn::Error::new_spanned(
-                &f.ty,
-                "ExtensionPayload fields: u8..u64, i8..i64 or arrays of them",
-            )
-            .to_compile_error()
-            .into();
-        };
-        c.push_str(&format!("\t{ty} {ident}{suffix};\n"));
-        let key = ident.to_string();
-        renders.push(if suffix.is_empty() {
-            quote! { (#key, self.#ident.to_string()) }
-        } else {
-            quote! { (#key, self.#ident.iter().map(|b| format!("{:02x}", b)).collect::<String>()) }
-        });
-    }
-    c.push_str("};");
-    quote! {
-        impl ::ipft_runtime::extension::ExtensionPayload for #name {
-            const C_STRUCT: &'static str = #c;
-            const SIZE: usize = ::core::mem::size_of::<#name>();
-            fn decode(bytes: &[u8]) -> Option<Self> {
-                if bytes.len() < Self::SIZE {
-                    return None;
-                }
-                // SAFETY: length checked; a repr(C) struct of integers has
-                // no invalid bit patterns; read_unaligned copes with any
-                // alignment of ring buffer data.
-                Some(unsafe { ::core::ptr::read_unaligned(bytes.as_ptr() as *const Self) })
-            }
-            fn fields(&self) -> Vec<(&'static str, String)> {
-                vec![#(#renders),*]
-            }
-        }
-    }
-    .into()
+    payload::derive(&input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
 }

@@ -32,6 +32,9 @@ pub enum RunError {
     /// Signal handlers could not be installed.
     #[error("installing signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    /// An extension could not be compiled, read or loaded.
+    #[error("extension {0}")]
+    Extension(String),
     /// Writing a listing failed.
     #[error("writing the listing: {0}")]
     List(#[source] std::io::Error),

@@ -11,6 +11,7 @@ use libbpf_rs::{MapCore, RingBufferBuilder};
 
 use crate::aggregate::{Aggregator, Packet};
 use crate::attach::{bpf_losses, stop_emitting, BpfLosses, Session};
+use crate::extension::{PayloadDecoder, Payloads};
 use crate::flags::RunConfig;
 use crate::journey::JourneyEnds;
 use crate::output::{json::JsonSink, text::TextSink, Losses, Names, Sink};
@@ -158,6 +159,7 @@ pub fn run(
     mut session: Session,
     table: &[ProbeEntry],
     drop_reasons: &HashMap<u64, String>,
+    decoder: Option<Box<dyn PayloadDecoder>>,
 ) -> Result<Outcome, LoopError> {
     let out = output.start()?;
     if let Some(f) = &cfg.ready_file {
@@ -174,7 +176,14 @@ pub fn run(
     let mut attached = session.attached.clone();
     attached.sort_unstable();
     let mut pipe = Pipeline::new(cfg, table, &attached, drop_reasons, sink);
+    let with_ext = decoder.is_some();
+    if let Some(d) = decoder {
+        pipe.decode_with(d);
+    }
     let pending: RefCell<Vec<Event>> = RefCell::new(Vec::with_capacity(4096));
+    // Events with an extension's payload, kept apart until the pipeline
+    // stores it.
+    let pending_ext: RefCell<Vec<(Event, Vec<u8>)>> = RefCell::new(Vec::new());
     let malformed = Cell::new(0u64);
     let deadline = cfg.duration.map(|d| Instant::now() + d);
     // Totals already written into the trace.
@@ -190,7 +199,12 @@ pub fn run(
         let mut rb = RingBufferBuilder::new();
         rb.add(&events_map, |data: &[u8]| {
             match Event::from_bytes(data) {
-                Some(e) => pending.borrow_mut().push(e),
+                Some(e) => {
+                    if with_ext && e.ext_len > 0 {
+                        pending_ext.borrow_mut().push((e, data.to_vec()));
+                    }
+                    pending.borrow_mut().push(e)
+                }
                 None => malformed.set(malformed.get() + 1),
             }
             0
@@ -204,6 +218,7 @@ pub fn run(
                 break;
             }
             let _ = rb.poll(Duration::from_millis(100));
+            pipe.keep_payloads(std::mem::take(&mut *pending_ext.borrow_mut()));
             pipe.push(std::mem::take(&mut *pending.borrow_mut()));
             pipe.idle(monotonic_ns());
             if last_loss_check.elapsed() >= Duration::from_secs(1) {
@@ -218,6 +233,7 @@ pub fn run(
             say!("ipft: warning: could not stop the programs before the last drain: {e}");
         }
         let _ = rb.consume();
+        pipe.keep_payloads(std::mem::take(&mut *pending_ext.borrow_mut()));
         pipe.push(std::mem::take(&mut *pending.borrow_mut()));
         // Recursion and kprobe misses are read per program and link: once,
         // here, with the programs stopped and the links still there.
@@ -286,6 +302,7 @@ impl<'a> Pipeline<'a> {
                 count: cfg.count,
                 packets: 0,
                 error: None,
+                payloads: None,
             },
             names: Names {
                 probes: table,
@@ -293,6 +310,20 @@ impl<'a> Pipeline<'a> {
                 graph: cfg.graph,
             },
             sink,
+        }
+    }
+
+    /// Decode extension payloads with `decoder`.
+    pub fn decode_with(&mut self, decoder: Box<dyn PayloadDecoder>) {
+        self.emitter.payloads = Some(Payloads::new(decoder));
+    }
+
+    /// Payloads of events about to be pushed: (event, whole record).
+    pub fn keep_payloads(&mut self, batch: Vec<(Event, Vec<u8>)>) {
+        if let Some(p) = &mut self.emitter.payloads {
+            for (e, record) in &batch {
+                p.keep(e, record);
+            }
         }
     }
 
@@ -338,6 +369,9 @@ impl<'a> Pipeline<'a> {
 
     /// Flush the output: packets written, or the first write error.
     pub fn close(mut self) -> std::io::Result<u64> {
+        if let Some(p) = &mut self.emitter.payloads {
+            p.finish();
+        }
         let flushed = self.sink.finish();
         match self.emitter.error.take() {
             Some(e) => Err(e),
@@ -352,6 +386,7 @@ struct Emitter {
     count: Option<u64>,
     packets: u64,
     error: Option<std::io::Error>,
+    payloads: Option<Payloads>,
 }
 
 impl Emitter {
@@ -360,9 +395,20 @@ impl Emitter {
     }
 
     fn emit(&mut self, mut p: Packet, sink: &mut Box<dyn Sink>, names: &Names<'_>) {
-        p.events
-            .retain(|e| !self.hidden.get(e.probe as usize).copied().unwrap_or(false));
-        if p.events.is_empty() || self.full() || self.error.is_some() {
+        let hidden = |e: &Event| self.hidden.get(e.probe as usize).copied().unwrap_or(false);
+        let silent = self.full() || self.error.is_some();
+        if let Some(pl) = &mut self.payloads {
+            if silent {
+                pl.drop_events(&p.events);
+            } else {
+                let (gone, kept): (Vec<Event>, Vec<Event>) =
+                    p.events.iter().partition(|e| hidden(e));
+                pl.drop_events(&gone);
+                p.ext = pl.fields(&kept);
+            }
+        }
+        p.events.retain(|e| !hidden(e));
+        if p.events.is_empty() || silent {
             return;
         }
         match sink.packet(&p, names) {
@@ -373,134 +419,4 @@ impl Emitter {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::output::testutil::{probe, Broken, Shared};
-    use clap::Parser;
-    use ipft_abi::{event_flags, ProbeKind};
-
-    fn cfg(extra: &[&str]) -> RunConfig {
-        let mut argv = vec!["ipft", "-m", "1", "-o", "json"];
-        argv.extend(extra);
-        crate::flags::validate(&crate::flags::IpftArgs::parse_from(argv)).unwrap()
-    }
-
-    /// ip_rcv, kfree_skb_reason (drop, reason in argument 1), the kfree_skb
-    /// tracepoint, and a hidden kfree_skbmem: the release.
-    fn table() -> Vec<ProbeEntry> {
-        let mut t = vec![
-            probe("ip_rcv", None),
-            probe("kfree_skb_reason", None),
-            probe("kfree_skb", None),
-            probe("kfree_skbmem", None),
-        ];
-        t[2].shape.kind = ProbeKind::Tracepoint;
-        t[3].hidden = true;
-        t
-    }
-
-    fn ev(skb: u64, probe: u32, tstamp: u64) -> Event {
-        Event {
-            skb,
-            probe,
-            tstamp,
-            flags: if probe == 1 { event_flags::REASON } else { 0 },
-            aux: 2,
-            ..Default::default()
-        }
-    }
-
-    fn json(out: &Shared) -> Box<dyn Sink> {
-        Box::new(JsonSink::new(Box::new(out.clone())))
-    }
-
-    fn json_lines(out: &Shared) -> Vec<serde_json::Value> {
-        out.text()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    #[test]
-    fn a_drop_and_its_release_are_one_packet() {
-        let (t, reasons, out) = (table(), HashMap::new(), Shared::default());
-        let mut p = Pipeline::new(&cfg(&[]), &t, &[0, 1, 2, 3], &reasons, json(&out));
-        p.push((0..4).map(|i| ev(0xa, i, u64::from(i))).collect());
-        // The same address again: a new packet (skb memory is recycled).
-        p.push(vec![ev(0xa, 0, 10), ev(0xa, 3, 11)]);
-        assert_eq!(p.close().unwrap(), 2);
-        let lines = json_lines(&out);
-        let ids: Vec<u64> = lines
-            .iter()
-            .map(|l| l["packet_id"].as_u64().unwrap())
-            .collect();
-        // The hidden release is not printed; the drop and the tracepoint are.
-        assert_eq!(ids, [1, 1, 1, 2]);
-        assert_eq!(lines[1]["function"], "kfree_skb_reason");
-    }
-
-    #[test]
-    fn count_stops_after_exactly_n_packets() {
-        let (t, reasons, out) = (table(), HashMap::new(), Shared::default());
-        let mut p = Pipeline::new(&cfg(&["--count", "1"]), &t, &[0, 3], &reasons, json(&out));
-        p.push(
-            (1..=3)
-                .flat_map(|skb| [ev(skb, 0, skb), ev(skb, 3, skb + 1)])
-                .collect(),
-        );
-        assert!(p.done());
-        p.finish();
-        assert_eq!(p.close().unwrap(), 1);
-        assert_eq!(json_lines(&out).len(), 1);
-    }
-
-    #[test]
-    fn losses_go_into_the_output() {
-        let (t, reasons, out) = (table(), HashMap::new(), Shared::default());
-        let mut p = Pipeline::new(&cfg(&[]), &t, &[0], &reasons, json(&out));
-        p.lost(&Losses {
-            ring_buffer: 3,
-            malformed: 1,
-            ..Default::default()
-        });
-        p.close().unwrap();
-        let l = &json_lines(&out)[0];
-        assert_eq!(
-            (l["lost_events"].as_u64(), l["ring_buffer"].as_u64()),
-            (Some(4), Some(3))
-        );
-    }
-
-    #[test]
-    fn a_failing_output_is_an_error() {
-        struct Full;
-        impl std::io::Write for Full {
-            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
-                Err(std::io::Error::from_raw_os_error(libc::ENOSPC))
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Err(std::io::Error::from_raw_os_error(libc::ENOSPC))
-            }
-        }
-        let (t, reasons) = (table(), HashMap::new());
-        let mut p = Pipeline::new(
-            &cfg(&[]),
-            &t,
-            &[0, 3],
-            &reasons,
-            Box::new(JsonSink::new(Box::new(Full))),
-        );
-        p.push(vec![ev(1, 0, 1), ev(1, 3, 2)]);
-        assert!(p.close().is_err(), "a full disk is not a clean end");
-        // A reader that went away is one.
-        let mut p = Pipeline::new(
-            &cfg(&[]),
-            &t,
-            &[0, 3],
-            &reasons,
-            Box::new(JsonSink::new(Box::new(Broken))),
-        );
-        p.push(vec![ev(1, 0, 1), ev(1, 3, 2)]);
-        assert!(p.close().is_ok(), "a closed pipe is a normal end");
-    }
-}
+mod tests;

@@ -46,4 +46,7 @@ pub struct ProbeSetSpec {
     pub identity: KernelIdentity,
     /// Profile it was generated with.
     pub profile: &'static str,
+    /// The decoder of the extension linked into `object` at generation time
+    /// (`ipft-gen --extension`), if any.
+    pub extension: Option<fn() -> Box<dyn extension::PayloadDecoder>>,
 }

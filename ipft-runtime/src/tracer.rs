@@ -57,6 +57,17 @@ fn compiled_backends(spec: &ProbeSetSpec) -> Vec<Backend> {
 
 fn run(sets: &'static [&'static ProbeSetSpec], args: IpftArgs) -> Result<i32, RunError> {
     let cfg = flags::validate(&args)?;
+    if let Some(g) = cfg.gen {
+        print!("{}", flags::gen_text(g));
+        return Ok(0);
+    }
+    if let Some(e) = &cfg.extension {
+        return Err(RunError::Selection(format!(
+            "{}: a generated tracer's extension is fixed when it is generated \
+             (ipft-gen --extension FILE); run-time extensions need ipft",
+            e.path.display()
+        )));
+    }
     let running = RunningBtf::read(&cfg);
     let (pick, why) = fleet::choose(
         sets,
@@ -128,7 +139,16 @@ fn run(sets: &'static [&'static ProbeSetSpec], args: IpftArgs) -> Result<i32, Ru
         true => kernel::drop_reasons(),
         false => Default::default(),
     };
-    let outcome = event_loop::run(&cfg, &signals, output, session, spec.probes, &reasons)?;
+    let decoder = spec.extension.map(|make| make());
+    let outcome = event_loop::run(
+        &cfg,
+        &signals,
+        output,
+        session,
+        spec.probes,
+        &reasons,
+        decoder,
+    )?;
     Ok(if outcome.lost > 0 && cfg.strict_loss {
         1
     } else {
@@ -171,7 +191,13 @@ fn attach(
             spec.object,
             spec.probes,
             &sel.rows,
-            load_options(cfg),
+            LoadOptions {
+                config: Config {
+                    ext: u32::from(spec.extension.is_some()),
+                    ..load_options(cfg).config
+                },
+                ..load_options(cfg)
+            },
             &mut |n| {
                 pb.set_position(n as u64);
                 !signals.stopped()

@@ -2,6 +2,9 @@
 //! at start, given a backend each by the policy, mapped onto the programs of
 //! the generic object by the same table builder generated tracers use.
 
+pub mod lua;
+
+use std::borrow::Cow;
 use std::io::Write;
 use std::time::Instant;
 
@@ -11,7 +14,7 @@ use ipft_gen::discover::{discover, Backends, BtfInput, Discovery};
 use ipft_gen::probe::Profile;
 use ipft_gen::table::{self, Objects};
 use ipft_gen::Probe;
-use ipft_runtime::attach::{self, Session};
+use ipft_runtime::attach::{self, LoadError, Session};
 use ipft_runtime::error::{require_root, RunError};
 use ipft_runtime::flags::{self, IpftArgs, RunConfig};
 use ipft_runtime::kernel;
@@ -19,6 +22,8 @@ use ipft_runtime::report::{self, Skipped};
 use ipft_runtime::signals::Signals;
 use ipft_runtime::tracer::{attach_with_fallback, load_options, progress_bar, raise_nofile};
 use ipft_runtime::{event_loop, say};
+
+pub mod extension;
 
 /// The generic object, compiled from bpf/generic.bpf.c when ipft is built.
 pub static GENERIC_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/generic.bpf.o"));
@@ -39,11 +44,27 @@ fn discovered(cfg: &RunConfig, p: &Profile, backends: Backends) -> Result<Discov
 /// Run `ipft` with parsed flags; the exit code or why not.
 pub fn run(args: IpftArgs) -> Result<i32, RunError> {
     let cfg = flags::validate(&args)?;
+    if let Some(g) = cfg.gen {
+        print!("{}", flags::gen_text(g));
+        return Ok(0);
+    }
     let prof = profile(cfg.profile.as_deref().unwrap_or("all"))?;
     require_root()?;
     if cfg.list {
         return list(&discovered(&cfg, &prof, Backends::FromSymbols)?);
     }
+    // The extension first: a compiler error is reported before anything is
+    // attached.
+    let ext = cfg.extension.as_ref().map(extension::load).transpose()?;
+    let object: Cow<'static, [u8]> = match &ext {
+        Some(x) => Cow::Owned(
+            ipft_runtime::extension::link(GENERIC_OBJECT, &x.object)
+                .map_err(|e| RunError::Extension(format!("{}: linking: {e}", x.name)))?,
+        ),
+        None => Cow::Borrowed(GENERIC_OBJECT),
+    };
+    let mut options = load_options(&cfg);
+    options.config.ext = u32::from(ext.is_some());
     let output = event_loop::Output::prepare(&cfg)?;
     let signals = Signals::install().map_err(RunError::Signals)?;
     attach::capture_libbpf_log();
@@ -75,12 +96,19 @@ pub fn run(args: IpftArgs) -> Result<i32, RunError> {
         attach_with_fallback(&mut probed, cfg.asked, &mut notes, |offer, notes| {
             let plan = plan(&cfg, &d, offer, notes)?;
             let pb = progress_bar(plan.table.len());
-            let r = Session::generic(GENERIC_OBJECT, &plan.table, load_options(&cfg), &mut |n| {
+            let r = Session::generic(&object, &plan.table, options.clone(), &mut |n| {
                 pb.set_position(n as u64);
                 !signals.stopped()
             });
             pb.finish_and_clear();
             Ok((r, plan))
+        })
+        .map_err(|e| match (&ext, e) {
+            // A verifier rejection with an extension linked in names it.
+            (Some(x), RunError::Load(l @ LoadError::Load { .. })) => {
+                RunError::Extension(format!("{}: {l}", x.name))
+            }
+            (_, e) => e,
         })?;
     if cfg.timings {
         say!(
@@ -95,7 +123,8 @@ pub fn run(args: IpftArgs) -> Result<i32, RunError> {
         true => kernel::drop_reasons(),
         false => Default::default(),
     };
-    let outcome = event_loop::run(&cfg, &signals, output, session, &table, &reasons)?;
+    let decoder = ext.map(|x| x.decoder);
+    let outcome = event_loop::run(&cfg, &signals, output, session, &table, &reasons, decoder)?;
     Ok(if outcome.lost > 0 && cfg.strict_loss {
         1
     } else {

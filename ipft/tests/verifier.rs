@@ -117,7 +117,7 @@ int ipft_t0(__u64 *ctx)
     let object = std::fs::read(dir.join("noconfig.bpf.o")).unwrap();
     let table = netif_receive_skb();
     match Session::specialised(&object, &table, &[0], LoadOptions::default(), &mut |_| true) {
-        Err(LoadError::NoConfig { found: 0, want: 32 }) => {}
+        Err(LoadError::NoConfig { found: 0, want: 40 }) => {}
         Err(e) => panic!("expected NoConfig, got {e}"),
         Ok(_) => panic!("an object without the config was loaded"),
     }

@@ -41,6 +41,8 @@ struct ipft_config {
 	__u32 graph;	/* @20: -t function_graph: kprobes keep the skb for kretprobes */
 	__u32 kprobe_cookies;	/* @24: kprobe links carry cookies (Linux 5.15); without, the probe is found from the address the kprobe fired at */
 	__u32 tracing_cookies;	/* @28: fentry/fexit links carry cookies (Linux 6.0); without, each generic copy reads `probe` */
+	__u32 ext;	/* @32: an extension's module() is linked in: each event carries IPFT_EXT_LEN bytes of payload */
+	__u32 spare;	/* @36: zero (keeps the struct free of padding) */
 };
 
 const volatile struct ipft_config CONFIG = {
@@ -252,21 +254,85 @@ static __always_inline __u32 ipft_tracing_probe(void *ctx)
 }
 
 /*
- * One event per matching hit. The reader polls on a short timer, so only
- * wake it when a batch is waiting: one wake-up per event would cost more
- * than everything else here together.
+ * Extensions (ipftrace2's API): module() fills IPFT_EXT_LEN bytes after the
+ * event and returns non-zero to drop it. This weak stub is what runs until
+ * the loader links an extension's own module() over it and sets CONFIG.ext;
+ * without an extension the verifier drops the call with its branch.
  */
+#define IPFT_EXT_LEN 64
+
+__attribute__((weak)) __hidden int module(void *ctx, struct sk_buff *skb, __u8 data[IPFT_EXT_LEN])
+{
+	return 0;
+}
+
+struct ipft_event_ext {
+	struct ipft_event e;
+	__u8 data[IPFT_EXT_LEN];
+};
+
+static __always_inline void ipft_fill(struct ipft_event *e, struct sk_buff *skb, __u32 probe,
+				      __u8 flags, __u64 aux, __u8 ext_len)
+{
+	e->skb = (__u64)(unsigned long)skb;
+	e->tstamp = bpf_ktime_get_ns();
+	e->aux = aux;
+	e->probe = probe;
+	e->cpu = bpf_get_smp_processor_id();
+	e->flags = flags;
+	e->ext_len = ext_len;
+}
+
+/*
+ * The reader polls on a short timer, so only wake it when a batch is
+ * waiting: one wake-up per event would cost more than everything else here
+ * together.
+ */
+static __always_inline __u64 ipft_wakeup(void)
+{
+	return bpf_ringbuf_query(&ipft_events, BPF_RB_AVAIL_DATA) >= CONFIG.wakeup_bytes ?
+	       BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
+/*
+ * With an extension: its module() decides first, so a dropped event adds no
+ * skb to the live set. The event where the skb is freed is kept whatever it
+ * says, or the journey would not end.
+ */
+static __always_inline int ipft_emit_ext(void *ctx, struct sk_buff *skb, __u32 probe,
+					 __u8 flags, __u64 aux)
+{
+	struct ipft_event_ext *x = bpf_ringbuf_reserve(&ipft_events, sizeof(*x), 0);
+
+	if (!x) {
+		ipft_count(IPFT_LOST_RING);
+		return 0;
+	}
+	__builtin_memset(x->data, 0, sizeof(x->data));
+	if (module(ctx, skb, x->data) && !(flags & IPFT_F_END)) {
+		bpf_ringbuf_discard(x, BPF_RB_NO_WAKEUP);
+		return 0;
+	}
+	if (!(flags & (IPFT_F_END | IPFT_F_RETURN)))
+		ipft_live_add(ipft_skb_addr(skb));
+	ipft_fill(&x->e, skb, probe, flags, aux, IPFT_EXT_LEN);
+	bpf_ringbuf_submit(x, ipft_wakeup());
+	return 0;
+}
+
+/* One event per matching hit. */
 static __always_inline int ipft_emit(void *ctx, struct sk_buff *skb, __u32 probe,
 				     __u8 flags, __u64 aux)
 {
 	struct ipft_event *e;
-	__u64 wakeup;
 	__u32 zero = 0;
 	__u32 *stopped = bpf_map_lookup_elem(&ipft_stopped, &zero);
 
 	/* An array lookup the verifier inlines: no helper call. */
 	if (stopped && *stopped)
 		return 0;
+	if (CONFIG.ext)
+		return ipft_emit_ext(ctx, skb, probe, flags, aux);
 	if (!(flags & (IPFT_F_END | IPFT_F_RETURN)))
 		ipft_live_add(ipft_skb_addr(skb));
 
@@ -275,18 +341,8 @@ static __always_inline int ipft_emit(void *ctx, struct sk_buff *skb, __u32 probe
 		ipft_count(IPFT_LOST_RING);
 		return 0;
 	}
-	e->skb = (__u64)(unsigned long)skb;
-	e->tstamp = bpf_ktime_get_ns();
-	e->aux = aux;
-	e->probe = probe;
-	e->cpu = bpf_get_smp_processor_id();
-	e->flags = flags;
-	e->ext_len = 0;
-	/* extension hook: extensions fill their payload here */
-
-	wakeup = bpf_ringbuf_query(&ipft_events, BPF_RB_AVAIL_DATA) >= CONFIG.wakeup_bytes ?
-		 BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
-	bpf_ringbuf_submit(e, wakeup);
+	ipft_fill(e, skb, probe, flags, aux, 0);
+	bpf_ringbuf_submit(e, ipft_wakeup());
 	return 0;
 }
 

@@ -2,14 +2,17 @@
 # Build the kernel lab's initramfs for one kernel.
 #
 #   tests/vm/mkinitramfs.sh --kernel-dir DIR --out FILE [--static] [--bin PATH[:NAME]]...
+#                           [--share PATH]...
 #
 # DIR is a directory made by kernels.sh (lib/modules/<release>, release).
 # Contents: busybox-static (applets installed as symlinks), the host's bpftool,
 # iproute2 `ip` (busybox's ip has no netns support), iptables-legacy with its
 # extension libraries, every --bin (installed as /usr/bin/NAME), all shared
-# libraries those need (ldd, paths kept, loader included), the kernel modules
-# the scenarios use (decompressed, listed in load order in /etc/lab/modules),
-# tests/vm/guest/* as /scenarios/*, and tests/vm/guest/init as /init.
+# libraries those need (ldd, paths kept, loader included), every --share file
+# as /usr/share/ipft/<basename> (compiled extensions), a static TCP sender and
+# sink (tools/tcpstream.c), the kernel modules the scenarios use
+# (decompressed, listed in load order in /etc/lab/modules), tests/vm/guest/*
+# as /scenarios/*, and tests/vm/guest/init as /init.
 # --static: busybox, the --bin files (which must be static), a static
 # marking pinger (tools/mping.c) and the scripts, nothing else: no loader,
 # no shared library, no module.
@@ -17,16 +20,17 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 # Modules the scenarios need; their dependencies are added from modules.dep.
-MODULES=(veth iptable_raw iptable_filter xt_mark)
+MODULES=(veth iptable_raw iptable_filter xt_mark xt_tcpudp)
 
 die() { echo "mkinitramfs.sh: $*" >&2; exit 2; }
 
-kdir="" out="" bins=() static=0
+kdir="" out="" bins=() shares=() static=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --kernel-dir) kdir=$2; shift 2 ;;
         --out)        out=$2; shift 2 ;;
         --bin)        bins+=("$2"); shift 2 ;;
+        --share)      shares+=("$2"); shift 2 ;;
         --static)     static=1; shift ;;
         *) die "unknown argument '$1'" ;;
     esac
@@ -115,6 +119,13 @@ for b in ${bins[@]+"${bins[@]}"}; do
     src=${b%%:*}; name=${b#*:}; [ "$name" = "$b" ] && name=$(basename "$src")
     install_bin "$src" "/usr/bin/$name"
 done
+mkdir -p "$root/usr/share/ipft"
+for f in ${shares[@]+"${shares[@]}"}; do
+    [ -f "$f" ] || die "--share $f not found"
+    cp -L "$f" "$root/usr/share/ipft/"
+done
+# A TCP stream made of large writes, for GSO (busybox nc writes 1 KiB).
+cc -static -O2 -Wall -o "$root/usr/bin/tcpstream" "$HERE/tools/tcpstream.c" || die "building tcpstream failed"
 
 # Modules in load order: dependencies first (modules.dep lists a module's
 # dependencies with the deepest last, so walk them in reverse), no duplicates.

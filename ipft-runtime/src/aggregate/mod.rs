@@ -63,6 +63,9 @@ pub struct Packet {
     /// The journey hit the event limit: the next packet emitted with the
     /// same id continues it.
     pub truncated: bool,
+    /// Extension fields of each event (empty without an extension); filled
+    /// just before the packet is printed.
+    pub ext: Vec<crate::extension::ExtFields>,
 }
 
 /// "No slot" in the LRU and free lists.
@@ -182,6 +185,7 @@ impl Aggregator {
                 skb: ev.skb,
                 events,
                 truncated: true,
+                ext: Vec::new(),
             });
         } else {
             if slot.rest.is_empty() {
@@ -228,6 +232,7 @@ impl Aggregator {
                 skb: slot.first.skb,
                 events,
                 truncated: false,
+                ext: Vec::new(),
             });
         }
         self.slots = Vec::new();
@@ -248,6 +253,7 @@ impl Aggregator {
                 skb: ev.skb,
                 events: vec![ev],
                 truncated: false,
+                ext: Vec::new(),
             });
         }
         if self.index.len >= self.max_packets {
@@ -291,6 +297,7 @@ impl Aggregator {
             skb,
             events,
             truncated: false,
+            ext: Vec::new(),
         });
     }
 

@@ -110,12 +110,20 @@ impl Session {
                 // unusable here (sandbox, missing cookie support, ...).
                 Err(le) if !typed_ok => {
                     return Err(match le {
+                        // With an extension linked in, a program the verifier
+                        // read and refused is the extension's doing (the
+                        // object loads without it): keep the log, no fallback.
+                        LoadError::Load { ref log, .. }
+                            if opts.config.ext != 0 && log.contains("processed ") =>
+                        {
+                            le
+                        }
                         LoadError::Load { source, .. } => LoadError::Unavailable {
                             backend: e.backend,
                             reason: format!("{source:#}"),
                         },
                         le => le,
-                    })
+                    });
                 }
                 Err(le) => s.record(i, Err(le.to_string())),
             }

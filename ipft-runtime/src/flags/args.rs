@@ -66,9 +66,17 @@ pub struct IpftArgs {
     /// Maximum packets held in memory before the oldest is printed.
     #[arg(long = "max-packets", default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_packets: u64,
-    /// Extension (C, object or Lua): not available in this version; refused.
+    /// Extension adding data to each event: FILE.c (compiled with $CC or
+    /// clang, $CFLAGS), FILE.o (compiled BPF) or FILE.lua (ipftrace2's Lua
+    /// API 1). See docs/extensions.md.
     #[arg(short = 'e', long = "extension", value_name = "FILE")]
     pub extension: Option<std::path::PathBuf>,
+    /// Lua script (ipftrace2's -s): the same as -e FILE.lua.
+    #[arg(short = 's', long = "script", value_name = "FILE.lua")]
+    pub script: Option<std::path::PathBuf>,
+    /// Print a starting point for an extension and exit.
+    #[arg(long = "gen", value_enum, value_name = "WHAT")]
+    pub gen: Option<GenArg>,
     /// List every left-out and failed probe, not only the first five per reason.
     #[arg(short = 'v', long = "verbose")]
     pub verbose: bool,
@@ -91,6 +99,15 @@ pub enum BackendArg {
     /// BTF tracepoints only.
     #[value(name = "tp_btf")]
     TpBtf,
+}
+
+/// `--gen`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GenArg {
+    /// A minimal C extension.
+    BpfModuleSkeleton,
+    /// The header declaring the payload format macros.
+    BpfModuleHeader,
 }
 
 /// `-o`.

@@ -3,7 +3,7 @@
 
 mod args;
 
-pub use args::{BackendArg, IpftArgs, OutputArg, TracerArg};
+pub use args::{BackendArg, GenArg, IpftArgs, OutputArg, TracerArg};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,6 +28,10 @@ fn bad(msg: impl Into<String>) -> FlagError {
 /// What a run does, validated.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
+    /// `--gen`: print this and exit.
+    pub gen: Option<GenArg>,
+    /// `-e` / `-s`.
+    pub extension: Option<ExtensionSource>,
     /// `-l`: list and exit.
     pub list: bool,
     /// skb->mark & mask must equal this.
@@ -108,7 +112,66 @@ pub fn parse_args(version: Option<String>) -> IpftArgs {
     }
 }
 
-/// Check the flags. Pure: reads no file and touches nothing.
+/// `-e FILE` / `-s FILE.lua`: which kind of extension, by suffix.
+fn extension(a: &IpftArgs) -> Result<Option<ExtensionSource>, FlagError> {
+    let (path, script) = match (&a.extension, &a.script) {
+        (Some(_), Some(_)) => return Err(bad("-e and -s: one extension at a time")),
+        (Some(p), None) => (p, false),
+        (None, Some(p)) => (p, true),
+        (None, None) => return Ok(None),
+    };
+    let flag = if script { "-s" } else { "-e" };
+    let kind = match path.extension().and_then(|s| s.to_str()) {
+        Some("lua") => ExtensionKind::Lua,
+        Some("c") if !script => ExtensionKind::C,
+        Some("o") if !script => ExtensionKind::Object,
+        _ if script => return Err(bad(format!("-s {}: want a .lua script", path.display()))),
+        _ => {
+            return Err(bad(format!(
+                "-e {}: want a .c, .o or .lua file",
+                path.display()
+            )))
+        }
+    };
+    if !path.is_file() {
+        return Err(bad(format!("{flag} {}: no such file", path.display())));
+    }
+    Ok(Some(ExtensionSource {
+        path: path.clone(),
+        kind,
+    }))
+}
+
+/// What `--gen` prints.
+pub fn gen_text(g: GenArg) -> String {
+    match g {
+        GenArg::BpfModuleSkeleton => ipft_abi::payload::module_skeleton(),
+        GenArg::BpfModuleHeader => ipft_abi::payload::module_header(),
+    }
+}
+
+/// An extension named on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtensionSource {
+    /// The file.
+    pub path: PathBuf,
+    /// What it holds.
+    pub kind: ExtensionKind,
+}
+
+/// What an extension file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtensionKind {
+    /// C, compiled at start.
+    C,
+    /// A compiled BPF object.
+    Object,
+    /// A Lua script (API 1) carrying its BPF object.
+    Lua,
+}
+
+/// Check the flags. Pure: touches nothing (it only looks whether named files
+/// exist).
 pub fn validate(a: &IpftArgs) -> Result<RunConfig, FlagError> {
     let graph = a.tracer == TracerArg::FunctionGraph;
     let asked = match a.backend {
@@ -126,7 +189,7 @@ pub fn validate(a: &IpftArgs) -> Result<RunConfig, FlagError> {
         return Err(bad("mask 0 matches every packet: choose a non-zero mask"));
     }
     let mark = match &a.mark {
-        None if a.list => 0,
+        None if a.list || a.gen.is_some() => 0,
         None => {
             return Err(bad(
                 "-m/--mark is required (the skb->mark of the packets to trace)",
@@ -134,7 +197,7 @@ pub fn validate(a: &IpftArgs) -> Result<RunConfig, FlagError> {
         }
         Some(m) => parse_u32(m).ok_or_else(|| bad(format!("invalid mark '{m}'")))?,
     };
-    if !a.list {
+    if !a.list && a.gen.is_none() {
         if mark == 0 {
             return Err(bad(
                 "mark 0 would match every unmarked packet: choose a non-zero mark",
@@ -147,12 +210,7 @@ pub fn validate(a: &IpftArgs) -> Result<RunConfig, FlagError> {
         }
     }
     let duration = a.duration.map(duration).transpose()?;
-    if let Some(e) = &a.extension {
-        return Err(bad(format!(
-            "-e {}: extensions are not available in this version",
-            e.display()
-        )));
-    }
+    let extension = extension(a)?;
     let filter = Filter::from_flags(a.regex.as_deref(), a.module_regex.as_deref()).map_err(bad)?;
     if let Some(f) = a.btf.as_ref().filter(|f| !f.is_file()) {
         return Err(bad(format!("--btf {}: not a file", f.display())));
@@ -167,6 +225,8 @@ pub fn validate(a: &IpftArgs) -> Result<RunConfig, FlagError> {
     }
     Ok(RunConfig {
         list: a.list,
+        gen: a.gen,
+        extension,
         mark,
         mask,
         filter,
@@ -248,6 +308,33 @@ mod tests {
     }
 
     #[test]
+    fn extensions_by_suffix() {
+        let dir = std::env::temp_dir().join(format!("ipft-flags-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["x.c", "x.o", "x.lua", "x.txt"] {
+            std::fs::write(dir.join(f), "").unwrap();
+        }
+        let p = |f: &str| dir.join(f).display().to_string();
+        let kind = |flag: &str, f: &str| {
+            check(&["-m", "1", flag, &p(f)]).map(|c| c.extension.unwrap().kind)
+        };
+        assert_eq!(kind("-e", "x.c"), Ok(ExtensionKind::C));
+        assert_eq!(kind("-e", "x.o"), Ok(ExtensionKind::Object));
+        assert_eq!(kind("-e", "x.lua"), Ok(ExtensionKind::Lua));
+        assert_eq!(kind("-s", "x.lua"), Ok(ExtensionKind::Lua));
+        assert!(kind("-e", "x.txt")
+            .unwrap_err()
+            .contains("want a .c, .o or .lua"));
+        assert!(kind("-s", "x.c").unwrap_err().contains("want a .lua"));
+        assert!(check(&["-m", "1", "-e", &p("x.c"), "-s", &p("x.lua")])
+            .unwrap_err()
+            .contains("one extension"));
+        // --gen needs no mark.
+        assert!(check(&["--gen", "bpf-module-header"]).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn durations() {
         for bad in ["nan", "-1", "0", "inf", "1e300"] {
             let e = check(&["-m", "1", "--duration", bad]).unwrap_err();
@@ -292,9 +379,9 @@ mod tests {
         assert!(check(&["-m", "1", "-b", "tp_btf", "-t", "function_graph"])
             .unwrap_err()
             .contains("function returns"));
-        assert!(check(&["-m", "1", "-e", "x.lua"])
+        assert!(check(&["-m", "1", "-e", "/nonexistent/x.lua"])
             .unwrap_err()
-            .contains("extensions"));
+            .contains("no such file"));
         assert!(check(&["-m", "1", "-r", "("])
             .unwrap_err()
             .contains("invalid regex"));

@@ -16,6 +16,7 @@
 //! | `function` | string | function or tracepoint name (`probe#N` if the table has no entry N) |
 //! | `is_return` | bool | hit at function return (`-t function_graph`) |
 //! | `drop_reason` | string | only on events carrying a drop reason: its name, or the decimal value if unknown |
+//! | `ext` | object | only with an extension (`-e`): its fields in its order; integers as numbers, hex, enum, flags, ip and string formats as strings |
 //!
 //! Keys appear in this order. A packet cut at the per-packet event limit
 //! continues later with the same `packet_id`. Readers should ignore keys
@@ -28,6 +29,7 @@ use serde::{Serialize, Serializer};
 
 use super::{Named, Names, Out, Sink};
 use crate::aggregate::Packet;
+use crate::extension::ExtFields;
 use crate::output::Losses;
 
 /// JSON Lines writer; see the [module docs](self).
@@ -55,6 +57,17 @@ struct Record<'a> {
     is_return: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     drop_reason: Option<AsStr<Named<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ext: Option<Ext<'a>>,
+}
+
+/// An extension's fields as one object, in the extension's order.
+struct Ext<'a>(&'a ExtFields);
+
+impl Serialize for Ext<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
 }
 
 struct Hex(u64);
@@ -77,7 +90,7 @@ impl<T: std::fmt::Display> Serialize for AsStr<T> {
 impl Sink for JsonSink {
     fn packet(&mut self, p: &Packet, names: &Names) -> io::Result<()> {
         self.out.run(|w| {
-            for e in &p.events {
+            for (i, e) in p.events.iter().enumerate() {
                 let rec = Record {
                     packet_id: p.id,
                     skb: Hex(p.skb),
@@ -87,6 +100,7 @@ impl Sink for JsonSink {
                     function: AsStr(names.function(e.probe)),
                     is_return: e.is_return(),
                     drop_reason: e.drop_reason().map(|r| AsStr(names.reason(r))),
+                    ext: p.ext.get(i).filter(|f| !f.is_empty()).map(Ext),
                 };
                 serde_json::to_writer(&mut *w, &rec)?;
                 w.write_all(b"\n")?;
@@ -166,6 +180,7 @@ mod tests {
                 e(2, F_REASON, 9),
             ],
             truncated: false,
+            ext: Vec::new(),
         };
         let buf = Shared::default();
         let mut sink = JsonSink::new(Box::new(buf.clone()));
@@ -214,6 +229,7 @@ mod tests {
             skb: 1,
             events: vec![Event::default(); 10_000],
             truncated: false,
+            ext: Vec::new(),
         };
         sink.packet(&p, &names).unwrap();
         assert!(sink.is_closed());

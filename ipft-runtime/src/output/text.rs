@@ -66,6 +66,14 @@ impl Sink for TextSink {
                 if let Some(r) = e.drop_reason() {
                     write!(w, " reason={}", names.reason(r))?;
                 }
+                // An extension's fields, as ipftrace2 prints them.
+                if let Some(fields) = p.ext.get(i).filter(|f| !f.is_empty()) {
+                    w.write_all(b" (")?;
+                    for (k, v) in fields {
+                        write!(w, " {k}: {v}")?;
+                    }
+                    w.write_all(b" )")?;
+                }
                 w.write_all(b"\n")?;
             }
             if p.truncated {
@@ -160,6 +168,7 @@ mod tests {
             skb: 0x1000,
             events,
             truncated,
+            ext: Vec::new(),
         };
         sink.packet(&p, &names).unwrap();
         sink.finish().unwrap();
@@ -235,6 +244,7 @@ Timestamp          CPU  Module          Function
             skb: 1,
             events: vec![ev(0, 1, 0, 0); 10_000],
             truncated: false,
+            ext: Vec::new(),
         };
         sink.packet(&p, &names).unwrap();
         assert!(sink.is_closed());

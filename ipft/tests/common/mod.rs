@@ -174,3 +174,20 @@ pub fn journeys(evs: &[serde_json::Value]) -> Vec<Vec<String>> {
         })
         .collect()
 }
+
+/// A golden file: equal to `actual`, or written with IPFT_BLESS=1.
+pub fn check_file(path: &Path, actual: &str) {
+    let path = path.to_path_buf();
+    if std::env::var_os("IPFT_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run with IPFT_BLESS=1)", path.display()));
+    assert!(
+        expected == actual,
+        "{} differs from generated output (IPFT_BLESS=1 to accept)",
+        path.display()
+    );
+}
