@@ -151,8 +151,51 @@ layout! {
         /// an extension's module() is linked in: each event carries
         /// IPFT_EXT_LEN bytes of payload
         ext: u32,
+        /// --track-skb: an skb with an event is followed until it is freed
+        /// (its mark and the filters no longer asked), and so are its clones
+        track: u32,
+        /// --filter-netns: inode of skb->dev's network namespace (0: any)
+        netns: u32,
+        /// --filter-pid: tgid of the current task (0: any)
+        pid: u32,
+        /// --filter-ifname: bytes 0..8 of the name, NUL-padded (0: any)
+        ifname_lo: u64,
+        /// --filter-ifname: bytes 8..16 of the name
+        ifname_hi: u64,
+        /// --filter-ifname: which bytes of ifname_lo to compare (the name
+        /// and its NUL: a renamed device keeps bytes of its old name after it)
+        ifname_mask_lo: u64,
+        /// --filter-ifname: which bytes of ifname_hi to compare
+        ifname_mask_hi: u64,
+        /// a pcap-filter expression was spliced in at load time in place
+        /// of the ipft_pcap_run stub (`ipft EXPR`)
+        pcap: u32,
         /// zero (keeps the struct free of padding)
         spare: u32,
+    }
+}
+
+impl Config {
+    /// Set the --filter-ifname words: the name's bytes NUL-padded, and
+    /// masks covering the name and its NUL (IFNAMSIZ is 16, so a name of
+    /// at most 15 bytes fits). `None` if it does not fit.
+    pub fn with_ifname(self, name: &[u8]) -> Option<Config> {
+        if name.is_empty() || name.len() > 15 {
+            return None;
+        }
+        let (mut bytes, mut mask) = ([0u8; 16], [0u8; 16]);
+        bytes[..name.len()].copy_from_slice(name);
+        mask[..=name.len()].fill(0xff);
+        let word = |b: &[u8; 16], i: usize| {
+            u64::from_ne_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+        };
+        Some(Config {
+            ifname_lo: word(&bytes, 0),
+            ifname_hi: word(&bytes, 1),
+            ifname_mask_lo: word(&mask, 0),
+            ifname_mask_hi: word(&mask, 1),
+            ..self
+        })
     }
 }
 
@@ -164,13 +207,17 @@ pub mod event_flags {
     pub const REASON: u8 = 0x2;
     /// The skb's memory is released here.
     pub const END: u8 = 0x4;
+    /// The skb was cloned or copied (--track-skb): `aux` holds the new
+    /// skb's address, followed from here on as part of the same packet.
+    pub const CLONE: u8 = 0x8;
 
     /// The `#define`s of the C side.
     pub fn c_defines() -> String {
         format!(
             "#define IPFT_F_RETURN\t0x{RETURN:x}\t/* function return */\n\
              #define IPFT_F_REASON\t0x{REASON:x}\t/* aux holds an enum skb_drop_reason */\n\
-             #define IPFT_F_END\t0x{END:x}\t/* the skb's memory is released here */"
+             #define IPFT_F_END\t0x{END:x}\t/* the skb's memory is released here */\n\
+             #define IPFT_F_CLONE\t0x{CLONE:x}\t/* aux holds the address of the skb's clone or copy */"
         )
     }
 }
@@ -184,6 +231,11 @@ impl Event {
     /// The drop reason value, if the probe has one.
     pub fn drop_reason(&self) -> Option<u64> {
         (self.flags & event_flags::REASON != 0).then_some(self.aux)
+    }
+
+    /// The address of the clone or copy made here, if this event links one.
+    pub fn clone_made(&self) -> Option<u64> {
+        (self.flags & event_flags::CLONE != 0 && self.aux != 0).then_some(self.aux)
     }
 }
 
@@ -209,12 +261,37 @@ mod tests {
     }
 
     #[test]
+    fn ifname_words_cover_the_name_and_its_nul() {
+        let c = Config::default().with_ifname(b"veth0").unwrap();
+        assert_eq!(c.ifname_lo.to_ne_bytes(), *b"veth0\0\0\0");
+        assert_eq!(
+            c.ifname_mask_lo.to_ne_bytes(),
+            [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0]
+        );
+        assert_eq!((c.ifname_hi, c.ifname_mask_hi), (0, 0));
+        let long = Config::default().with_ifname(b"abcdefghijklmno").unwrap();
+        assert_eq!(long.ifname_hi.to_ne_bytes(), *b"ijklmno\0");
+        assert_eq!(long.ifname_mask_hi, u64::MAX);
+        let eight = Config::default().with_ifname(b"abcdefgh").unwrap();
+        assert_eq!(eight.ifname_mask_lo, u64::MAX);
+        assert_eq!(
+            eight.ifname_mask_hi.to_ne_bytes(),
+            [0xff, 0, 0, 0, 0, 0, 0, 0]
+        );
+        assert!(Config::default().with_ifname(b"abcdefghijklmnop").is_none());
+        assert!(Config::default().with_ifname(b"").is_none());
+    }
+
+    #[test]
     fn c_struct_names_every_offset() {
         let c = Config::c_struct();
         assert!(c.starts_with("struct ipft_config {"));
         assert!(c.contains("__u64 wakeup_bytes;\t/* @8:"));
         assert!(c.contains("__u32 graph;\t/* @20:"));
-        assert_eq!(std::mem::size_of::<Config>(), 40);
+        assert!(c.contains("__u32 track;\t/* @36:"));
+        assert!(c.contains("__u64 ifname_lo;\t/* @48:"));
+        assert!(c.contains("__u32 pcap;\t/* @80:"));
+        assert_eq!(std::mem::size_of::<Config>(), 88);
     }
 }
 

@@ -86,6 +86,25 @@ pub enum ProgramId {
         /// journey-ending variant
         end: bool,
     },
+    /// --track-skb, kprobe entry of a function that clones or copies the
+    /// skb in its first argument: keeps the skb for [`ProgramId::CloneReturn`].
+    CloneEntry {
+        /// kprobe.multi
+        multi: bool,
+    },
+    /// --track-skb, kretprobe of a clone function: the copy is the return
+    /// value, its source comes from the entry's stash.
+    CloneReturn {
+        /// kretprobe.multi
+        multi: bool,
+    },
+    /// --track-skb, generic fexit of a clone function (`ipft`): the copy is
+    /// the return value, after `nargs` arguments. (Generated tracers use a
+    /// [`ProgramId::Typed`] fexit program of the clone row.)
+    CloneExit {
+        /// arguments of the function
+        nargs: u8,
+    },
 }
 
 impl ProgramId {
@@ -97,16 +116,25 @@ impl ProgramId {
             ProgramId::Kretprobe { multi: false } => "kretprobe",
             ProgramId::Kretprobe { multi: true } => "kretprobe.multi",
             ProgramId::Typed { kind, .. } | ProgramId::Generic { kind, .. } => kind.section(),
+            ProgramId::CloneEntry { multi: false } => "kprobe",
+            ProgramId::CloneEntry { multi: true } => "kprobe.multi",
+            ProgramId::CloneReturn { multi: false } => "kretprobe",
+            ProgramId::CloneReturn { multi: true } => "kretprobe.multi",
+            ProgramId::CloneExit { .. } => "fexit",
         }
     }
 
     /// The backend this program attaches with.
     pub fn backend(self) -> Backend {
         match self {
-            ProgramId::Kprobe { multi, .. } | ProgramId::Kretprobe { multi } => match multi {
+            ProgramId::Kprobe { multi, .. }
+            | ProgramId::Kretprobe { multi }
+            | ProgramId::CloneEntry { multi }
+            | ProgramId::CloneReturn { multi } => match multi {
                 true => Backend::KprobeMulti,
                 false => Backend::Kprobe,
             },
+            ProgramId::CloneExit { .. } => Backend::Fentry,
             ProgramId::Typed { kind, .. } | ProgramId::Generic { kind, .. } => match kind {
                 TypedKind::Tracepoint => Backend::TpBtf,
                 TypedKind::Entry | TypedKind::Return => Backend::Fentry,
@@ -119,6 +147,8 @@ impl ProgramId {
         matches!(
             self,
             ProgramId::Kretprobe { .. }
+                | ProgramId::CloneReturn { .. }
+                | ProgramId::CloneExit { .. }
                 | ProgramId::Typed {
                     kind: TypedKind::Return,
                     ..
@@ -155,6 +185,9 @@ impl fmt::Display for ProgramId {
                 suffix(f, reason, end)
             }
             ProgramId::Kretprobe { multi } => write!(f, "ipft_{}r", k(multi)),
+            ProgramId::CloneEntry { multi } => write!(f, "ipft_{}c", k(multi)),
+            ProgramId::CloneReturn { multi } => write!(f, "ipft_{}cr", k(multi)),
+            ProgramId::CloneExit { nargs } => write!(f, "ipft_gc{nargs}"),
             ProgramId::Typed { kind, row } => write!(f, "ipft_{}{row}", kind.letter()),
             ProgramId::Generic {
                 kind,
@@ -208,8 +241,11 @@ fn parse(s: &str) -> Option<ProgramId> {
     match first {
         'k' | 'm' => {
             let multi = first == 'm';
-            if tail == "r" {
-                return Some(ProgramId::Kretprobe { multi });
+            match tail {
+                "r" => return Some(ProgramId::Kretprobe { multi }),
+                "c" => return Some(ProgramId::CloneEntry { multi }),
+                "cr" => return Some(ProgramId::CloneReturn { multi }),
+                _ => {}
             }
             let (skb, reason, end) = position(tail)?;
             Some(ProgramId::Kprobe {
@@ -219,6 +255,9 @@ fn parse(s: &str) -> Option<ProgramId> {
                 end,
             })
         }
+        'g' if tail.starts_with('c') => Some(ProgramId::CloneExit {
+            nargs: digits(&tail[1..])?.try_into().ok()?,
+        }),
         'g' => {
             let mut c = tail.chars();
             let kind = TypedKind::from_letter(c.next()?)?;
@@ -302,8 +341,17 @@ pub fn generic_programs() -> Vec<ProgramId> {
             out.push(generic(0, Some(2), true));
         }
     }
+    for multi in [false, true] {
+        out.push(ProgramId::CloneEntry { multi });
+        out.push(ProgramId::CloneReturn { multi });
+    }
+    out.extend((1..=CLONE_MAX_NARGS).map(|nargs| ProgramId::CloneExit { nargs }));
     out
 }
+
+/// Most arguments of a clone function the generic fexit programs cover
+/// (skb_clone and skb_copy take 2, __pskb_copy_fclone and skb_copy_expand 4).
+pub const CLONE_MAX_NARGS: u8 = 6;
 
 /// The entry program of the generic object for a probe through `backend`,
 /// if the object has one. `end` asks for the journey-ending variant.
@@ -365,6 +413,12 @@ mod tests {
         };
         assert_eq!(k.to_string(), "ipft_k0_r1_e");
         assert_eq!(ProgramId::Kretprobe { multi: true }.to_string(), "ipft_mr");
+        assert_eq!(
+            ProgramId::CloneReturn { multi: true }.to_string(),
+            "ipft_mcr"
+        );
+        assert_eq!(ProgramId::CloneExit { nargs: 4 }.to_string(), "ipft_gc4");
+        assert_eq!(ProgramId::CloneExit { nargs: 4 }.section(), "fexit");
         let t = ProgramId::Typed {
             kind: TypedKind::Return,
             row: 12,
@@ -380,6 +434,9 @@ mod tests {
             "other",
             "ipft_gt_e",
             "ipft_k1_r",
+            "ipft_gc",
+            "ipft_gc01",
+            "ipft_kcx",
         ] {
             assert!(bad.parse::<ProgramId>().is_err(), "{bad}");
         }

@@ -76,6 +76,36 @@ impl ProbeEntry {
     pub fn module_or_vmlinux(&self) -> &str {
         self.module.as_deref().unwrap_or("vmlinux")
     }
+
+    /// A hidden row that follows clones (--track-skb): attached at a
+    /// function of [`CLONE_FUNCTIONS`] for its return value.
+    pub fn follows_clones(&self) -> bool {
+        self.hidden && self.kind() == ProbeKind::Function && is_clone_function(&self.name)
+    }
+
+    /// The return program to attach with the entry: with -t function_graph,
+    /// and always for a row that follows clones (it acts at the return).
+    pub fn return_attached(&self, graph: bool) -> Option<ProgramId> {
+        self.return_program
+            .filter(|_| graph || self.follows_clones())
+    }
+}
+
+/// Functions returning a clone or copy of the skb in their first argument:
+/// with --track-skb, a tracked skb's copy is tracked as part of the same
+/// packet. (pskb_copy is inline in most builds; listed for those where it
+/// is not.)
+pub const CLONE_FUNCTIONS: &[&str] = &[
+    "skb_clone",
+    "skb_copy",
+    "pskb_copy",
+    "__pskb_copy_fclone",
+    "skb_copy_expand",
+];
+
+/// Whether a function is one of [`CLONE_FUNCTIONS`].
+pub fn is_clone_function(name: &str) -> bool {
+    CLONE_FUNCTIONS.contains(&name)
 }
 
 /// Identity of the kernel a table was generated for.

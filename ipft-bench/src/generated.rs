@@ -67,6 +67,7 @@ pub(crate) fn load(config: Config) -> Result<Session> {
         config,
         ring_buffer_bytes: None,
         btf: None,
+        pcap: None,
     };
     let session = Session::specialised(&object, &table, &selected, opts, &mut |_| true)?;
     if session.attached.len() != selected.len() {

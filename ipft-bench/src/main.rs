@@ -83,11 +83,11 @@ macro_rules! outln {
     }};
 }
 
-mod extension;
 mod generated;
 mod host;
 mod per_hit;
 mod pipeline;
+mod sessions;
 use per_hit::{median, per_hit, verdict};
 
 fn main() {

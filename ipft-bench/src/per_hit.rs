@@ -20,16 +20,22 @@ enum Group {
     Empty,
     Floor,
     Ipft,
+    Track,
+    PcapMatch,
+    PcapMiss,
     Generated,
     Extension,
     Ipft2Style,
 }
 
 impl Group {
-    const ALL: [Group; 6] = [
+    const ALL: [Group; 9] = [
         Group::Empty,
         Group::Floor,
         Group::Ipft,
+        Group::Track,
+        Group::PcapMatch,
+        Group::PcapMiss,
         Group::Generated,
         Group::Extension,
         Group::Ipft2Style,
@@ -40,6 +46,9 @@ impl Group {
             Group::Empty => "empty tp_btf (stats overhead)",
             Group::Floor => "floor (mark test + reserve/submit)",
             Group::Ipft => "ipft (generic ipft_gt0)",
+            Group::Track => "ipft --track-skb",
+            Group::PcapMatch => "ipft 'icmp' (matching filter)",
+            Group::PcapMiss => "ipft 'udp' (non-matching filter)",
             Group::Generated => "generated tracer (specialised)",
             Group::Extension => "ipft -e len (64-byte payload)",
             Group::Ipft2Style => "ipftrace2-style",
@@ -52,10 +61,29 @@ impl Group {
 struct Counts {
     floor: AtomicU64,
     ipft: AtomicU64,
+    track: AtomicU64,
+    pcap_match: AtomicU64,
+    pcap_miss: AtomicU64,
     generated: AtomicU64,
     extension: AtomicU64,
     ipft2: AtomicU64,
     ipft2_lost: AtomicU64,
+}
+
+impl Counts {
+    /// Events received from a ring buffer group's programs.
+    fn of(&self, g: Group) -> &AtomicU64 {
+        match g {
+            Group::Floor => &self.floor,
+            Group::Ipft => &self.ipft,
+            Group::Track => &self.track,
+            Group::PcapMatch => &self.pcap_match,
+            Group::PcapMiss => &self.pcap_miss,
+            Group::Generated => &self.generated,
+            Group::Extension => &self.extension,
+            Group::Empty | Group::Ipft2Style => &self.ipft2,
+        }
+    }
 }
 
 /// Reader threads; stopped, drained and joined on drop.
@@ -67,14 +95,7 @@ struct Consumers {
 impl Consumers {
     /// Start both readers and wait until their buffers are mapped, so no
     /// event of the first phase is produced before someone listens.
-    fn start(
-        ringbuf: MapHandle,
-        generated: MapHandle,
-        extension: MapHandle,
-        floor: MapHandle,
-        perf: MapHandle,
-        counts: Arc<Counts>,
-    ) -> Result<Self> {
+    fn start(rings: Vec<(MapHandle, Group)>, perf: MapHandle, counts: Arc<Counts>) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel::<Result<()>>();
         let mut c = Consumers {
@@ -87,36 +108,18 @@ impl Consumers {
             let (stop, counts, tx) = (Arc::clone(&stop), Arc::clone(&counts), tx.clone());
             c.threads.push(std::thread::spawn(move || {
                 let mut b = RingBufferBuilder::new();
-                let (c2, c3, c4) = (
-                    Arc::clone(&counts),
-                    Arc::clone(&counts),
-                    Arc::clone(&counts),
-                );
-                let built = b
-                    .add(&ringbuf, |_: &[u8]| {
-                        counts.ipft.fetch_add(1, Ordering::Relaxed);
-                        0
-                    })
-                    .and_then(|b| {
-                        b.add(&generated, move |_: &[u8]| {
-                            c3.generated.fetch_add(1, Ordering::Relaxed);
+                let mut added = Ok(());
+                for (map, g) in &rings {
+                    let counts = Arc::clone(&counts);
+                    added = added.and_then(|()| {
+                        b.add(map, move |_: &[u8]| {
+                            counts.of(*g).fetch_add(1, Ordering::Relaxed);
                             0
                         })
-                    })
-                    .and_then(|b| {
-                        b.add(&extension, move |_: &[u8]| {
-                            c4.extension.fetch_add(1, Ordering::Relaxed);
-                            0
-                        })
-                    })
-                    .and_then(|b| {
-                        b.add(&floor, move |_: &[u8]| {
-                            c2.floor.fetch_add(1, Ordering::Relaxed);
-                            0
-                        })
-                    })
-                    .map(|_| ())
-                    .and_then(|_| b.build());
+                        .map(|_| ())
+                    });
+                }
+                let built = added.and_then(|()| b.build());
                 let rb = match built {
                     Ok(rb) => {
                         let _ = tx.send(Ok(()));
@@ -237,21 +240,6 @@ fn open_bench_object() -> Result<Object> {
     Ok(obj)
 }
 
-/// Rows for ipft's generic object: tp_btf, skb is the first argument, so
-/// both map to `ipft_gt0` (one loaded copy per tracepoint).
-fn ipft_table() -> Vec<ProbeEntry> {
-    let program = ProgramId::Generic {
-        kind: TypedKind::Tracepoint,
-        skb: 0,
-        reason: None,
-        end: false,
-    };
-    TRACEPOINTS
-        .iter()
-        .map(|&tp| ProbeEntry::tracepoint(tp, 0, 1, program))
-        .collect()
-}
-
 pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -292,38 +280,51 @@ pub(crate) fn per_hit(seconds: u32, count: u32, rounds: usize) -> Result<String>
         );
     }
 
-    let table = ipft_table();
+    let table = sessions::ipft_table();
     let cfg = Config {
         mark: MARK,
         mask: u32::MAX,
         wakeup_bytes: 1 << 16,
         ..Config::default()
     };
-    let session = Session::generic(
-        ipft::GENERIC_OBJECT,
-        &table,
-        load::LoadOptions {
-            config: cfg,
-            ring_buffer_bytes: None,
-            btf: None,
-        },
-        &mut |_| true,
-    )?;
-    if session.attached.len() != table.len() {
-        bail!(
-            "ipft attached {} of {}: {:?}",
-            session.attached.len(),
-            table.len(),
-            session.failed
-        );
+    // ipft's per-tracepoint copies live inside each Session: they are the
+    // ipft_gt0 programs using its ring buffer. With --track-skb a miss also
+    // looks the skb up in the live set, which the release tracepoints keep
+    // clean (as in ipft on tp_btf). The filters are ANDed with the mark: the
+    // flood is ICMP, so 'icmp' matches and 'udp' never does.
+    let tracking = Config { track: 1, ..cfg };
+    let sessions: Vec<(Group, Option<&str>, Session)> = vec![
+        (
+            Group::Ipft,
+            Some("ipft_gt0"),
+            sessions::generic(&table, cfg, None)?,
+        ),
+        (
+            Group::Track,
+            Some("ipft_gt0"),
+            sessions::generic(&sessions::with_releases(&table), tracking, None)?,
+        ),
+        (
+            Group::PcapMatch,
+            Some("ipft_gt0"),
+            sessions::generic(&table, cfg, Some("icmp"))?,
+        ),
+        (
+            Group::PcapMiss,
+            Some("ipft_gt0"),
+            sessions::generic(&table, cfg, Some("udp"))?,
+        ),
+        (Group::Generated, None, generated::load(cfg)?),
+        (
+            Group::Extension,
+            None,
+            sessions::with_extension(cfg, &table)?,
+        ),
+    ];
+    let mut rings = Vec::new();
+    for (g, name, s) in &sessions {
+        rings.push((claim(s, *g, *name, &mut ids)?, *g));
     }
-    // ipft's per-tracepoint copies live inside the Session: they are the
-    // ipft_gt0 programs using its ring buffer.
-    let ring = claim(&session, Group::Ipft, Some("ipft_gt0"), &mut ids)?;
-    let generated = generated::load(cfg)?;
-    let gen_ring = claim(&generated, Group::Generated, None, &mut ids)?;
-    let with_ext = super::extension::load(cfg, &table)?;
-    let ext_ring = claim(&with_ext, Group::Extension, None, &mut ids)?;
     let perf = bench
         .maps()
         .find(|m| m.name() == "ipft2_events")
@@ -333,17 +334,16 @@ pub(crate) fn per_hit(seconds: u32, count: u32, rounds: usize) -> Result<String>
         .find(|m| m.name() == "floor_events")
         .ok_or_else(|| anyhow!("floor_events missing"))?;
     let counts = Arc::new(Counts::default());
-    let mut consumers = Consumers::start(
-        MapHandle::try_from(&ring)?,
-        MapHandle::try_from(&gen_ring)?,
-        MapHandle::try_from(&ext_ring)?,
-        MapHandle::try_from(&floor)?,
-        MapHandle::try_from(&perf)?,
-        Arc::clone(&counts),
-    )?;
+    rings.push((floor, Group::Floor));
+    let handles = rings
+        .iter()
+        .map(|(m, g)| Ok((MapHandle::try_from(m)?, *g)))
+        .collect::<Result<Vec<_>>>()?;
+    let mut consumers =
+        Consumers::start(handles, MapHandle::try_from(&perf)?, Arc::clone(&counts))?;
 
     eprintln!(
-        "attached empty, floor, ipft, a generated tracer, ipft with an extension and ipftrace2-style to tp_btf {}; {rounds} round(s) of {count} flood pings, unmarked then -m {MARK}",
+        "attached empty, floor, ipft, ipft --track-skb, a generated tracer, ipft with an extension and ipftrace2-style to tp_btf {}; {rounds} round(s) of {count} flood pings, unmarked then -m {MARK}",
         TRACEPOINTS.join(", ")
     );
     let mut phases: [Vec<Phase>; 2] = [Vec::new(), Vec::new()];
@@ -358,21 +358,16 @@ pub(crate) fn per_hit(seconds: u32, count: u32, rounds: usize) -> Result<String>
     }
     let elapsed = t0.elapsed();
     consumers.finish()?;
-    let ipft_lost = load::bpf_losses(session.main_object()).ring_buffer;
-    let gen_lost = load::bpf_losses(generated.main_object()).ring_buffer;
-    let ext_lost = load::bpf_losses(with_ext.main_object()).ring_buffer;
+    let lost: HashMap<Group, u64> = sessions
+        .iter()
+        .map(|(g, _, s)| (*g, load::bpf_losses(s.main_object()).ring_buffer))
+        .collect();
     drop(consumers);
-    drop(with_ext);
-    drop(generated);
-    drop(session);
+    drop(rings);
+    drop(sessions);
     drop(links);
 
-    Ok(report(
-        &phases,
-        &counts,
-        [ipft_lost, gen_lost, ext_lost],
-        elapsed,
-    ))
+    Ok(report(&phases, &counts, &lost, elapsed))
 }
 
 /// The ring buffer of `s`, and its programs (named `name`, if given) for
@@ -408,10 +403,15 @@ fn claim<'s>(
     Ok(ring)
 }
 
-/// `lost`: ring buffer losses of ipft's, the generated and the extension's
-/// programs.
-fn report(phases: &[Vec<Phase>; 2], counts: &Counts, lost: [u64; 3], elapsed: Duration) -> String {
-    let ipft_lost = lost[0];
+/// `lost`: ring buffer losses of ipft's, the generated, the extension's and
+/// the tracking programs.
+fn report(
+    phases: &[Vec<Phase>; 2],
+    counts: &Counts,
+    lost: &HashMap<Group, u64>,
+    elapsed: Duration,
+) -> String {
+    let ipft_lost = lost[&Group::Ipft];
     let mut out = String::new();
     // Per round: gross, and net of the empty program of the same round.
     let gross = |p: usize, g: Group| median(phases[p].iter().map(|r| r[&g].0).collect());
@@ -442,22 +442,12 @@ fn report(phases: &[Vec<Phase>; 2], counts: &Counts, lost: [u64; 3], elapsed: Du
         "events received",
         "events lost"
     );
-    for g in [
-        Group::Floor,
-        Group::Ipft,
-        Group::Generated,
-        Group::Extension,
-        Group::Ipft2Style,
-    ] {
-        let (rx, lost) = match g {
-            Group::Floor => (counts.floor.load(Ordering::Relaxed), 0),
-            Group::Ipft => (counts.ipft.load(Ordering::Relaxed), ipft_lost),
-            Group::Generated => (counts.generated.load(Ordering::Relaxed), lost[1]),
-            Group::Extension => (counts.extension.load(Ordering::Relaxed), lost[2]),
-            _ => (
-                counts.ipft2.load(Ordering::Relaxed),
-                counts.ipft2_lost.load(Ordering::Relaxed),
-            ),
+    for g in &Group::ALL[1..] {
+        let g = *g;
+        let rx = counts.of(g).load(Ordering::Relaxed);
+        let lost = match g {
+            Group::Ipft2Style => counts.ipft2_lost.load(Ordering::Relaxed),
+            g => lost.get(&g).copied().unwrap_or(0),
         };
         outln!(
             out,
@@ -521,7 +511,23 @@ fn report(phases: &[Vec<Phase>; 2], counts: &Counts, lost: [u64; 3], elapsed: Du
         verdict(ipft_lost == 0),
         verdict(f > 0.0 && gm / f <= 1.3),
         verdict(gn <= 5.0),
-        verdict(lost[1] == 0)
+        verdict(lost[&Group::Generated] == 0)
+    );
+    let (tn, tm) = (net(0, Group::Track), net(1, Group::Track));
+    outln!(
+        out,
+        "track-skb: ipft --track-skb non-matching {tn:.1} ns (+{:.1} ns per miss for the \
+         live-set lookup), matching {tm:.1} ns",
+        tn - n
+    );
+    let (pm, px) = (net(1, Group::PcapMatch), net(1, Group::PcapMiss));
+    outln!(
+        out,
+        "filter: ipft 'icmp' matching {pm:.1} ns (+{:.1} ns over ipft), ipft 'udp' on the same \
+         marked packets (filtered out) {px:.1} ns; unmarked: {:.1} / {:.1} ns",
+        pm - m,
+        net(0, Group::PcapMatch),
+        net(0, Group::PcapMiss)
     );
     let (xn, xm) = (net(0, Group::Extension), net(1, Group::Extension));
     outln!(

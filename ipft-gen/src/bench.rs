@@ -69,6 +69,7 @@ pub fn run(btf: &Path, runs: u32) -> Result<String> {
             probes: &probes,
             hidden_from: probes.len(),
             returns: true,
+            pcap: None,
         };
         compile::write_sources(&out, &codegen::generate(&plan)?)?;
         Ok(())

@@ -38,6 +38,9 @@ pub struct Discovery {
     /// The kernel's journey-ending probes (see `table::END_MARKERS`),
     /// whatever the selection, with their backends resolved.
     pub end_markers: Vec<Probe>,
+    /// The kernel's clone functions (`table::CLONE_FUNCTIONS`, for
+    /// --track-skb), whatever the selection, with their backends resolved.
+    pub clone_functions: Vec<Probe>,
 }
 
 /// Discovery failed.
@@ -83,6 +86,16 @@ pub fn discover(
         .filter(|p| p.module.is_none() && table::is_end_marker(&p.name, p.kind))
         .cloned()
         .collect();
+    let mut clone_functions: Vec<Probe> = all
+        .iter()
+        .filter(|p| {
+            p.module.is_none()
+                && p.kind == ProbeKind::Function
+                && table::is_clone_function(&p.name)
+                && p.skb_pos() == 0
+        })
+        .cloned()
+        .collect();
     let mut probes: Vec<Probe> = all
         .into_iter()
         .filter(|p| {
@@ -102,7 +115,7 @@ pub fn discover(
             };
             let probed = kernel::probe(&syms, wanted);
             let before = probes.len();
-            for list in [&mut probes, &mut end_markers] {
+            for list in [&mut probes, &mut end_markers, &mut clone_functions] {
                 list.retain(|p| p.kind == ProbeKind::Tracepoint || syms.attachable(&p.name));
                 resolve(list, &probed.offer);
             }
@@ -110,10 +123,11 @@ pub fn discover(
         }
         _ => {
             let offer = KernelOffer::everything(release.as_deref());
-            for list in [&mut probes, &mut end_markers] {
+            for list in [&mut probes, &mut end_markers, &mut clone_functions] {
                 resolve(list, &offer);
             }
             end_markers.retain(|p| !p.backends.is_empty());
+            clone_functions.retain(|p| !p.backends.is_empty());
             let before = probes.len();
             probes.retain(|p| !p.backends.is_empty());
             (before - probes.len(), None, None)
@@ -127,6 +141,7 @@ pub fn discover(
         probed,
         symbols,
         end_markers,
+        clone_functions,
     })
 }
 

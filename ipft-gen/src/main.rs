@@ -14,6 +14,7 @@ use ipft_gen::discover::{discover, Backends, BtfInput, Discovery};
 use ipft_gen::extension::Extension;
 use ipft_gen::probe::compiled::{compiled_backends, default_out, target_offer, Compile};
 use ipft_gen::probe::{Backend, Filter, ProbeKind, Profile};
+use ipft_runtime::filter::PcapFilter;
 
 /// Print to stderr; a closed stderr is not an error worth dying for.
 macro_rules! say {
@@ -116,6 +117,10 @@ struct GenArgs {
     /// payload struct shown with each event.
     #[arg(long, short = 'e', value_name = "FILE.c|FILE.o")]
     extension: Option<PathBuf>,
+    /// A pcap-filter expression compiled into the tracer as C: only packets
+    /// it matches are traced (as `ipft EXPR` does at run time, with -m both).
+    #[arg(long, value_name = "EXPR")]
+    filter: Option<String>,
 }
 
 /// `-b` of ipft-gen.
@@ -307,11 +312,17 @@ struct KernelSet {
 }
 
 fn generate(a: GenArgs) -> Result<()> {
+    let pcap = a
+        .filter
+        .as_deref()
+        .map(PcapFilter::compile)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!(e))?;
     let ext = a.extension.as_deref().map(Extension::load).transpose()?;
     let ext_rust = ext.as_ref().map(Extension::rust).transpose()?;
     let kernels = per_kernel(&a.src);
     let gen_set = |src: &Source, out: Option<PathBuf>| -> Result<KernelSet> {
-        let set = generate_kernel(&a, src, out)?;
+        let set = generate_kernel(&a, src, out, pcap.as_ref())?;
         ipft_gen::extension::write_rust(&set.dir, ext_rust.as_deref())?;
         Ok(set)
     };
@@ -394,7 +405,12 @@ fn finish(
     Ok(())
 }
 
-fn generate_kernel(a: &GenArgs, src: &Source, out: Option<PathBuf>) -> Result<KernelSet> {
+fn generate_kernel(
+    a: &GenArgs,
+    src: &Source,
+    out: Option<PathBuf>,
+    pcap: Option<&PcapFilter>,
+) -> Result<KernelSet> {
     let t0 = Instant::now();
     let (mut d, profile) = load(src, Some("ip"))?;
     let mut profile = profile.expect("default profile");
@@ -433,7 +449,11 @@ fn generate_kernel(a: &GenArgs, src: &Source, out: Option<PathBuf>) -> Result<Ke
     let out = out.unwrap_or_else(|| default_out(&profile.name, &d));
     let t_discover = t0.elapsed();
     let mut probes = d.probes.clone();
-    for p in probes.iter_mut().chain(d.end_markers.iter_mut()) {
+    for p in probes
+        .iter_mut()
+        .chain(d.end_markers.iter_mut())
+        .chain(d.clone_functions.iter_mut())
+    {
         p.backends = match p.kind {
             ProbeKind::Tracepoint => vec![Backend::TpBtf],
             ProbeKind::Function => {
@@ -472,16 +492,23 @@ fn generate_kernel(a: &GenArgs, src: &Source, out: Option<PathBuf>) -> Result<Ke
         b.dedup();
         b
     };
-    // Probes that only end journeys (the skb's memory freed), not printed.
+    // Probes that only end journeys (the skb's memory freed), not printed,
+    // and the clone functions --track-skb follows copies at (attached only
+    // with it).
     let hidden_from = probes.len();
     let markers = ipft_gen::table::pick_end_markers(&d.end_markers, &probes, &backends);
     probes.extend(markers);
+    probes.extend(ipft_gen::table::pick_clone_functions(
+        &d.clone_functions,
+        &backends,
+    ));
     let plan = Plan {
         profile: &profile.name,
         identity: &d.kernel.identity,
         probes: &probes,
         hidden_from,
         returns: backends.contains(&Backend::Fentry),
+        pcap,
     };
     let g = codegen::generate(&plan)?;
     compile::write_sources(&out, &g)?;

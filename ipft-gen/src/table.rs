@@ -4,8 +4,8 @@
 
 use std::borrow::Cow;
 
-use ipft_abi::program::generic_entry;
-use ipft_abi::table::{is_end_marker, mark_journey_ends};
+use ipft_abi::program::{generic_entry, CLONE_MAX_NARGS};
+use ipft_abi::table::{is_clone_function, is_end_marker, mark_journey_ends};
 use ipft_abi::{Backend, ProbeEntry, ProbeKind, ProgramId, TypedKind, Unreached};
 
 use crate::Probe;
@@ -27,8 +27,9 @@ pub enum Objects {
 pub type LeftOut = (String, Unreached);
 
 /// Rows for `probes` in order, one per (probe, backend) from `backends`;
-/// probes from `hidden_from` on only end journeys. Returns the rows and the
-/// probes that got none.
+/// probes from `hidden_from` on only end journeys or follow clones (the
+/// functions of `CLONE_FUNCTIONS`). Returns the rows and the probes that
+/// got none.
 pub fn build(
     probes: &[Probe],
     hidden_from: usize,
@@ -85,6 +86,9 @@ fn programs(
     if !b.is_for(p.kind) {
         return None;
     }
+    if hidden && p.kind == ProbeKind::Function && is_clone_function(&p.name) {
+        return clone_programs(&shape, b, row, objects);
+    }
     match (objects, b) {
         (_, Backend::Kprobe | Backend::KprobeMulti) => {
             let multi = b == Backend::KprobeMulti;
@@ -126,6 +130,52 @@ fn programs(
             Some((entry, ret))
         }
     }
+}
+
+/// Programs of a hidden row following clones (--track-skb): they act at the
+/// return, where the copy is known. The source skb must come first.
+fn clone_programs(
+    shape: &ipft_abi::ProbeShape,
+    b: Backend,
+    row: u32,
+    objects: Objects,
+) -> Option<(ProgramId, Option<ProgramId>)> {
+    if shape.skb_pos != 0 {
+        return None;
+    }
+    let multi = b == Backend::KprobeMulti;
+    match (b, objects) {
+        (Backend::Kprobe | Backend::KprobeMulti, _) => Some((
+            ProgramId::CloneEntry { multi },
+            Some(ProgramId::CloneReturn { multi }),
+        )),
+        (Backend::Fentry, Objects::Specialised { .. }) => Some((
+            ProgramId::Typed {
+                kind: TypedKind::Return,
+                row,
+            },
+            None,
+        )),
+        (Backend::Fentry, Objects::Generic) => (1..=CLONE_MAX_NARGS)
+            .contains(&shape.nargs)
+            .then_some((ProgramId::CloneExit { nargs: shape.nargs }, None)),
+        (Backend::TpBtf, _) => None,
+    }
+}
+
+/// The clone functions to add (hidden) for --track-skb, with the backends
+/// among `function_backends` (those the selection uses) that reach each:
+/// copies are followed where the probe set traces functions.
+pub fn pick_clone_functions(clones: &[Probe], function_backends: &[Backend]) -> Vec<Probe> {
+    clones
+        .iter()
+        .filter_map(|p| {
+            let mut p = p.clone();
+            p.backends
+                .retain(|b| b.for_functions() && function_backends.contains(b));
+            (!p.backends.is_empty()).then_some(p)
+        })
+        .collect()
 }
 
 /// The journey-ending probes to add (hidden) for a set of function
@@ -215,5 +265,45 @@ mod tests {
                 Unreached::NoProgram(Backend::KprobeMulti)
             )]
         );
+    }
+
+    #[test]
+    fn clone_rows_act_at_the_return() {
+        let mut clone = probe("skb_clone", ProbeKind::Function, 0);
+        clone.nargs = 2;
+        // Visible, skb_clone is an ordinary probe; hidden, it follows clones.
+        let probes = [clone.clone(), clone];
+        let all = |_: &Probe| vec![Backend::Kprobe, Backend::KprobeMulti, Backend::Fentry];
+        let names = |rows: &[ProbeEntry]| -> Vec<(String, Option<String>)> {
+            rows.iter()
+                .map(|r| {
+                    (
+                        r.program.to_string(),
+                        r.return_program.map(|p| p.to_string()),
+                    )
+                })
+                .collect()
+        };
+        let (rows, _) = build(&probes, 1, all, Objects::Specialised { returns: false });
+        let n = |a: &str, b: Option<&str>| (a.to_string(), b.map(str::to_string));
+        assert_eq!(
+            names(&rows[3..]),
+            [
+                n("ipft_kc", Some("ipft_kcr")),
+                n("ipft_mc", Some("ipft_mcr")),
+                n("ipft_x5", None)
+            ]
+        );
+        assert!(rows[3..].iter().all(|r| r.follows_clones()));
+        assert!(!rows[0].follows_clones());
+        // Attached at the return with or without function_graph.
+        assert_eq!(rows[3].return_attached(false), rows[3].return_program);
+        assert_eq!(rows[0].return_attached(false), None);
+        let (rows, _) = build(&probes, 1, all, Objects::Generic);
+        assert_eq!(names(&rows[3..])[2], n("ipft_gc2", None));
+        // The copy's source must be the first argument.
+        let far = [probe("skb_copy", ProbeKind::Function, 1)];
+        let (rows, left) = build(&far, 0, all, Objects::Generic);
+        assert!(rows.is_empty() && left.len() == 1);
     }
 }

@@ -200,6 +200,26 @@ fn generated_tracepoint_tracer_traces_a_marked_ping() {
         );
     }
     assert!(wait_detached().is_empty());
+
+    // The packet filters and --track-skb in the specialised programs: lo
+    // passes, another device's name leaves nothing.
+    for (args, want) in [
+        (&["--filter-ifname", "lo", "--track-skb"][..], 2),
+        (&["--filter-ifname", "ipft-none0"], 0),
+    ] {
+        let mut full = vec!["-m", "0xdeadbeef", "-o", "json"];
+        full.extend(args);
+        let t = Tracer::start(&bin, &full, "genf");
+        let p = ns.exec(&format!("ping -q -c 2 -i 0.2 -m {MARK} 127.0.0.1"));
+        assert!(p.status.success());
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let (code, out, err) = t.stop(libc::SIGINT);
+        assert_eq!(code, 0, "{err}");
+        let j = journeys(&events(&out));
+        assert_eq!(j.len(), want, "{args:?}: {j:?}\n{err}");
+        assert!(j.iter().all(|j| j[0] == "net_dev_queue"), "{j:?}");
+    }
+    assert!(wait_detached().is_empty());
 }
 
 #[test]

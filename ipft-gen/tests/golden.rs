@@ -42,12 +42,24 @@ fn generate(backend: Backend) -> codegen::Generated {
             p
         })
         .collect();
+    // A hidden clone function row (--track-skb), as discovery adds one.
+    let hidden_from = probes.len();
+    let mut probes = probes;
+    probes.push(ipft_gen::Probe {
+        name: "skb_clone".into(),
+        kind: ProbeKind::Function,
+        skb_positions: vec![0],
+        nargs: 2,
+        backends: vec![backend],
+        ..Default::default()
+    });
     let plan = Plan {
         profile: "all",
         identity: &k.identity,
         probes: &probes,
-        hidden_from: probes.len(),
+        hidden_from,
         returns: backend == Backend::Fentry,
+        pcap: None,
     };
     codegen::generate(&plan).unwrap()
 }

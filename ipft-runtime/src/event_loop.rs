@@ -395,7 +395,10 @@ impl Emitter {
     }
 
     fn emit(&mut self, mut p: Packet, sink: &mut Box<dyn Sink>, names: &Names<'_>) {
-        let hidden = |e: &Event| self.hidden.get(e.probe as usize).copied().unwrap_or(false);
+        // A hidden row's event is shown when it links a clone (--track-skb).
+        let hidden = |e: &Event| {
+            e.clone_made().is_none() && self.hidden.get(e.probe as usize).copied().unwrap_or(false)
+        };
         let silent = self.full() || self.error.is_some();
         if let Some(pl) = &mut self.payloads {
             if silent {

@@ -28,9 +28,10 @@ impl JourneyEnds {
     pub fn new(table: &[ProbeEntry], attached: &[usize], graph: bool) -> Self {
         JourneyEnds {
             ends: ipft_abi::table::journey_ends(table, |i| attached.binary_search(&i).is_ok()),
+            // A clone row's return program emits no return event.
             has_return: table
                 .iter()
-                .map(|e| graph && e.return_program.is_some())
+                .map(|e| graph && e.return_program.is_some() && !e.follows_clones())
                 .collect(),
             open: graph.then(HashMap::new),
         }
@@ -143,6 +144,21 @@ mod tests {
         ];
         let ends: Vec<bool> = seq.iter().map(|e| j.check(e)).collect();
         assert_eq!(ends, [false, false, false, false, true]);
+    }
+
+    #[test]
+    fn a_clone_event_opens_no_call() {
+        let mut t = table();
+        let mut clone = row("skb_clone", true);
+        clone.hidden = true;
+        t.push(clone);
+        let mut j = JourneyEnds::new(&t, &[0, 1, 2, 3], true);
+        let made = Event {
+            aux: 9,
+            ..ev(7, 3, ipft_abi::event_flags::CLONE)
+        };
+        assert!(!j.check(&made));
+        assert!(j.check(&ev(7, 2, 0)), "freed, no call open");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //!  flags        IpftArgs -> RunConfig (validated, nothing touched yet)
+//!  filter       pcap-filter expressions: libpcap -> cBPF -> C or eBPF
 //!  kernel       kallsyms, feature probes -> KernelOffer; drop-reason names
 //!  compat       compiled probes held against the running kernel's BTF
 //!  select       policy per probe -> rows of the table to attach
@@ -21,6 +22,7 @@ pub mod compat;
 pub mod error;
 pub mod event_loop;
 pub mod extension;
+pub mod filter;
 pub mod flags;
 pub mod fleet;
 pub mod journey;

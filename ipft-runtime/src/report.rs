@@ -46,7 +46,12 @@ pub fn summary(
         .map(|(b, n)| format!("{b} {n}"))
         .collect();
     let attached = s.attached.iter().filter(visible).count();
-    let hidden = s.attached.len() - attached;
+    let clones = s
+        .attached
+        .iter()
+        .filter(|&&i| table[i].follows_clones())
+        .count();
+    let hidden = s.attached.len() - attached - clones;
     let failed = s.failed.iter().filter(|(i, _)| !table[*i].hidden).count();
     say!(
         "Total {} probes, attached {} ({}), failed {}, left out {}, filtered {}{}",
@@ -56,10 +61,10 @@ pub fn summary(
         failed,
         left_out.len(),
         filtered,
-        if hidden > 0 {
-            format!(" (+{hidden} hidden probes ending journeys)")
-        } else {
-            String::new()
+        match (hidden, clones) {
+            (0, 0) => String::new(),
+            (h, 0) => format!(" (+{h} hidden probes ending journeys)"),
+            (h, c) => format!(" (+{h} hidden probes ending journeys, {c} following clones)"),
         }
     );
     let left = left_out.iter().map(|(n, w)| (w.as_str(), n.clone()));

@@ -64,10 +64,12 @@ struct Group<'a> {
 
 fn groups(table: &[ProbeEntry]) -> Vec<Group<'_>> {
     let mut out: Vec<Group<'_>> = Vec::new();
-    let mut at: std::collections::HashMap<(&str, Option<&str>, ProbeKind), usize> =
+    // A hidden row (a clone function followed for --track-skb) is a probe
+    // of its own beside a selected row of the same function.
+    let mut at: std::collections::HashMap<(&str, Option<&str>, ProbeKind, bool), usize> =
         Default::default();
     for (i, e) in table.iter().enumerate() {
-        let key = (e.name.as_ref(), e.module.as_deref(), e.kind());
+        let key = (e.name.as_ref(), e.module.as_deref(), e.kind(), e.hidden);
         match at.get(&key) {
             Some(&g) => out[g].rows.push(i),
             None => {

@@ -27,18 +27,28 @@ pub fn tracer_main(sets: &'static [&'static ProbeSetSpec]) -> i32 {
 /// Knobs of the BPF side for a run.
 pub fn load_options(cfg: &RunConfig) -> LoadOptions {
     let ring = cfg.ring_buffer_bytes;
+    let config = Config {
+        mark: cfg.mark,
+        mask: cfg.mask,
+        // Wake the reader at a quarter of a small buffer, else every 64 KiB.
+        wakeup_bytes: ring.map_or(1 << 16, |r| u64::from(r / 4).min(1 << 16)),
+        graph: u32::from(cfg.graph),
+        track: u32::from(cfg.track),
+        netns: cfg.packets.netns,
+        pid: cfg.packets.pid,
+        pcap: u32::from(cfg.pcap.is_some()),
+        // probe: set per copy; the cookie flags: by the loader.
+        ..Config::default()
+    };
     LoadOptions {
-        config: Config {
-            mark: cfg.mark,
-            mask: cfg.mask,
-            // Wake the reader at a quarter of a small buffer, else every 64 KiB.
-            wakeup_bytes: ring.map_or(1 << 16, |r| u64::from(r / 4).min(1 << 16)),
-            graph: u32::from(cfg.graph),
-            // probe: set per copy; the cookie flags: by the loader.
-            ..Config::default()
+        // Validated to fit (1 to 15 bytes) by the flags.
+        config: match &cfg.packets.ifname {
+            Some(n) => config.with_ifname(n.as_bytes()).unwrap_or(config),
+            None => config,
         },
         ring_buffer_bytes: ring,
         btf: cfg.btf.clone(),
+        pcap: cfg.pcap.as_ref().map(|f| f.ebpf.clone()),
     }
 }
 
@@ -169,7 +179,7 @@ fn attach(
     signals: &Signals,
 ) -> Result<(Session, select::Selection), RunError> {
     attach_with_fallback(probed, cfg.asked, notes, |offer, _| {
-        let sel = select::select(
+        let mut sel = select::select(
             spec.probes,
             &cfg.filter,
             attachable,
@@ -177,6 +187,9 @@ fn attach(
             cfg.asked,
             incompatible,
         );
+        // The clone functions' rows serve --track-skb only.
+        sel.rows
+            .retain(|&i| cfg.track || !spec.probes[i].follows_clones());
         if sel.rows.iter().all(|&i| spec.probes[i].hidden) {
             let why = match sel.left_out.first() {
                 Some((n, w)) => format!(": {n}: {w}"),

@@ -31,6 +31,7 @@ struct ipft_event {
 #define IPFT_F_RETURN	0x1	/* function return */
 #define IPFT_F_REASON	0x2	/* aux holds an enum skb_drop_reason */
 #define IPFT_F_END	0x4	/* the skb's memory is released here */
+#define IPFT_F_CLONE	0x8	/* aux holds the address of the skb's clone or copy */
 
 /* Everything the loader may tune lives here; the verifier sees constants. */
 struct ipft_config {
@@ -42,7 +43,15 @@ struct ipft_config {
 	__u32 kprobe_cookies;	/* @24: kprobe links carry cookies (Linux 5.15); without, the probe is found from the address the kprobe fired at */
 	__u32 tracing_cookies;	/* @28: fentry/fexit links carry cookies (Linux 6.0); without, each generic copy reads `probe` */
 	__u32 ext;	/* @32: an extension's module() is linked in: each event carries IPFT_EXT_LEN bytes of payload */
-	__u32 spare;	/* @36: zero (keeps the struct free of padding) */
+	__u32 track;	/* @36: --track-skb: an skb with an event is followed until it is freed (its mark and the filters no longer asked), and so are its clones */
+	__u32 netns;	/* @40: --filter-netns: inode of skb->dev's network namespace (0: any) */
+	__u32 pid;	/* @44: --filter-pid: tgid of the current task (0: any) */
+	__u64 ifname_lo;	/* @48: --filter-ifname: bytes 0..8 of the name, NUL-padded (0: any) */
+	__u64 ifname_hi;	/* @56: --filter-ifname: bytes 8..16 of the name */
+	__u64 ifname_mask_lo;	/* @64: --filter-ifname: which bytes of ifname_lo to compare (the name and its NUL: a renamed device keeps bytes of its old name after it) */
+	__u64 ifname_mask_hi;	/* @72: --filter-ifname: which bytes of ifname_hi to compare */
+	__u32 pcap;	/* @80: a pcap-filter expression was spliced in at load time in place of the ipft_pcap_run stub (`ipft EXPR`) */
+	__u32 spare;	/* @84: zero (keeps the struct free of padding) */
 };
 
 const volatile struct ipft_config CONFIG = {
@@ -149,6 +158,18 @@ static __always_inline void ipft_live_add(__u64 skb)
 	set[free & (IPFT_LIVE_WAYS - 1)] = skb;
 }
 
+/* --track-skb: does the skb have an event already? A lookup, no helper. */
+static __always_inline bool ipft_live_has(__u64 skb)
+{
+	__u64 *set = ipft_live_set(skb);
+	bool found = false;
+
+#pragma unroll
+	for (int i = 0; i < IPFT_LIVE_WAYS; i++)
+		found |= set[i] == skb;
+	return found;
+}
+
 /* The skb's memory is released: was it traced? (It is forgotten either way.) */
 static __always_inline bool ipft_live_del(__u64 skb)
 {
@@ -213,6 +234,119 @@ static __always_inline void ipft_stash_push(struct ipft_stash_key *key, __u64 sk
 static __always_inline bool ipft_match(__u32 mark)
 {
 	return (mark & CONFIG.mask) == CONFIG.mark;
+}
+
+/*
+ * The filters beside the mark (--filter-pid, --filter-netns,
+ * --filter-ifname). Each is off while its CONFIG field is 0, a constant:
+ * the verifier drops the test with its reads and helper calls. netns and
+ * ifname are skb->dev's, so an skb with no device yet (the first steps of
+ * a locally sent packet) fails them.
+ */
+static __always_inline bool ipft_filters(struct sk_buff *skb)
+{
+	struct net_device *dev;
+
+	if (CONFIG.pid && (bpf_get_current_pid_tgid() >> 32) != CONFIG.pid)
+		return false;
+	if (!CONFIG.netns && !CONFIG.ifname_lo)
+		return true;
+	dev = BPF_CORE_READ(skb, dev);
+	if (!dev)
+		return false;
+	if (CONFIG.netns && BPF_CORE_READ(dev, nd_net.net, ns.inum) != CONFIG.netns)
+		return false;
+	if (CONFIG.ifname_lo) {
+		__u64 name[2] = {};
+
+		BPF_CORE_READ_INTO(&name, dev, name);
+		if ((name[0] ^ CONFIG.ifname_lo) & CONFIG.ifname_mask_lo ||
+		    (name[1] ^ CONFIG.ifname_hi) & CONFIG.ifname_mask_hi)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * pcap-filter expressions (ipft-runtime/src/filter). The filter reads the
+ * skb's linear data from a header: the mac header where it is set and an
+ * L2 header lies there (Ethernet), else the network header where it is
+ * set (raw IP). With neither (a driver's receive path
+ * before eth_type_trans(), a locally sent packet before ip_queue_xmit()
+ * or ip_make_skb() builds its IP header) the packet does not match there.
+ */
+struct ipft_pcap_pkt {
+	__u64 pkt;	/* the header's address, as a number */
+	__u32 caplen;	/* linear bytes from the header */
+	__u32 wirelen;	/* all bytes from the header */
+	__u32 l2;
+};
+
+static __always_inline bool ipft_pcap_pkt(struct sk_buff *skb, struct ipft_pcap_pkt *p)
+{
+	__u64 head = (__u64)(unsigned long)BPF_CORE_READ(skb, head);
+	__u64 data = (__u64)(unsigned long)BPF_CORE_READ(skb, data);
+	__u32 len = BPF_CORE_READ(skb, len);
+	__u32 data_len = BPF_CORE_READ(skb, data_len);
+	__u16 mac = BPF_CORE_READ(skb, mac_header);
+	__u16 net = BPF_CORE_READ(skb, network_header);
+	__u64 start = data - head, hdr;
+
+	/* mac_header ~0 is unset, network_header 0 never set; equal, there is
+	 * no L2 header (a tunnel or raw-IP device). */
+	p->l2 = mac != (__u16)~0U && mac != net;
+	if (p->l2)
+		hdr = mac;
+	else if (net)
+		hdr = net;
+	else
+		return false;
+	if (data < head || hdr > start + len - data_len)
+		return false;
+	p->pkt = head + hdr;
+	p->caplen = start + len - data_len - hdr;
+	p->wirelen = start + len - hdr;
+	return true;
+}
+
+/*
+ * `ipft EXPR`: the loader puts the expression, translated to eBPF, in
+ * place of this function (found by the mark it starts with) and sets
+ * CONFIG.pcap. Weak and never inlined, so every program keeps the call.
+ */
+__attribute__((weak)) __noinline __hidden int ipft_pcap_run(__u64 pkt, __u32 caplen, __u32 wirelen, __u32 l2)
+{
+	asm volatile("r0 = 0x7061637074667069 ll" ::: "r0");
+	return 1;
+}
+
+static __always_inline bool ipft_pcap(struct sk_buff *skb)
+{
+	struct ipft_pcap_pkt p;
+
+	if (!CONFIG.pcap)
+		return true;
+	if (!ipft_pcap_pkt(skb, &p))
+		return false;
+	return !CONFIG.pcap || ipft_pcap_run(p.pkt, p.caplen, p.wirelen, p.l2);
+}
+
+/* The hit selects `skb` (whose mark is `mark`): the mark, the filters and the pcap-filter expression. */
+static __always_inline bool ipft_selected(struct sk_buff *skb, __u32 mark)
+{
+	return ipft_match(mark) && ipft_filters(skb) && ipft_pcap(skb);
+}
+
+/*
+ * Whether a hit is traced: it selects the skb, or, with --track-skb, the
+ * skb already had an event (its mark, netns or headers may have changed
+ * since). Without --track-skb the verifier drops the lookup.
+ */
+static __always_inline bool ipft_wanted(struct sk_buff *skb, __u32 mark)
+{
+	if (ipft_selected(skb, mark))
+		return true;
+	return CONFIG.track && ipft_live_has(ipft_skb_addr(skb));
 }
 
 /*
@@ -346,13 +480,26 @@ static __always_inline int ipft_emit(void *ctx, struct sk_buff *skb, __u32 probe
 	return 0;
 }
 
+/*
+ * --track-skb: a tracked skb was cloned or copied into `copy` (0: the copy
+ * failed). The copy is tracked too, and an event on the original names it,
+ * so user space joins the two journeys into one packet.
+ */
+static __always_inline int ipft_clone(void *ctx, struct sk_buff *skb, __u64 copy, __u32 probe)
+{
+	if (!CONFIG.track || !copy || !ipft_live_has(ipft_skb_addr(skb)))
+		return 0;
+	ipft_live_add(copy);
+	return ipft_emit(ctx, skb, probe, IPFT_F_CLONE, copy);
+}
+
 /* kprobe: skb in argument 0 */
 SEC("kprobe")
 int ipft_k0(struct pt_regs *ctx)
 {
 	struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM1(ctx);
 
-	if (!ipft_match(BPF_CORE_READ(skb, mark)))
+	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark)))
 		return 0;
 	if (CONFIG.graph) {
 		struct ipft_stash_key key = {
@@ -371,7 +518,7 @@ int ipft_k1(struct pt_regs *ctx)
 {
 	struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM2(ctx);
 
-	if (!ipft_match(BPF_CORE_READ(skb, mark)))
+	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark)))
 		return 0;
 	if (CONFIG.graph) {
 		struct ipft_stash_key key = {
@@ -390,7 +537,7 @@ int ipft_k2(struct pt_regs *ctx)
 {
 	struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM3(ctx);
 
-	if (!ipft_match(BPF_CORE_READ(skb, mark)))
+	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark)))
 		return 0;
 	if (CONFIG.graph) {
 		struct ipft_stash_key key = {
@@ -409,7 +556,7 @@ int ipft_k3(struct pt_regs *ctx)
 {
 	struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM4(ctx);
 
-	if (!ipft_match(BPF_CORE_READ(skb, mark)))
+	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark)))
 		return 0;
 	if (CONFIG.graph) {
 		struct ipft_stash_key key = {
@@ -428,7 +575,7 @@ int ipft_k4(struct pt_regs *ctx)
 {
 	struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM5(ctx);
 
-	if (!ipft_match(BPF_CORE_READ(skb, mark)))
+	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark)))
 		return 0;
 	if (CONFIG.graph) {
 		struct ipft_stash_key key = {
@@ -447,7 +594,7 @@ int ipft_k5(struct pt_regs *ctx)
 {
 	struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM6(ctx);
 
-	if (!ipft_match(BPF_CORE_READ(skb, mark)))
+	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark)))
 		return 0;
 	if (CONFIG.graph) {
 		struct ipft_stash_key key = {
@@ -466,7 +613,7 @@ int ipft_k0_r1(struct pt_regs *ctx)
 {
 	struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM1(ctx);
 
-	if (!ipft_match(BPF_CORE_READ(skb, mark)))
+	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark)))
 		return 0;
 	if (CONFIG.graph) {
 		struct ipft_stash_key key = {
@@ -485,7 +632,7 @@ int ipft_k1_r2(struct pt_regs *ctx)
 {
 	struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM2(ctx);
 
-	if (!ipft_match(BPF_CORE_READ(skb, mark)))
+	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark)))
 		return 0;
 	if (CONFIG.graph) {
 		struct ipft_stash_key key = {
@@ -504,7 +651,7 @@ int ipft_k0_r2(struct pt_regs *ctx)
 {
 	struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM1(ctx);
 
-	if (!ipft_match(BPF_CORE_READ(skb, mark)))
+	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark)))
 		return 0;
 	if (CONFIG.graph) {
 		struct ipft_stash_key key = {
@@ -523,7 +670,7 @@ int ipft_k0_e(struct pt_regs *ctx)
 {
 	struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM1(ctx);
 	/* A traced skb ends here, marked or not any more. */
-	if (!ipft_live_del(ipft_skb_addr(skb)) && !ipft_match(BPF_CORE_READ(skb, mark)))
+	if (!ipft_live_del(ipft_skb_addr(skb)) && !ipft_selected(skb, BPF_CORE_READ(skb, mark)))
 		return 0;
 	return ipft_emit(ctx, skb, ipft_kprobe_probe(ctx), IPFT_F_END, 0);
 }
@@ -534,7 +681,7 @@ int ipft_m0(struct pt_regs *ctx)
 {
 	struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM1(ctx);
 
-	if (!ipft_match(BPF_CORE_READ(skb, mark)))
+	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark)))
 		return 0;
 	if (CONFIG.graph) {
 		struct ipft_stash_key key = {
@@ -553,7 +700,7 @@ int ipft_m1(struct pt_regs *ctx)
 {
 	struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM2(ctx);
 
-	if (!ipft_match(BPF_CORE_READ(skb, mark)))
+	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark)))
 		return 0;
 	if (CONFIG.graph) {
 		struct ipft_stash_key key = {
@@ -572,7 +719,7 @@ int ipft_m2(struct pt_regs *ctx)
 {
 	struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM3(ctx);
 
-	if (!ipft_match(BPF_CORE_READ(skb, mark)))
+	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark)))
 		return 0;
 	if (CONFIG.graph) {
 		struct ipft_stash_key key = {
@@ -591,7 +738,7 @@ int ipft_m3(struct pt_regs *ctx)
 {
 	struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM4(ctx);
 
-	if (!ipft_match(BPF_CORE_READ(skb, mark)))
+	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark)))
 		return 0;
 	if (CONFIG.graph) {
 		struct ipft_stash_key key = {
@@ -610,7 +757,7 @@ int ipft_m4(struct pt_regs *ctx)
 {
 	struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM5(ctx);
 
-	if (!ipft_match(BPF_CORE_READ(skb, mark)))
+	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark)))
 		return 0;
 	if (CONFIG.graph) {
 		struct ipft_stash_key key = {
@@ -629,7 +776,7 @@ int ipft_m5(struct pt_regs *ctx)
 {
 	struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM6(ctx);
 
-	if (!ipft_match(BPF_CORE_READ(skb, mark)))
+	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark)))
 		return 0;
 	if (CONFIG.graph) {
 		struct ipft_stash_key key = {
@@ -648,7 +795,7 @@ int ipft_m0_r1(struct pt_regs *ctx)
 {
 	struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM1(ctx);
 
-	if (!ipft_match(BPF_CORE_READ(skb, mark)))
+	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark)))
 		return 0;
 	if (CONFIG.graph) {
 		struct ipft_stash_key key = {
@@ -667,7 +814,7 @@ int ipft_m1_r2(struct pt_regs *ctx)
 {
 	struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM2(ctx);
 
-	if (!ipft_match(BPF_CORE_READ(skb, mark)))
+	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark)))
 		return 0;
 	if (CONFIG.graph) {
 		struct ipft_stash_key key = {
@@ -686,7 +833,7 @@ int ipft_m0_r2(struct pt_regs *ctx)
 {
 	struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM1(ctx);
 
-	if (!ipft_match(BPF_CORE_READ(skb, mark)))
+	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark)))
 		return 0;
 	if (CONFIG.graph) {
 		struct ipft_stash_key key = {
@@ -705,7 +852,7 @@ int ipft_m0_e(struct pt_regs *ctx)
 {
 	struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM1(ctx);
 	/* A traced skb ends here, marked or not any more. */
-	if (!ipft_live_del(ipft_skb_addr(skb)) && !ipft_match(BPF_CORE_READ(skb, mark)))
+	if (!ipft_live_del(ipft_skb_addr(skb)) && !ipft_selected(skb, BPF_CORE_READ(skb, mark)))
 		return 0;
 	return ipft_emit(ctx, skb, ipft_kprobe_probe(ctx), IPFT_F_END, 0);
 }
@@ -756,7 +903,7 @@ int ipft_gt0(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, CONFIG.probe, 0, 0);
 }
@@ -771,7 +918,7 @@ int ipft_gt1(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, CONFIG.probe, 0, 0);
 }
@@ -786,7 +933,7 @@ int ipft_gt2(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, CONFIG.probe, 0, 0);
 }
@@ -801,7 +948,7 @@ int ipft_gt3(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, CONFIG.probe, 0, 0);
 }
@@ -816,7 +963,7 @@ int ipft_gt4(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, CONFIG.probe, 0, 0);
 }
@@ -831,7 +978,7 @@ int ipft_gt5(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, CONFIG.probe, 0, 0);
 }
@@ -846,7 +993,7 @@ int ipft_gt6(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, CONFIG.probe, 0, 0);
 }
@@ -861,7 +1008,7 @@ int ipft_gt7(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, CONFIG.probe, 0, 0);
 }
@@ -876,7 +1023,7 @@ int ipft_gt8(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, CONFIG.probe, 0, 0);
 }
@@ -891,7 +1038,7 @@ int ipft_gt9(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, CONFIG.probe, 0, 0);
 }
@@ -906,7 +1053,7 @@ int ipft_gt10(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, CONFIG.probe, 0, 0);
 }
@@ -921,7 +1068,7 @@ int ipft_gt11(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, CONFIG.probe, 0, 0);
 }
@@ -936,7 +1083,7 @@ int ipft_gt0_r1(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, CONFIG.probe, IPFT_F_REASON, ctx[1]);
 }
@@ -951,7 +1098,7 @@ int ipft_gt1_r2(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, CONFIG.probe, IPFT_F_REASON, ctx[2]);
 }
@@ -966,7 +1113,7 @@ int ipft_gt0_r2(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, CONFIG.probe, IPFT_F_REASON, ctx[2]);
 }
@@ -982,7 +1129,7 @@ int ipft_gt0_e(__u64 *ctx)
 	if (!skb)
 		return 0;
 	/* A traced skb ends here, marked or not any more. */
-	if (!ipft_live_del(ipft_skb_addr(skb)) && !ipft_match(skb->mark))
+	if (!ipft_live_del(ipft_skb_addr(skb)) && !ipft_selected(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, CONFIG.probe, IPFT_F_END, 0);
 }
@@ -998,7 +1145,7 @@ int ipft_gt0_r2_e(__u64 *ctx)
 	if (!skb)
 		return 0;
 	/* A traced skb ends here, marked or not any more. */
-	if (!ipft_live_del(ipft_skb_addr(skb)) && !ipft_match(skb->mark))
+	if (!ipft_live_del(ipft_skb_addr(skb)) && !ipft_selected(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, CONFIG.probe, IPFT_F_END | IPFT_F_REASON, ctx[2]);
 }
@@ -1013,7 +1160,7 @@ int ipft_gf0(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, ipft_tracing_probe(ctx), 0, 0);
 }
@@ -1028,7 +1175,7 @@ int ipft_gf1(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, ipft_tracing_probe(ctx), 0, 0);
 }
@@ -1043,7 +1190,7 @@ int ipft_gf2(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, ipft_tracing_probe(ctx), 0, 0);
 }
@@ -1058,7 +1205,7 @@ int ipft_gf3(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, ipft_tracing_probe(ctx), 0, 0);
 }
@@ -1073,7 +1220,7 @@ int ipft_gf4(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, ipft_tracing_probe(ctx), 0, 0);
 }
@@ -1088,7 +1235,7 @@ int ipft_gf5(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, ipft_tracing_probe(ctx), 0, 0);
 }
@@ -1103,7 +1250,7 @@ int ipft_gf6(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, ipft_tracing_probe(ctx), 0, 0);
 }
@@ -1118,7 +1265,7 @@ int ipft_gf7(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, ipft_tracing_probe(ctx), 0, 0);
 }
@@ -1133,7 +1280,7 @@ int ipft_gf8(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, ipft_tracing_probe(ctx), 0, 0);
 }
@@ -1148,7 +1295,7 @@ int ipft_gf9(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, ipft_tracing_probe(ctx), 0, 0);
 }
@@ -1163,7 +1310,7 @@ int ipft_gf10(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, ipft_tracing_probe(ctx), 0, 0);
 }
@@ -1178,7 +1325,7 @@ int ipft_gf11(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, ipft_tracing_probe(ctx), 0, 0);
 }
@@ -1193,7 +1340,7 @@ int ipft_gf0_r1(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_REASON, ctx[1]);
 }
@@ -1208,7 +1355,7 @@ int ipft_gf1_r2(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_REASON, ctx[2]);
 }
@@ -1223,7 +1370,7 @@ int ipft_gf0_r2(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_REASON, ctx[2]);
 }
@@ -1239,7 +1386,7 @@ int ipft_gf0_e(__u64 *ctx)
 	if (!skb)
 		return 0;
 	/* A traced skb ends here, marked or not any more. */
-	if (!ipft_live_del(ipft_skb_addr(skb)) && !ipft_match(skb->mark))
+	if (!ipft_live_del(ipft_skb_addr(skb)) && !ipft_selected(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_END, 0);
 }
@@ -1254,7 +1401,7 @@ int ipft_gx0(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_RETURN, 0);
 }
@@ -1269,7 +1416,7 @@ int ipft_gx1(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_RETURN, 0);
 }
@@ -1284,7 +1431,7 @@ int ipft_gx2(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_RETURN, 0);
 }
@@ -1299,7 +1446,7 @@ int ipft_gx3(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_RETURN, 0);
 }
@@ -1314,7 +1461,7 @@ int ipft_gx4(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_RETURN, 0);
 }
@@ -1329,7 +1476,7 @@ int ipft_gx5(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_RETURN, 0);
 }
@@ -1344,7 +1491,7 @@ int ipft_gx6(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_RETURN, 0);
 }
@@ -1359,7 +1506,7 @@ int ipft_gx7(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_RETURN, 0);
 }
@@ -1374,7 +1521,7 @@ int ipft_gx8(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_RETURN, 0);
 }
@@ -1389,7 +1536,7 @@ int ipft_gx9(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_RETURN, 0);
 }
@@ -1404,7 +1551,7 @@ int ipft_gx10(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_RETURN, 0);
 }
@@ -1419,7 +1566,7 @@ int ipft_gx11(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_RETURN, 0);
 }
@@ -1434,7 +1581,7 @@ int ipft_gx0_r1(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_RETURN | IPFT_F_REASON, ctx[1]);
 }
@@ -1449,7 +1596,7 @@ int ipft_gx1_r2(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_RETURN | IPFT_F_REASON, ctx[2]);
 }
@@ -1464,7 +1611,165 @@ int ipft_gx0_r2(__u64 *ctx)
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_match(skb->mark))
+	if (!ipft_wanted(skb, skb->mark))
 		return 0;
 	return ipft_emit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_RETURN | IPFT_F_REASON, ctx[2]);
+}
+
+/* kprobe: --track-skb, a clone function's skb (argument 0) */
+SEC("kprobe")
+int ipft_kc(struct pt_regs *ctx)
+{
+	struct ipft_stash_key key = {
+		.pid_tgid = bpf_get_current_pid_tgid(),
+		.probe = ipft_kprobe_probe(ctx),
+	};
+	__u64 skb = ipft_skb_addr((struct sk_buff *)PT_REGS_PARM1(ctx));
+
+	if (!CONFIG.track)
+		return 0;
+	/*
+	 * Every entry pushes (0 for an untracked skb), so each return pops its
+	 * own entry even when an interrupt copies another skb on this thread.
+	 */
+	ipft_stash_push(&key, ipft_live_has(skb) ? skb : 0);
+	return 0;
+}
+
+/* kretprobe: --track-skb, a clone function's skb (argument 0) */
+SEC("kretprobe")
+int ipft_kcr(struct pt_regs *ctx)
+{
+	struct ipft_stash_key key = {
+		.pid_tgid = bpf_get_current_pid_tgid(),
+		.probe = ipft_kprobe_probe(ctx),
+	};
+	struct ipft_stash *st = bpf_map_lookup_elem(&ipft_stash, &key);
+	__u64 skb;
+
+	if (!st || st->n == 0)
+		return 0;
+	st->n--;
+	skb = st->skb[st->n & (IPFT_STASH_DEPTH - 1)];
+	if (!skb)
+		return 0;
+	return ipft_clone(ctx, (struct sk_buff *)(unsigned long)skb, PT_REGS_RC(ctx), key.probe);
+}
+
+/* kprobe.multi: --track-skb, a clone function's skb (argument 0) */
+SEC("kprobe.multi")
+int ipft_mc(struct pt_regs *ctx)
+{
+	struct ipft_stash_key key = {
+		.pid_tgid = bpf_get_current_pid_tgid(),
+		.probe = ipft_kprobe_probe(ctx),
+	};
+	__u64 skb = ipft_skb_addr((struct sk_buff *)PT_REGS_PARM1(ctx));
+
+	if (!CONFIG.track)
+		return 0;
+	/*
+	 * Every entry pushes (0 for an untracked skb), so each return pops its
+	 * own entry even when an interrupt copies another skb on this thread.
+	 */
+	ipft_stash_push(&key, ipft_live_has(skb) ? skb : 0);
+	return 0;
+}
+
+/* kretprobe.multi: --track-skb, a clone function's skb (argument 0) */
+SEC("kretprobe.multi")
+int ipft_mcr(struct pt_regs *ctx)
+{
+	struct ipft_stash_key key = {
+		.pid_tgid = bpf_get_current_pid_tgid(),
+		.probe = ipft_kprobe_probe(ctx),
+	};
+	struct ipft_stash *st = bpf_map_lookup_elem(&ipft_stash, &key);
+	__u64 skb;
+
+	if (!st || st->n == 0)
+		return 0;
+	st->n--;
+	skb = st->skb[st->n & (IPFT_STASH_DEPTH - 1)];
+	if (!skb)
+		return 0;
+	return ipft_clone(ctx, (struct sk_buff *)(unsigned long)skb, PT_REGS_RC(ctx), key.probe);
+}
+
+/* generic fexit: --track-skb, a clone function of 1 arguments; target set at load */
+SEC("fexit")
+int ipft_gc1(__u64 *ctx)
+{
+	/* fexit: the arguments, then the return value (the copy). */
+	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct sk_buff *copy = (struct sk_buff *)ctx[1];
+
+	if (!skb || !copy)
+		return 0;
+	return ipft_clone(ctx, skb, ipft_skb_addr(copy), ipft_tracing_probe(ctx));
+}
+
+/* generic fexit: --track-skb, a clone function of 2 arguments; target set at load */
+SEC("fexit")
+int ipft_gc2(__u64 *ctx)
+{
+	/* fexit: the arguments, then the return value (the copy). */
+	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct sk_buff *copy = (struct sk_buff *)ctx[2];
+
+	if (!skb || !copy)
+		return 0;
+	return ipft_clone(ctx, skb, ipft_skb_addr(copy), ipft_tracing_probe(ctx));
+}
+
+/* generic fexit: --track-skb, a clone function of 3 arguments; target set at load */
+SEC("fexit")
+int ipft_gc3(__u64 *ctx)
+{
+	/* fexit: the arguments, then the return value (the copy). */
+	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct sk_buff *copy = (struct sk_buff *)ctx[3];
+
+	if (!skb || !copy)
+		return 0;
+	return ipft_clone(ctx, skb, ipft_skb_addr(copy), ipft_tracing_probe(ctx));
+}
+
+/* generic fexit: --track-skb, a clone function of 4 arguments; target set at load */
+SEC("fexit")
+int ipft_gc4(__u64 *ctx)
+{
+	/* fexit: the arguments, then the return value (the copy). */
+	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct sk_buff *copy = (struct sk_buff *)ctx[4];
+
+	if (!skb || !copy)
+		return 0;
+	return ipft_clone(ctx, skb, ipft_skb_addr(copy), ipft_tracing_probe(ctx));
+}
+
+/* generic fexit: --track-skb, a clone function of 5 arguments; target set at load */
+SEC("fexit")
+int ipft_gc5(__u64 *ctx)
+{
+	/* fexit: the arguments, then the return value (the copy). */
+	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct sk_buff *copy = (struct sk_buff *)ctx[5];
+
+	if (!skb || !copy)
+		return 0;
+	return ipft_clone(ctx, skb, ipft_skb_addr(copy), ipft_tracing_probe(ctx));
+}
+
+/* generic fexit: --track-skb, a clone function of 6 arguments; target set at load */
+SEC("fexit")
+int ipft_gc6(__u64 *ctx)
+{
+	/* fexit: the arguments, then the return value (the copy). */
+	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct sk_buff *copy = (struct sk_buff *)ctx[6];
+
+	if (!skb || !copy)
+		return 0;
+	return ipft_clone(ctx, skb, ipft_skb_addr(copy), ipft_tracing_probe(ctx));
 }

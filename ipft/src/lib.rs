@@ -210,6 +210,13 @@ fn plan(
     let (markers, _) = chosen(d.end_markers.clone());
     let in_use: Vec<Backend> = probes.iter().map(|p| p.backends[0]).collect();
     probes.extend(table::pick_end_markers(&markers, &probes, &in_use));
+    if cfg.track {
+        // Hidden rows at the clone functions: a tracked skb's copies are
+        // followed as part of its packet, through the function backends in
+        // use (returns: kretprobe or fexit).
+        let (clones, _) = chosen(d.clone_functions.clone());
+        probes.extend(table::pick_clone_functions(&clones, &in_use));
+    }
     let (table, missing) = table::build(
         &probes,
         hidden_from,

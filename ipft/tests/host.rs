@@ -10,19 +10,6 @@ fn ipft() -> std::path::PathBuf {
     env!("CARGO_BIN_EXE_ipft").into()
 }
 
-/// What a marked echo request does over loopback, seen from the skb
-/// tracepoints (Linux 6.x): queued, handed to the loopback driver, re-entered
-/// through netif_rx, received, consumed after the ICMP reply is built.
-const LOOPBACK: &[&str] = &[
-    "net_dev_queue",
-    "net_dev_start_xmit",
-    "netif_rx_entry",
-    "netif_rx",
-    "net_dev_xmit",
-    "netif_receive_skb",
-    "consume_skb",
-];
-
 fn ping(ns: &Netns, args: &str) {
     let o = ns.exec(&format!("ping -q -c 2 -i 0.2 -W 2 {args}"));
     assert!(
@@ -93,18 +80,8 @@ fn veth_between_namespaces() {
     let _g = lock();
     let a = Netns::new("va");
     let b = Netns::new("vb");
-    must(&format!(
-        "ip link add ipftv0 netns {a} type veth peer name ipftv1 netns {b} && \
-         ip -n {a} addr add 10.199.0.1/24 dev ipftv0 && ip -n {b} addr add 10.199.0.2/24 dev ipftv1 && \
-         ip -n {a} link set ipftv0 up && ip -n {b} link set ipftv1 up",
-        a = a.0,
-        b = b.0
-    ));
-    // The mark is scrubbed when the skb changes namespace: mark on both sides.
-    must(&format!(
-        "ip netns exec {} iptables -t raw -A OUTPUT -p icmp --icmp-type echo-request -j MARK --set-mark {MARK}",
-        a.0
-    ));
+    veth_pair(&a, &b, "ipftv", "10.199.0");
+    // The mark is scrubbed when the skb changes namespace: mark in b too.
     must(&format!(
         "ip netns exec {} iptables -t raw -A PREROUTING -p icmp --icmp-type echo-request -j MARK --set-mark {MARK}",
         b.0

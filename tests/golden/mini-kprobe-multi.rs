@@ -420,4 +420,27 @@ pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
         ends_journey: false,
         hidden: false,
     },
+    ::ipft_runtime::ProbeEntry {
+        name: ::std::borrow::Cow::Borrowed("skb_clone"),
+        module: None,
+        shape: ::ipft_runtime::ProbeShape {
+            kind: ::ipft_runtime::ProbeKind::Function,
+            skb_pos: 0u8,
+            reason_pos: None,
+            nargs: 2u8,
+            variadic: false,
+            byval: false,
+            byval_before_skb: false,
+        },
+        backend: ::ipft_runtime::Backend::KprobeMulti,
+        btf_id: 0u32,
+        program: ::ipft_runtime::ProgramId::CloneEntry {
+            multi: true,
+        },
+        return_program: Some(::ipft_runtime::ProgramId::CloneReturn {
+            multi: true,
+        }),
+        ends_journey: false,
+        hidden: true,
+    },
 ];

@@ -1,7 +1,7 @@
 //! BPF C from templates/bpf: the tracer skeleton plus one partial per
-//! program kind (kprobe, kretprobe, typed). Every expression the C needs
-//! (flags, the drop-reason argument, the probe index) is computed here, so
-//! the templates hold no logic beyond "is this a journey end".
+//! program kind (kprobe, kretprobe, typed, clone). Every expression the C
+//! needs (flags, the drop-reason argument, the probe index) is computed
+//! here, so the templates hold no logic beyond "is this a journey end".
 
 use std::collections::BTreeSet;
 
@@ -26,6 +26,10 @@ const PARTIALS: &[(&str, &str)] = &[
     (
         "typed",
         include_str!("../../../templates/bpf/programs/typed.c.hbs"),
+    ),
+    (
+        "clone",
+        include_str!("../../../templates/bpf/programs/clone.c.hbs"),
     ),
 ];
 /// Minimal CO-RE header for builds without a vmlinux.h (the generic object).
@@ -53,6 +57,12 @@ struct Program {
     aux: String,
     /// The probe index expression (typed programs).
     probe: String,
+    /// Clone programs: the kprobe entry keeping the skb.
+    entry: bool,
+    /// Clone programs: the kretprobe.
+    kret: bool,
+    /// Clone programs (fexit): the return value's index in ctx.
+    ret_pos: u8,
 }
 
 #[derive(Serialize)]
@@ -72,6 +82,9 @@ struct Context<'a> {
     kprobes: Vec<Program>,
     kretprobes: Vec<Program>,
     typed: Vec<Program>,
+    clones: Vec<Program>,
+    /// `--filter`: the expression as C, or empty.
+    pcap_c: String,
 }
 
 fn flags(list: &[(bool, &str)]) -> String {
@@ -105,6 +118,22 @@ fn program(id: ProgramId, probe: String, comment: String) -> Program {
         ProgramId::Kretprobe { .. } => Program {
             section,
             prog,
+            ..Default::default()
+        },
+        ProgramId::CloneEntry { .. } | ProgramId::CloneReturn { .. } => Program {
+            comment: format!("{section}: --track-skb, a clone function's skb (argument 0)"),
+            entry: matches!(id, ProgramId::CloneEntry { .. }),
+            kret: matches!(id, ProgramId::CloneReturn { .. }),
+            section,
+            prog,
+            ..Default::default()
+        },
+        ProgramId::CloneExit { nargs } => Program {
+            comment: format!("generic fexit: --track-skb, a clone function of {nargs} arguments; target set at load"),
+            section,
+            prog,
+            ret_pos: nargs,
+            probe,
             ..Default::default()
         },
         ProgramId::Typed { kind, .. } | ProgramId::Generic { kind, .. } => {
@@ -142,6 +171,22 @@ fn typed(id: ProgramId, e: &ProbeEntry, row: usize) -> Program {
     let ProgramId::Typed { kind, .. } = id else {
         unreachable!("typed() takes typed ids")
     };
+    if e.follows_clones() {
+        let mut p = program(
+            ProgramId::CloneExit {
+                nargs: e.shape.nargs,
+            },
+            row.to_string(),
+            String::new(),
+        );
+        p.comment = format!(
+            "fexit {}: --track-skb, the copy it returns",
+            c_safe(&e.name)
+        );
+        p.prog = id.to_string();
+        p.section = format!("fexit/{}", c_safe(&e.name));
+        return p;
+    }
     let end = ipft_abi::table::is_end_marker(&e.name, e.kind()) && kind != TypedKind::Return;
     let as_generic = ProgramId::Generic {
         kind,
@@ -196,14 +241,20 @@ fn render(ctx: &Context<'_>) -> Result<String, TemplateError> {
     hb.render("tracer", ctx).map_err(|e| err(&e))
 }
 
-/// Programs of a set of ids, split by partial, in the ids' order.
-fn split(programs: impl IntoIterator<Item = Program>) -> [Vec<Program>; 3] {
-    let mut out: [Vec<Program>; 3] = Default::default();
-    for p in programs {
-        let slot = match p.section.as_str() {
-            "kprobe" | "kprobe.multi" => 0,
-            "kretprobe" | "kretprobe.multi" => 1,
-            _ => 2,
+/// Programs of a set of ids, split by partial (kprobe, kretprobe, typed,
+/// clone), in the ids' order.
+fn split(programs: impl IntoIterator<Item = (ProgramId, Program)>) -> [Vec<Program>; 4] {
+    let mut out: [Vec<Program>; 4] = Default::default();
+    for (id, p) in programs {
+        let slot = match id {
+            ProgramId::CloneEntry { .. }
+            | ProgramId::CloneReturn { .. }
+            | ProgramId::CloneExit { .. } => 3,
+            _ => match p.section.as_str() {
+                "kprobe" | "kprobe.multi" => 0,
+                "kretprobe" | "kretprobe.multi" => 1,
+                _ => 2,
+            },
         };
         out[slot].push(p);
     }
@@ -214,9 +265,13 @@ fn split(programs: impl IntoIterator<Item = Program>) -> [Vec<Program>; 3] {
 pub fn render_specialised(plan: &Plan<'_>, table: &[ProbeEntry]) -> Result<String, TemplateError> {
     let mut shared: BTreeSet<ProgramId> = BTreeSet::new();
     let mut typed_progs = Vec::new();
+    let mut clone_progs = Vec::new();
     for (row, e) in table.iter().enumerate() {
         for id in [Some(e.program), e.return_program].into_iter().flatten() {
             match id {
+                ProgramId::Typed { .. } if e.follows_clones() => {
+                    clone_progs.push(typed(id, e, row))
+                }
                 ProgramId::Typed { .. } => typed_progs.push(typed(id, e, row)),
                 id => {
                     shared.insert(id);
@@ -224,11 +279,12 @@ pub fn render_specialised(plan: &Plan<'_>, table: &[ProbeEntry]) -> Result<Strin
             }
         }
     }
-    let [kprobes, kretprobes, _] = split(
+    let [kprobes, kretprobes, _, mut clones] = split(
         shared
             .into_iter()
-            .map(|id| program(id, String::new(), String::new())),
+            .map(|id| (id, program(id, String::new(), String::new()))),
     );
+    clones.extend(clone_progs);
     render(&Context {
         version: env!("CARGO_PKG_VERSION"),
         btf_source: &comment_safe(&plan.identity.source),
@@ -245,6 +301,8 @@ pub fn render_specialised(plan: &Plan<'_>, table: &[ProbeEntry]) -> Result<Strin
         kprobes,
         kretprobes,
         typed: typed_progs,
+        clones,
+        pcap_c: plan.pcap.map(|f| f.to_c()).unwrap_or_default(),
     })
 }
 
@@ -255,6 +313,7 @@ pub fn render_specialised(plan: &Plan<'_>, table: &[ProbeEntry]) -> Result<Strin
 pub fn render_generic() -> Result<String, TemplateError> {
     let programs = generic_programs().into_iter().map(|id| {
         let (probe, comment) = match id {
+            ProgramId::CloneExit { .. } => ("ipft_tracing_probe(ctx)".to_string(), String::new()),
             ProgramId::Generic { kind, skb, .. } => (
                 match kind {
                     TypedKind::Tracepoint => "CONFIG.probe".to_string(),
@@ -267,9 +326,9 @@ pub fn render_generic() -> Result<String, TemplateError> {
             ),
             _ => (String::new(), String::new()),
         };
-        program(id, probe, comment)
+        (id, program(id, probe, comment))
     });
-    let [kprobes, kretprobes, typed] = split(programs);
+    let [kprobes, kretprobes, typed, clones] = split(programs);
     render(&Context {
         version: env!("CARGO_PKG_VERSION"),
         btf_source: "none (CO-RE, ipft_core.h)",
@@ -286,5 +345,7 @@ pub fn render_generic() -> Result<String, TemplateError> {
         kprobes,
         kretprobes,
         typed,
+        clones,
+        pcap_c: String::new(),
     })
 }

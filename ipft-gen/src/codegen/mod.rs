@@ -29,6 +29,8 @@ pub struct Plan<'a> {
     pub hidden_from: usize,
     /// Also generate fexit programs (function_graph) with fentry.
     pub returns: bool,
+    /// `--filter`: a pcap-filter expression compiled into every program.
+    pub pcap: Option<&'a ipft_runtime::filter::PcapFilter>,
 }
 
 impl Plan<'_> {

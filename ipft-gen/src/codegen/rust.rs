@@ -53,6 +53,15 @@ fn program(id: ProgramId) -> TokenStream {
         ProgramId::Kretprobe { multi } => {
             quote! { ::ipft_runtime::ProgramId::Kretprobe { multi: #multi } }
         }
+        ProgramId::CloneEntry { multi } => {
+            quote! { ::ipft_runtime::ProgramId::CloneEntry { multi: #multi } }
+        }
+        ProgramId::CloneReturn { multi } => {
+            quote! { ::ipft_runtime::ProgramId::CloneReturn { multi: #multi } }
+        }
+        ProgramId::CloneExit { nargs } => {
+            quote! { ::ipft_runtime::ProgramId::CloneExit { nargs: #nargs } }
+        }
         ProgramId::Typed { kind, row } => {
             let k = typed_kind(kind);
             quote! { ::ipft_runtime::ProgramId::Typed { kind: #k, row: #row } }

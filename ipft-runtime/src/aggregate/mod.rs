@@ -11,6 +11,10 @@
 //!   the least recently active one is emitted early;
 //! - the trace ends ([`Aggregator::finish`]).
 //!
+//! With --track-skb an event may name a clone or copy of its skb
+//! (`IPFT_F_CLONE`): the clone's events join the journey (same id, their own
+//! `skb`), which then ends once the source and every clone are freed.
+//!
 //! A journey never holds more than
 //! [`AggregateConfig::max_events_per_packet`] events. When one more event
 //! arrives for a full journey, the full chunk is emitted with
@@ -26,7 +30,9 @@ use std::time::Duration;
 
 use ipft_abi::Event;
 
+mod family;
 mod index;
+use family::Families;
 use index::SkbIndex;
 
 /// Bounds of the aggregation.
@@ -66,6 +72,19 @@ pub struct Packet {
     /// Extension fields of each event (empty without an extension); filled
     /// just before the packet is printed.
     pub ext: Vec<crate::extension::ExtFields>,
+    /// --track-skb: (clone, the skb it was copied from) for the clones whose
+    /// events are in this packet; empty without clones.
+    pub clones: Vec<(u64, u64)>,
+}
+
+impl Packet {
+    /// The skb `skb` was cloned or copied from, if it is a clone here.
+    pub fn clone_of(&self, skb: u64) -> Option<u64> {
+        if skb == self.skb {
+            return None;
+        }
+        self.clones.iter().find(|c| c.0 == skb).map(|c| c.1)
+    }
 }
 
 /// "No slot" in the LRU and free lists.
@@ -123,6 +142,7 @@ pub struct Aggregator {
     /// Most recently active open journey.
     tail: u32,
     index: SkbIndex,
+    families: Families,
     next_id: u64,
     /// Journeys split at `max_events_per_packet`.
     pub splits: u64,
@@ -149,6 +169,7 @@ impl Aggregator {
             // Sized for the same number up front: growing means rehashing,
             // a stall while the ring buffer fills.
             index: SkbIndex::with_capacity(max_packets.min(MAX_RESERVED_SLOTS)),
+            families: Families::default(),
             next_id: 1,
             splits: 0,
             evictions: 0,
@@ -170,22 +191,31 @@ impl Aggregator {
     /// it for the return of the freeing function so the nested calls stay in
     /// the journey.) Completed packets go to `out`.
     pub fn push(&mut self, ev: Event, frees_skb: bool, out: &mut dyn FnMut(Packet)) {
-        let Some(idx) = self.index.find(ev.skb, &self.slots) else {
+        let found = self.index.find(ev.skb, &self.slots);
+        let Some(idx) = found.or_else(|| self.families.find(ev.skb)) else {
             return self.start(ev, frees_skb, out);
         };
         let slot = &mut self.slots[idx as usize];
         if slot.len() >= self.max_events {
             self.splits += 1;
             let mut events = slot.take_events();
-            slot.first = ev;
+            let skb = slot.first.skb;
+            if ev.skb == skb {
+                slot.first = ev;
+            } else {
+                // A clone's event: `first` keeps the journey's key.
+                slot.rest.reserve_exact(FIRST_CAPACITY.min(self.max_events));
+                slot.rest.push(ev);
+            }
             let packet_id = slot.id;
             sort(&mut events);
             out(Packet {
                 id: packet_id,
-                skb: ev.skb,
+                skb,
                 events,
                 truncated: true,
                 ext: Vec::new(),
+                clones: self.families.clones(idx),
             });
         } else {
             if slot.rest.is_empty() {
@@ -194,10 +224,30 @@ impl Aggregator {
             }
             slot.rest.push(ev);
         }
+        if let Some(clone) = ev.clone_made() {
+            self.adopt(idx, ev.skb, clone, out);
+        }
         if frees_skb {
-            self.emit(idx, out);
-        } else {
-            self.touch(idx);
+            match self.families.freed(idx, ev.skb) {
+                None | Some((true, _)) => return self.emit(idx, out),
+                // The source is freed, a clone lives on: the address may be
+                // reused by a new packet.
+                Some((false, true)) => self.index.remove(ev.skb, &self.slots),
+                Some((false, false)) => {}
+            }
+        }
+        self.touch(idx);
+    }
+
+    /// Journey `idx` gets the clone `clone` of `from`. A journey still open
+    /// at the clone's address is over (its memory was reused), and so is
+    /// one whose last live member was a stale clone there.
+    fn adopt(&mut self, idx: u32, from: u64, clone: u64, out: &mut dyn FnMut(Packet)) {
+        if let Some(old) = self.index.find(clone, &self.slots).filter(|&o| o != idx) {
+            self.emit(old, out);
+        }
+        if let Some(done) = self.families.adopt(idx, from, clone) {
+            self.emit(done, out);
         }
     }
 
@@ -223,6 +273,7 @@ impl Aggregator {
         // dropped whole afterwards, saving a random access per journey.
         let mut idx = self.head;
         while idx != NIL {
+            let (_, clones) = self.families.close(idx);
             let slot = &mut self.slots[idx as usize];
             idx = slot.next;
             let mut events = slot.take_events();
@@ -233,8 +284,10 @@ impl Aggregator {
                 events,
                 truncated: false,
                 ext: Vec::new(),
+                clones,
             });
         }
+        self.families.clear();
         self.slots = Vec::new();
         self.free = NIL;
         self.head = NIL;
@@ -254,6 +307,7 @@ impl Aggregator {
                 events: vec![ev],
                 truncated: false,
                 ext: Vec::new(),
+                clones: Vec::new(),
             });
         }
         if self.index.len >= self.max_packets {
@@ -278,6 +332,9 @@ impl Aggregator {
         };
         self.index.insert(ev.skb, idx);
         self.link_tail(idx);
+        if let Some(clone) = ev.clone_made() {
+            self.adopt(idx, ev.skb, clone, out);
+        }
     }
 
     /// Close journey `idx`: unlink, unindex, free the slot, send it out.
@@ -290,7 +347,11 @@ impl Aggregator {
         slot.id = 0;
         slot.next = self.free;
         self.free = idx;
-        self.index.remove(skb, &self.slots);
+        // A source freed before its clones left the index already.
+        let (indexed, clones) = self.families.close(idx);
+        if indexed {
+            self.index.remove(skb, &self.slots);
+        }
         sort(&mut events);
         out(Packet {
             id,
@@ -298,6 +359,7 @@ impl Aggregator {
             events,
             truncated: false,
             ext: Vec::new(),
+            clones,
         });
     }
 
@@ -346,198 +408,4 @@ fn sort(events: &mut [Event]) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ev(skb: u64, tstamp: u64) -> Event {
-        Event {
-            skb,
-            tstamp,
-            ..Default::default()
-        }
-    }
-
-    fn collect(f: impl FnOnce(&mut dyn FnMut(Packet))) -> Vec<Packet> {
-        let mut v = Vec::new();
-        f(&mut |p| v.push(p));
-        v
-    }
-
-    fn stamps(p: &Packet) -> Vec<u64> {
-        p.events.iter().map(|e| e.tstamp).collect()
-    }
-
-    #[test]
-    fn free_ends_journey_and_reused_address_is_a_new_packet() {
-        let mut a = Aggregator::new(AggregateConfig::default());
-        let out = collect(|out| {
-            a.push(ev(0x1000, 1), false, out);
-            a.push(ev(0x2000, 2), false, out);
-            a.push(ev(0x1000, 3), true, out); // freed
-            a.push(ev(0x1000, 4), false, out); // recycled memory
-            a.push(ev(0x1000, 5), true, out);
-            a.finish(out);
-        });
-        let got: Vec<_> = out.iter().map(|p| (p.id, p.skb, stamps(p))).collect();
-        assert_eq!(
-            got,
-            [
-                (1, 0x1000, vec![1, 3]),
-                (3, 0x1000, vec![4, 5]),
-                (2, 0x2000, vec![2]),
-            ]
-        );
-        assert!(a.is_empty());
-    }
-
-    #[test]
-    fn slot_size_is_the_memory_budget() {
-        assert_eq!(std::mem::size_of::<Slot>(), 72);
-    }
-
-    #[test]
-    fn single_free_event_is_a_packet() {
-        let mut a = Aggregator::new(AggregateConfig::default());
-        let out = collect(|out| a.push(ev(0x1000, 1), true, out));
-        assert_eq!(out.len(), 1);
-        assert_eq!((out[0].id, out[0].events.len()), (1, 1));
-        assert!(a.is_empty());
-    }
-
-    #[test]
-    fn idle_flush() {
-        let mut a = Aggregator::new(AggregateConfig {
-            idle: Duration::from_nanos(100),
-            ..Default::default()
-        });
-        let out = collect(|out| {
-            a.push(ev(0x1000, 10), false, out);
-            a.push(ev(0x2000, 50), false, out);
-            a.push(ev(0x1000, 60), false, out);
-            a.flush_idle(150, out); // 0x2000 idle for exactly 100: kept
-        });
-        assert!(out.is_empty());
-        let out = collect(|out| a.flush_idle(151, out));
-        let got: Vec<_> = out.iter().map(|p| (p.id, stamps(p))).collect();
-        assert_eq!(got, [(2, vec![50])]);
-        let out = collect(|out| a.flush_idle(161, out));
-        let got: Vec<_> = out.iter().map(|p| (p.id, stamps(p))).collect();
-        assert_eq!(got, [(1, vec![10, 60])]);
-        assert!(a.is_empty());
-    }
-
-    #[test]
-    fn max_packets_evicts_least_recently_active() {
-        let mut a = Aggregator::new(AggregateConfig {
-            max_packets: 2,
-            ..Default::default()
-        });
-        let out = collect(|out| {
-            a.push(ev(0x1000, 1), false, out);
-            a.push(ev(0x2000, 2), false, out);
-            a.push(ev(0x1000, 3), false, out); // 0x2000 is now the oldest
-            a.push(ev(0x3000, 4), false, out);
-        });
-        assert_eq!(a.len(), 2);
-        let got: Vec<_> = out.iter().map(|p| (p.id, p.skb)).collect();
-        assert_eq!(got, [(2, 0x2000)]);
-        let out = collect(|out| a.finish(out));
-        let got: Vec<_> = out.iter().map(|p| (p.id, stamps(p))).collect();
-        assert_eq!(got, [(1, vec![1, 3]), (3, vec![4])]);
-    }
-
-    #[test]
-    fn max_events_emits_truncated_chunks_with_same_id() {
-        let mut a = Aggregator::new(AggregateConfig {
-            max_events_per_packet: 3,
-            ..Default::default()
-        });
-        let out = collect(|out| {
-            for t in 1..=7 {
-                a.push(ev(0x1000, t), t == 7, out);
-            }
-        });
-        let got: Vec<_> = out.iter().map(|p| (p.id, p.truncated, stamps(p))).collect();
-        assert_eq!(
-            got,
-            [
-                (1, true, vec![1, 2, 3]),
-                (1, true, vec![4, 5, 6]),
-                (1, false, vec![7]),
-            ]
-        );
-    }
-
-    #[test]
-    fn events_sorted_by_timestamp_stably() {
-        let mut a = Aggregator::new(AggregateConfig::default());
-        let e = |t, probe| Event {
-            probe,
-            ..ev(0x1000, t)
-        };
-        let evs = [e(30, 0), e(10, 1), e(20, 2), e(10, 3), e(5, 4)];
-        let out = collect(|out| {
-            for x in evs {
-                a.push(x, false, out);
-            }
-            a.finish(out);
-        });
-        let got: Vec<_> = out[0].events.iter().map(|e| (e.tstamp, e.probe)).collect();
-        assert_eq!(got, [(5, 4), (10, 1), (10, 3), (20, 2), (30, 0)]);
-    }
-
-    #[test]
-    fn ids_follow_first_events() {
-        let mut a = Aggregator::new(AggregateConfig::default());
-        let out = collect(|out| {
-            for (i, skb) in [0x3000u64, 0x1000, 0x2000, 0x1000].into_iter().enumerate() {
-                a.push(ev(skb, i as u64), false, out);
-            }
-            a.finish(out);
-        });
-        let mut got: Vec<_> = out.iter().map(|p| (p.skb, p.id)).collect();
-        got.sort();
-        assert_eq!(got, [(0x1000, 2), (0x2000, 3), (0x3000, 1)]);
-    }
-
-    /// Random operations against a simple model: the index and LRU must
-    /// agree with a HashMap of open journeys.
-    #[test]
-    fn matches_model_under_churn() {
-        use std::collections::HashMap;
-        let mut a = Aggregator::new(AggregateConfig {
-            max_packets: 1000,
-            max_events_per_packet: 1 << 20,
-            idle: Duration::from_secs(1000),
-        });
-        let mut model: HashMap<u64, Vec<u64>> = HashMap::new();
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        let mut emitted = Vec::new();
-        for t in 0..200_000u64 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            // Addresses collide in the top hash bits (same slab page).
-            let skb = 0xffff_8880_0000_0000 + (x % 700) * 256;
-            let free = x % 5 == 1;
-            model.entry(skb).or_default().push(t);
-            if free {
-                let want = model.remove(&skb).unwrap();
-                a.push(ev(skb, t), true, &mut |p| emitted.push(p));
-                let p = emitted.pop().unwrap();
-                assert_eq!((p.skb, stamps(&p)), (skb, want));
-                assert!(emitted.is_empty());
-            } else {
-                a.push(ev(skb, t), false, &mut |p| emitted.push(p));
-                assert!(emitted.is_empty());
-            }
-            assert_eq!(a.len(), model.len());
-        }
-        a.finish(&mut |p| emitted.push(p));
-        let mut got: Vec<_> = emitted.iter().map(|p| (p.skb, stamps(p))).collect();
-        let mut want: Vec<_> = model.into_iter().collect();
-        got.sort();
-        want.sort();
-        assert_eq!(got, want);
-    }
-}
+mod tests;

@@ -12,6 +12,7 @@ use super::{
     apply, backend_unusable, fill_probe_ips, kprobe_rows, load_error, open, program_id, reason,
     take_log, LoadError, LoadOptions, Progress, Session,
 };
+use crate::filter::splice;
 use crate::kernel::{self, errno_text, raw};
 
 impl Session {
@@ -33,7 +34,7 @@ impl Session {
             .filter(|e| matches!(e.backend, Backend::Kprobe | Backend::KprobeMulti))
         {
             autoload.insert(e.program);
-            autoload.extend(e.return_program.filter(|_| graph));
+            autoload.extend(e.return_attached(graph));
         }
         // Each generic fentry/fexit program is loaded once in the main object,
         // aimed at the first vmlinux function that uses it; its relocated
@@ -46,7 +47,7 @@ impl Session {
             .filter(|e| raw_fentry && e.backend == Backend::Fentry && e.module.is_none())
         {
             first_target.entry(e.program).or_insert(e.name.as_ref());
-            if let Some(r) = e.return_program.filter(|_| graph) {
+            if let Some(r) = e.return_attached(graph) {
                 first_target.entry(r).or_insert(e.name.as_ref());
             }
         }
@@ -79,9 +80,21 @@ impl Session {
             }
             Err(e) => return Err(load_error(e, &take_log(), &[])),
         };
+        // `ipft EXPR`: every program takes the filter in place of its stub
+        // (fentry templates too, so their raw copies filter as well).
+        let mut spliced = match &opts.pcap {
+            Some(body) => splice::reload_object(&main, body, |name| {
+                let id = program_id(name.as_ref())?;
+                first_target.get(&id).map(|t| t.to_string())
+            })
+            .map_err(LoadError::Filter)?,
+            None => Default::default(),
+        };
         for &id in first_target.keys() {
             if let Some(p) = Self::prog(&main, id) {
-                s.templates.insert(id, p.insns().to_vec());
+                let insns = spliced.remove(&id.to_string());
+                s.templates
+                    .insert(id, insns.unwrap_or_else(|| p.insns().to_vec()));
             }
         }
         fill_probe_ips(&main, table, &kprobe_rows)?;
@@ -145,8 +158,8 @@ impl Session {
         id: usize,
         graph: bool,
     ) -> Result<Result<(), String>, LoadError> {
-        let mut progs = vec![(e.program, sys::BPF_TRACE_FENTRY)];
-        if let Some(r) = e.return_program.filter(|_| graph) {
+        let mut progs = vec![(e.program, tracing_attach_type(e.program))];
+        if let Some(r) = e.return_attached(graph) {
             progs.push((r, sys::BPF_TRACE_FEXIT));
         }
         let mut links = Vec::new();
@@ -203,7 +216,7 @@ impl Session {
             },
             0,
         )?;
-        let ret = e.return_program.filter(|_| graph);
+        let ret = e.return_attached(graph);
         for mut p in open.progs_mut() {
             let pid = program_id(p.name());
             let on = pid == Some(e.program) || (pid.is_some() && pid == ret);
@@ -233,13 +246,19 @@ impl Session {
             Err(err) if backend_unusable(&err) => return Err(load_error(err, &take_log(), &[])),
             Err(err) => return Ok(Err(format!("load: {}", reason(&err)))),
         };
+        if let Some(body) = &opts.pcap {
+            let target = e.module.is_none().then(|| e.name.to_string());
+            if let Err(why) = splice::reload_object(&obj, body, |_| target.clone()) {
+                return Ok(Err(why));
+            }
+        }
         self.objects.push(obj);
         let o = self.objects.len() - 1;
         if e.backend != Backend::Fentry || !kernel::cookies().tracing {
             return Ok(self.attach_one(o, e, id, graph));
         }
         // Generic fentry/fexit read their probe index from the cookie.
-        let mut progs = vec![(e.program, sys::BPF_TRACE_FENTRY)];
+        let mut progs = vec![(e.program, tracing_attach_type(e.program))];
         if let Some(r) = ret {
             progs.push((r, sys::BPF_TRACE_FEXIT));
         }
@@ -253,5 +272,14 @@ impl Session {
             }
         }
         Ok(Ok(()))
+    }
+}
+
+/// fexit for the programs that run at a return (a clone function's), else
+/// fentry.
+fn tracing_attach_type(id: ProgramId) -> sys::bpf_attach_type {
+    match id.is_return() {
+        true => sys::BPF_TRACE_FEXIT,
+        false => sys::BPF_TRACE_FENTRY,
     }
 }

@@ -61,6 +61,9 @@ pub enum LoadError {
     /// detached.
     #[error("interrupted while attaching; nothing is left attached")]
     Interrupted,
+    /// The pcap-filter expression could not be put into a program.
+    #[error("{0}")]
+    Filter(String),
     /// The backend cannot work on this kernel: every program of it failed.
     #[error("backend {backend} is unavailable on this kernel: {reason}")]
     Unavailable {
@@ -234,6 +237,10 @@ impl Session {
         id: usize,
         graph: bool,
     ) -> Result<(), String> {
+        // A kretprobe finds its entry's skb by the link's cookie.
+        if e.backend == Backend::Kprobe && e.follows_clones() && !kernel::cookies().kprobe {
+            return Err("following clones with kprobes needs BPF cookies (Linux 5.15)".into());
+        }
         let obj = &self.objects[o];
         let prog =
             Self::prog(obj, e.program).ok_or_else(|| format!("program {} missing", e.program))?;
@@ -260,7 +267,7 @@ impl Session {
             .map_err(|err| reason(&err))
         };
         let mut links = vec![attach(&prog, false)?];
-        if let Some(r) = e.return_program.filter(|_| graph) {
+        if let Some(r) = e.return_attached(graph) {
             let rp = Self::prog(obj, r).ok_or_else(|| format!("program {r} missing"))?;
             links.push(attach(&rp, true)?);
         }
@@ -281,7 +288,7 @@ impl Session {
         let obj = &self.objects[o];
         let mut progs = vec![(prog, false)];
         // Every entry of a group shares the kretprobe.multi program.
-        if let Some(r) = table[ids[0]].return_program.filter(|_| graph) {
+        if let Some(r) = table[ids[0]].return_attached(graph) {
             progs.push((r, true));
         }
         let mut links = Vec::new();
@@ -363,6 +370,9 @@ pub struct LoadOptions {
     pub ring_buffer_bytes: Option<u32>,
     /// The running kernel's BTF for CO-RE, where /sys/kernel/btf is missing.
     pub btf: Option<std::path::PathBuf>,
+    /// A pcap-filter expression as eBPF, spliced into every program in
+    /// place of its stub (`config.pcap` is set with it).
+    pub pcap: Option<Vec<libbpf_rs::libbpf_sys::bpf_insn>>,
 }
 
 /// Apply [`LoadOptions`] to an opened object before load: the config (with

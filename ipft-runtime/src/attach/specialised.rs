@@ -27,7 +27,7 @@ impl Session {
         let mut wanted: HashSet<ProgramId> = HashSet::new();
         for &i in selected {
             wanted.insert(table[i].program);
-            if let Some(r) = table[i].return_program.filter(|_| graph) {
+            if let Some(r) = table[i].return_attached(graph) {
                 wanted.insert(r);
             }
         }
@@ -60,6 +60,22 @@ impl Session {
                 _ => return Err(load_error(e, &log, &names)),
             }
         };
+        if let Some(body) = &opts.pcap {
+            // A typed program serves one row: its vmlinux target.
+            let targets: std::collections::HashMap<String, String> = selected
+                .iter()
+                .map(|&i| &table[i])
+                .filter(|e| e.module.is_none())
+                .flat_map(|e| {
+                    [Some(e.program), e.return_program]
+                        .into_iter()
+                        .flatten()
+                        .map(|id| (id.to_string(), e.name.to_string()))
+                })
+                .collect();
+            crate::filter::splice::reload_object(&obj, body, |name| targets.get(name).cloned())
+                .map_err(LoadError::Filter)?;
+        }
         fill_probe_ips(&obj, table, &kprobe_rows)?;
         let mut s = Session::default();
         s.objects.push(obj);

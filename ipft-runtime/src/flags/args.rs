@@ -15,6 +15,24 @@ pub struct IpftArgs {
     /// Mask applied to skb->mark before comparing.
     #[arg(long = "mask", value_name = "MASK", default_value = "0xffffffff")]
     pub mask: String,
+    /// Once an skb had an event, follow it until its memory is freed, whatever
+    /// happens to its mark (a netns crossing, NAT, encapsulation); its clones
+    /// and copies join its packet where function returns can be traced
+    /// (fexit, kretprobe). The mark and filters select the first event.
+    #[arg(long = "track-skb")]
+    pub track_skb: bool,
+    /// Only skbs whose device is in this network namespace: its inode number,
+    /// or a path to it (/var/run/netns/NAME, /proc/PID/ns/net).
+    #[arg(long = "filter-netns", value_name = "INODE|PATH")]
+    pub filter_netns: Option<String>,
+    /// Only skbs whose device has this name (skb->dev->name, at most 15 bytes).
+    #[arg(long = "filter-ifname", value_name = "NAME")]
+    pub filter_ifname: Option<String>,
+    /// Only hits in this process (its PID, the thread group id). Meaningful
+    /// where the sending task runs: the transmit path of locally sent packets
+    /// (receive runs in softirq, in whichever task it interrupted).
+    #[arg(long = "filter-pid", value_name = "PID")]
+    pub filter_pid: Option<String>,
     /// Only functions/tracepoints whose name matches this regex.
     #[arg(short = 'r', long = "regex", value_name = "REGEX")]
     pub regex: Option<String>,
@@ -83,6 +101,12 @@ pub struct IpftArgs {
     /// Print per-stage timings (discover, load, attach, detach) on stderr.
     #[arg(long = "timings")]
     pub timings: bool,
+    /// A pcap-filter expression (as tcpdump takes it; the words are joined
+    /// with spaces): only packets it matches, from the mac header where the
+    /// skb has one, else from the network header. With -m, both must match;
+    /// without, -m is not needed.
+    #[arg(value_name = "EXPRESSION")]
+    pub expression: Vec<String>,
 }
 
 /// `-b`.

@@ -2,8 +2,10 @@
 //! here, before anything is loaded or any file is touched.
 
 mod args;
+mod packets;
 
 pub use args::{BackendArg, GenArg, IpftArgs, OutputArg, TracerArg};
+pub use packets::PacketFilters;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,6 +13,7 @@ use std::time::Duration;
 use ipft_abi::{Asked, Backend};
 
 use crate::aggregate::AggregateConfig;
+use crate::filter::PcapFilter;
 use crate::select::Filter;
 
 /// Longest `--duration`: a year.
@@ -38,6 +41,12 @@ pub struct RunConfig {
     pub mark: u32,
     /// Mask.
     pub mask: u32,
+    /// The pcap-filter expression, compiled.
+    pub pcap: Option<PcapFilter>,
+    /// `--track-skb`.
+    pub track: bool,
+    /// `--filter-netns`, `--filter-ifname`, `--filter-pid`.
+    pub packets: PacketFilters,
     /// `-r`, `--module-regex`.
     pub filter: Filter,
     /// `-p`, as given.
@@ -171,7 +180,7 @@ pub enum ExtensionKind {
 }
 
 /// Check the flags. Pure: touches nothing (it only looks whether named files
-/// exist).
+/// exist, and asks a --filter-netns path its namespace type).
 pub fn validate(a: &IpftArgs) -> Result<RunConfig, FlagError> {
     let graph = a.tracer == TracerArg::FunctionGraph;
     let asked = match a.backend {
@@ -188,16 +197,25 @@ pub fn validate(a: &IpftArgs) -> Result<RunConfig, FlagError> {
     if mask == 0 {
         return Err(bad("mask 0 matches every packet: choose a non-zero mask"));
     }
-    let mark = match &a.mark {
-        None if a.list || a.gen.is_some() => 0,
+    let pcap = crate::filter::expression(&a.expression)
+        .map(|e| PcapFilter::compile(&e))
+        .transpose()
+        .map_err(bad)?;
+    let (mark, mask) = match &a.mark {
+        None if a.list || a.gen.is_some() => (0, mask),
+        // The expression alone selects: a mask of 0 lets every mark pass.
+        None if pcap.is_some() => (0, 0),
         None => {
             return Err(bad(
-                "-m/--mark is required (the skb->mark of the packets to trace)",
+                "-m/--mark is required, or a pcap-filter expression (which packets to trace)",
             ))
         }
-        Some(m) => parse_u32(m).ok_or_else(|| bad(format!("invalid mark '{m}'")))?,
+        Some(m) => (
+            parse_u32(m).ok_or_else(|| bad(format!("invalid mark '{m}'")))?,
+            mask,
+        ),
     };
-    if !a.list && a.gen.is_none() {
+    if !a.list && a.gen.is_none() && a.mark.is_some() {
         if mark == 0 {
             return Err(bad(
                 "mark 0 would match every unmarked packet: choose a non-zero mark",
@@ -209,6 +227,11 @@ pub fn validate(a: &IpftArgs) -> Result<RunConfig, FlagError> {
             )));
         }
     }
+    let packets = PacketFilters::from_flags(
+        a.filter_netns.as_deref(),
+        a.filter_ifname.as_deref(),
+        a.filter_pid.as_deref(),
+    )?;
     let duration = a.duration.map(duration).transpose()?;
     let extension = extension(a)?;
     let filter = Filter::from_flags(a.regex.as_deref(), a.module_regex.as_deref()).map_err(bad)?;
@@ -229,6 +252,9 @@ pub fn validate(a: &IpftArgs) -> Result<RunConfig, FlagError> {
         extension,
         mark,
         mask,
+        pcap,
+        track: a.track_skb,
+        packets,
         filter,
         profile: a.profile.clone(),
         asked,
@@ -308,6 +334,20 @@ mod tests {
     }
 
     #[test]
+    fn pcap_expressions() {
+        // The words join as tcpdump joins them; -m is then optional.
+        let c = check(&["tcp", "and", "port", "80"]).unwrap();
+        assert_eq!(c.pcap.as_ref().unwrap().expr, "tcp and port 80");
+        assert_eq!((c.mark, c.mask), (0, 0));
+        let c = check(&["-m", "0x10", "icmp"]).unwrap();
+        assert_eq!((c.mark, c.mask), (0x10, 0xffffffff));
+        assert!(c.pcap.is_some());
+        assert!(check(&["-m", "1"]).unwrap().pcap.is_none());
+        let e = check(&["tcp", "port"]).unwrap_err();
+        assert!(e.starts_with("pcap filter 'tcp port': "), "{e}");
+    }
+
+    #[test]
     fn extensions_by_suffix() {
         let dir = std::env::temp_dir().join(format!("ipft-flags-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -356,6 +396,39 @@ mod tests {
             let e = check(&["-m", "1", "--ring-buffer-size", bad]).unwrap_err();
             assert!(e.contains("--ring-buffer-size"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn tracking_and_packet_filters_reach_the_config() {
+        let me = std::process::id().to_string();
+        let c = check(&[
+            "-m",
+            "1",
+            "--track-skb",
+            "--filter-ifname",
+            "lo",
+            "--filter-pid",
+            &me,
+        ])
+        .unwrap();
+        assert!(c.track);
+        let cfg = crate::tracer::load_options(&c).config;
+        assert_eq!((cfg.track, cfg.pid, cfg.netns), (1, std::process::id(), 0));
+        assert_eq!(cfg.ifname_lo.to_ne_bytes(), *b"lo\0\0\0\0\0\0");
+        let plain = crate::tracer::load_options(&check(&["-m", "1"]).unwrap()).config;
+        assert_eq!(
+            (
+                plain.track,
+                plain.pid,
+                plain.netns,
+                plain.ifname_lo,
+                plain.ifname_mask_lo
+            ),
+            (0, 0, 0, 0, 0)
+        );
+        assert!(check(&["-m", "1", "--filter-pid", "0"])
+            .unwrap_err()
+            .contains("--filter-pid 0"));
     }
 
     #[test]

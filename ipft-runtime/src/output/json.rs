@@ -10,12 +10,14 @@
 //! |---|---|---|
 //! | `packet_id` | number | 1, 2, 3... in order of the packets' first events; the events of one packet share it |
 //! | `skb` | string | skb address, lowercase hex with `0x`; reused by later packets after a free |
+//! | `clone_of` | string | only on the events of a clone or copy (`--track-skb`): the skb it was made from; `skb` is the clone's own address |
 //! | `timestamp` | number | `bpf_ktime_get_ns()` (CLOCK_MONOTONIC, ns) |
 //! | `cpu` | number | CPU of the hit |
 //! | `module` | string or null | module of the function, `null` for vmlinux |
 //! | `function` | string | function or tracepoint name (`probe#N` if the table has no entry N) |
 //! | `is_return` | bool | hit at function return (`-t function_graph`) |
 //! | `drop_reason` | string | only on events carrying a drop reason: its name, or the decimal value if unknown |
+//! | `clone` | string | only on the event where the skb was cloned or copied (`--track-skb`): the new skb's address, whose events follow in this packet |
 //! | `ext` | object | only with an extension (`-e`): its fields in its order; integers as numbers, hex, enum, flags, ip and string formats as strings |
 //!
 //! Keys appear in this order. A packet cut at the per-packet event limit
@@ -50,6 +52,8 @@ impl JsonSink {
 struct Record<'a> {
     packet_id: u64,
     skb: Hex,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    clone_of: Option<Hex>,
     timestamp: u64,
     cpu: u16,
     module: Option<&'a str>,
@@ -57,6 +61,8 @@ struct Record<'a> {
     is_return: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     drop_reason: Option<AsStr<Named<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    clone: Option<Hex>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ext: Option<Ext<'a>>,
 }
@@ -93,13 +99,15 @@ impl Sink for JsonSink {
             for (i, e) in p.events.iter().enumerate() {
                 let rec = Record {
                     packet_id: p.id,
-                    skb: Hex(p.skb),
+                    skb: Hex(e.skb),
+                    clone_of: p.clone_of(e.skb).map(Hex),
                     timestamp: e.tstamp,
                     cpu: e.cpu,
                     module: names.module(e.probe),
                     function: AsStr(names.function(e.probe)),
                     is_return: e.is_return(),
                     drop_reason: e.drop_reason().map(|r| AsStr(names.reason(r))),
+                    clone: e.clone_made().map(Hex),
                     ext: p.ext.get(i).filter(|f| !f.is_empty()).map(Ext),
                 };
                 serde_json::to_writer(&mut *w, &rec)?;
@@ -181,6 +189,7 @@ mod tests {
             ],
             truncated: false,
             ext: Vec::new(),
+            clones: Vec::new(),
         };
         let buf = Shared::default();
         let mut sink = JsonSink::new(Box::new(buf.clone()));
@@ -217,6 +226,53 @@ mod tests {
     }
 
     #[test]
+    fn clones_keep_their_address_and_name_their_source() {
+        let probes = [probe("skb_clone", None), probe("dev_queue_xmit", None)];
+        let names = Names {
+            probes: &probes,
+            drop_reasons: &HashMap::new(),
+            graph: false,
+        };
+        let e = |skb, probe, flags, aux| Event {
+            skb,
+            tstamp: 1,
+            aux,
+            probe,
+            flags,
+            ..Default::default()
+        };
+        let p = Packet {
+            id: 3,
+            skb: 0x100,
+            events: vec![
+                e(0x100, 0, ipft_abi::event_flags::CLONE, 0x200),
+                e(0x200, 1, 0, 0),
+                e(0x100, 1, 0, 0),
+            ],
+            truncated: false,
+            ext: Vec::new(),
+            clones: vec![(0x200, 0x100)],
+        };
+        let buf = Shared::default();
+        let mut sink = JsonSink::new(Box::new(buf.clone()));
+        sink.packet(&p, &names).unwrap();
+        sink.finish().unwrap();
+        let lines: Vec<Value> = buf
+            .text()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines[0]["clone"], json!("0x200"));
+        assert!(lines[0].get("clone_of").is_none());
+        assert_eq!(lines[1]["skb"], json!("0x200"));
+        assert_eq!(lines[1]["clone_of"], json!("0x100"));
+        assert!(lines[1].get("clone").is_none());
+        assert_eq!(lines[2]["skb"], json!("0x100"));
+        assert!(lines[2].get("clone_of").is_none());
+        assert!(lines.iter().all(|l| l["packet_id"] == json!(3)));
+    }
+
+    #[test]
     fn broken_pipe_is_quiet() {
         let mut sink = JsonSink::new(Box::new(Broken));
         let names = Names {
@@ -230,6 +286,7 @@ mod tests {
             events: vec![Event::default(); 10_000],
             truncated: false,
             ext: Vec::new(),
+            clones: Vec::new(),
         };
         sink.packet(&p, &names).unwrap();
         assert!(sink.is_closed());

@@ -7,6 +7,9 @@
 //! 1234567890456      0    vmlinux         kfree_skb_reason reason=NO_SOCKET
 //! ```
 //!
+//! With --track-skb, the event where a clone or copy is made ends in
+//! `clone=0x...`, and the clone's own events in `skb=0x...` (its address).
+//!
 //! Timestamps are raw `bpf_ktime_get_ns` values. With `-t function_graph`
 //! the function column shows nesting: an entry whose return is in the same
 //! packet opens a level (two spaces), its `return <name>` line closes it.
@@ -65,6 +68,13 @@ impl Sink for TextSink {
                 write!(w, "{}", names.function(e.probe))?;
                 if let Some(r) = e.drop_reason() {
                     write!(w, " reason={}", names.reason(r))?;
+                }
+                // --track-skb: where a clone is made, and the clone's events.
+                if let Some(c) = e.clone_made() {
+                    write!(w, " clone={c:#x}")?;
+                }
+                if p.clone_of(e.skb).is_some() {
+                    write!(w, " skb={:#x}", e.skb)?;
                 }
                 // An extension's fields, as ipftrace2 prints them.
                 if let Some(fields) = p.ext.get(i).filter(|f| !f.is_empty()) {
@@ -169,6 +179,7 @@ mod tests {
             events,
             truncated,
             ext: Vec::new(),
+            clones: Vec::new(),
         };
         sink.packet(&p, &names).unwrap();
         sink.finish().unwrap();
@@ -245,6 +256,7 @@ Timestamp          CPU  Module          Function
             events: vec![ev(0, 1, 0, 0); 10_000],
             truncated: false,
             ext: Vec::new(),
+            clones: Vec::new(),
         };
         sink.packet(&p, &names).unwrap();
         assert!(sink.is_closed());

@@ -9,6 +9,36 @@ use std::time::{Duration, Instant};
 
 pub const MARK: u32 = 0xdeadbeef;
 
+/// What a marked echo request does over loopback, seen from the skb
+/// tracepoints (Linux 6.x): queued, handed to the loopback driver, re-entered
+/// through netif_rx, received, consumed after the ICMP reply is built.
+pub const LOOPBACK: &[&str] = &[
+    "net_dev_queue",
+    "net_dev_start_xmit",
+    "netif_rx_entry",
+    "netif_rx",
+    "net_dev_xmit",
+    "netif_receive_skb",
+    "consume_skb",
+];
+
+/// A veth pair `dev`0 in `a` (`net`.1/24) and `dev`1 in `b` (`net`.2), up,
+/// and echo requests leaving `a` marked (the mark is scrubbed when the skb
+/// enters `b`).
+pub fn veth_pair(a: &Netns, b: &Netns, dev: &str, net: &str) {
+    must(&format!(
+        "ip link add {dev}0 netns {a} type veth peer name {dev}1 netns {b} && \
+         ip -n {a} addr add {net}.1/24 dev {dev}0 && ip -n {b} addr add {net}.2/24 dev {dev}1 && \
+         ip -n {a} link set {dev}0 up && ip -n {b} link set {dev}1 up",
+        a = a.0,
+        b = b.0
+    ));
+    must(&format!(
+        "ip netns exec {} iptables -t raw -A OUTPUT -p icmp --icmp-type echo-request -j MARK --set-mark {MARK}",
+        a.0
+    ));
+}
+
 /// Tests that load BPF run one at a time: a parallel test would see the
 /// other's programs in `bpftool prog`.
 pub static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());

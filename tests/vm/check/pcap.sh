@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# pcap: with `icmp`, the 3 marked requests and 3 replies on the ping path and
+# nothing of the marked TCP; with `tcp`, TCP journeys (tcp_v4_rcv) and no
+# ICMP.
+. "$(dirname "$0")/lib.sh"
+
+for n in icmp tcp; do
+    tracer_ran "$n"
+    events_valid "$n"
+done
+grep -q '3 packets received' "$DIR/ping-icmp.txt" || fail "marked ping failed: $(excerpt "$DIR/ping-icmp.txt")"
+
+got=$(journeys icmp '^(ip_|icmp_|tcp_)')
+req=$(count_lines "$got" "$ECHO_REQUEST")
+rep=$(count_lines "$got" "$ECHO_REPLY")
+total=$(grep -c . <<<"$got" || true)
+[ "$req" -eq 3 ] && [ "$rep" -eq 3 ] && [ "$total" -eq 6 ] \
+    || fail "icmp: want 3 x [$ECHO_REQUEST] + 3 x [$ECHO_REPLY], nothing else" \
+            "got $total journeys: $(summarize <<<"$got")"
+
+got=$(journeys tcp '^(ip_|icmp_|tcp_)')
+total=$(grep -c . <<<"$got" || true)
+tcp=$(grep -c 'tcp_v4_rcv' <<<"$got" || true)
+if [ "$total" -ge 2 ] && [ "$tcp" -ge 2 ] && ! grep -q 'icmp_' <<<"$got"; then
+    echo "icmp: 3 requests + 3 replies only; tcp: $total journeys, $tcp through tcp_v4_rcv, no ICMP"
+    exit 0
+fi
+fail "tcp: want >= 2 journeys through tcp_v4_rcv and none through icmp_" \
+     "got $total journeys: $(summarize <<<"$got")"
