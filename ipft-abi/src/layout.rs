@@ -10,6 +10,8 @@ pub struct Field {
     pub name: &'static str,
     /// C type.
     pub c_type: &'static str,
+    /// Array suffix (`[16]`), or empty.
+    pub dims: &'static str,
     /// Offset in bytes.
     pub offset: usize,
     /// Size in bytes.
@@ -30,9 +32,10 @@ pub trait Layout: Sized + Copy {
         let mut s = format!("struct {} {{\n", Self::C_NAME);
         for f in Self::FIELDS {
             s.push_str(&format!(
-                "\t{} {};\t/* @{}: {} */\n",
+                "\t{} {}{};\t/* @{}: {} */\n",
                 f.c_type,
                 f.name,
+                f.dims,
                 f.offset,
                 f.doc.trim()
             ));
@@ -60,33 +63,46 @@ pub trait Layout: Sized + Copy {
     }
 }
 
-macro_rules! c_type {
-    (u8) => {
-        "__u8"
-    };
-    (u16) => {
-        "__u16"
-    };
-    (u32) => {
-        "__u32"
-    };
-    (u64) => {
-        "__u64"
+/// The C spelling of a field type: its base type and array suffix.
+pub trait CType {
+    /// `__u32`.
+    const C: &'static str;
+    /// `""`, or `"[16]"` for an array.
+    const DIMS: &'static str = "";
+}
+
+macro_rules! c_types {
+    ($($t:ty => $c:literal $(, $d:literal)?;)+) => {
+        $(impl CType for $t {
+            const C: &'static str = $c;
+            $(const DIMS: &'static str = $d;)?
+        })+
     };
 }
 
+c_types! {
+    u8 => "__u8";
+    u16 => "__u16";
+    u32 => "__u32";
+    u64 => "__u64";
+    [u8; 16] => "__u8", "[16]";
+}
+
+/// Define a struct shared with C: `#[repr(C)]`, its [`Layout`], and a
+/// compile-time proof that it has no padding.
 macro_rules! layout {
-    ($(#[$m:meta])* $name:ident = $c:literal { $($(#[doc = $d:literal])+ $f:ident: $t:ident,)+ }) => {
+    ($(#[$m:meta])* $name:ident = $c:literal { $($(#[doc = $d:literal])+ $f:ident: $t:ty,)+ }) => {
         $(#[$m])*
         #[repr(C)]
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
         pub struct $name { $($(#[doc = $d])+ pub $f: $t,)+ }
 
-        impl Layout for $name {
+        impl $crate::layout::Layout for $name {
             const C_NAME: &'static str = $c;
-            const FIELDS: &'static [Field] = &[$(Field {
+            const FIELDS: &'static [$crate::layout::Field] = &[$($crate::layout::Field {
                 name: stringify!($f),
-                c_type: c_type!($t),
+                c_type: <$t as $crate::layout::CType>::C,
+                dims: <$t as $crate::layout::CType>::DIMS,
                 offset: ::core::mem::offset_of!($name, $f),
                 size: ::core::mem::size_of::<$t>(),
                 doc: concat!($($d),+),
@@ -95,7 +111,7 @@ macro_rules! layout {
 
         // No padding anywhere: the fields add up to the struct, in order.
         const _: () = {
-            let fields = <$name as Layout>::FIELDS;
+            let fields = <$name as $crate::layout::Layout>::FIELDS;
             let mut end = 0;
             let mut i = 0;
             while i < fields.len() {
@@ -170,10 +186,21 @@ layout! {
         /// a pcap-filter expression was spliced in at load time in place
         /// of the ipft_pcap_run stub (`ipft EXPR`)
         pcap: u32,
+        /// --output-meta: each event carries a `struct ipft_meta`
+        meta: u32,
+        /// --output-tuple: each event carries a `struct ipft_tuple`
+        tuple: u32,
+        /// --output-stack: each event carries a `struct ipft_stack`
+        stack: u32,
+        /// --output-pcap: each event carries a `struct ipft_snap` and up to
+        /// this many bytes of the packet (0: none)
+        snaplen: u32,
         /// zero (keeps the struct free of padding)
         spare: u32,
     }
 }
+
+pub(crate) use layout;
 
 impl Config {
     /// Set the --filter-ifname words: the name's bytes NUL-padded, and
@@ -291,7 +318,8 @@ mod tests {
         assert!(c.contains("__u32 track;\t/* @36:"));
         assert!(c.contains("__u64 ifname_lo;\t/* @48:"));
         assert!(c.contains("__u32 pcap;\t/* @80:"));
-        assert_eq!(std::mem::size_of::<Config>(), 88);
+        assert!(c.contains("__u32 snaplen;\t/* @96:"));
+        assert_eq!(std::mem::size_of::<Config>(), 104);
     }
 }
 

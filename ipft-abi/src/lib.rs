@@ -8,6 +8,7 @@
 //!  program    ProgramId: the one name of every BPF program
 //!  layout     struct ipft_event / struct ipft_config, C rendered from Rust
 //!  payload    extension payload formats (BTF decl tags) and their rendering
+//!  sections   what may follow an event header: payload, meta, tuple, stack, packet bytes
 //!  table      ProbeEntry rows, KernelIdentity, where a journey ends
 //! ```
 #![deny(missing_docs)]
@@ -17,10 +18,12 @@ pub mod payload;
 pub mod policy;
 pub mod probe;
 pub mod program;
+pub mod sections;
 pub mod table;
 
 pub use layout::{event_flags, Config, Event, Layout};
 pub use policy::{Asked, KernelOffer, Unreached};
 pub use probe::{Backend, ProbeKind, ProbeShape};
 pub use program::{ProgramId, TypedKind};
+pub use sections::Sections;
 pub use table::{KernelIdentity, ProbeEntry};

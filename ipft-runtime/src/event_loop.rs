@@ -11,10 +11,12 @@ use libbpf_rs::{MapCore, RingBufferBuilder};
 
 use crate::aggregate::{Aggregator, Packet};
 use crate::attach::{bpf_losses, stop_emitting, BpfLosses, Session};
-use crate::extension::{PayloadDecoder, Payloads};
+use crate::details::Details;
+use crate::extension::PayloadDecoder;
 use crate::flags::RunConfig;
 use crate::journey::JourneyEnds;
-use crate::output::{json::JsonSink, text::TextSink, Losses, Names, Sink};
+use crate::kernel::Symbolizer;
+use crate::output::{json::JsonSink, text::TextSink, Losses, Names, PcapSink, Sink};
 use crate::say;
 use crate::signals::Signals;
 
@@ -176,14 +178,30 @@ pub fn run(
     let mut attached = session.attached.clone();
     attached.sort_unstable();
     let mut pipe = Pipeline::new(cfg, table, &attached, drop_reasons, sink);
-    let with_ext = decoder.is_some();
-    if let Some(d) = decoder {
-        pipe.decode_with(d);
+    let sections = cfg.sections(decoder.is_some());
+    let with_tails = sections.any();
+    if with_tails {
+        let symbols = match sections.stack {
+            true => Some(Symbolizer::running().unwrap_or_else(|e| {
+                say!("ipft: warning: /proc/kallsyms: {e}; stack frames shown as addresses");
+                Symbolizer::default()
+            })),
+            false => None,
+        };
+        pipe.with_details(Details::new(sections, decoder, symbols));
+    }
+    if let Some(path) = &cfg.shown.pcap {
+        let sink = PcapSink::create(path, cfg.shown.snaplen).map_err(|source| LoopError::File {
+            what: "--output-pcap",
+            path: path.clone(),
+            source,
+        })?;
+        pipe.export_pcap(sink);
     }
     let pending: RefCell<Vec<Event>> = RefCell::new(Vec::with_capacity(4096));
-    // Events with an extension's payload, kept apart until the pipeline
-    // stores it.
-    let pending_ext: RefCell<Vec<(Event, Vec<u8>)>> = RefCell::new(Vec::new());
+    // What records carry after their headers, kept apart until the
+    // pipeline stores it.
+    let pending_tails: RefCell<Vec<(Event, Box<[u8]>)>> = RefCell::new(Vec::new());
     let malformed = Cell::new(0u64);
     let deadline = cfg.duration.map(|d| Instant::now() + d);
     // Totals already written into the trace.
@@ -200,8 +218,9 @@ pub fn run(
         rb.add(&events_map, |data: &[u8]| {
             match Event::from_bytes(data) {
                 Some(e) => {
-                    if with_ext && e.ext_len > 0 {
-                        pending_ext.borrow_mut().push((e, data.to_vec()));
+                    let header = std::mem::size_of::<Event>();
+                    if with_tails && data.len() > header {
+                        pending_tails.borrow_mut().push((e, data[header..].into()));
                     }
                     pending.borrow_mut().push(e)
                 }
@@ -218,7 +237,7 @@ pub fn run(
                 break;
             }
             let _ = rb.poll(Duration::from_millis(100));
-            pipe.keep_payloads(std::mem::take(&mut *pending_ext.borrow_mut()));
+            pipe.keep_tails(std::mem::take(&mut *pending_tails.borrow_mut()));
             pipe.push(std::mem::take(&mut *pending.borrow_mut()));
             pipe.idle(monotonic_ns());
             if last_loss_check.elapsed() >= Duration::from_secs(1) {
@@ -233,7 +252,7 @@ pub fn run(
             say!("ipft: warning: could not stop the programs before the last drain: {e}");
         }
         let _ = rb.consume();
-        pipe.keep_payloads(std::mem::take(&mut *pending_ext.borrow_mut()));
+        pipe.keep_tails(std::mem::take(&mut *pending_tails.borrow_mut()));
         pipe.push(std::mem::take(&mut *pending.borrow_mut()));
         // Recursion and kprobe misses are read per program and link: once,
         // here, with the programs stopped and the links still there.
@@ -302,7 +321,8 @@ impl<'a> Pipeline<'a> {
                 count: cfg.count,
                 packets: 0,
                 error: None,
-                payloads: None,
+                details: None,
+                pcap: None,
             },
             names: Names {
                 probes: table,
@@ -313,16 +333,23 @@ impl<'a> Pipeline<'a> {
         }
     }
 
-    /// Decode extension payloads with `decoder`.
-    pub fn decode_with(&mut self, decoder: Box<dyn PayloadDecoder>) {
-        self.emitter.payloads = Some(Payloads::new(decoder));
+    /// Records carry more than their headers: keep and decode it with
+    /// `details`.
+    pub fn with_details(&mut self, details: Details) {
+        self.emitter.details = Some(details);
     }
 
-    /// Payloads of events about to be pushed: (event, whole record).
-    pub fn keep_payloads(&mut self, batch: Vec<(Event, Vec<u8>)>) {
-        if let Some(p) = &mut self.emitter.payloads {
-            for (e, record) in &batch {
-                p.keep(e, record);
+    /// Also write each packet printed to a pcapng file.
+    pub fn export_pcap(&mut self, sink: PcapSink) {
+        self.emitter.pcap = Some(sink);
+    }
+
+    /// What the records of events about to be pushed carry after their
+    /// headers: (event, those bytes).
+    pub fn keep_tails(&mut self, batch: Vec<(Event, Box<[u8]>)>) {
+        if let Some(d) = &mut self.emitter.details {
+            for (e, tail) in batch {
+                d.keep(&e, tail);
             }
         }
     }
@@ -369,10 +396,13 @@ impl<'a> Pipeline<'a> {
 
     /// Flush the output: packets written, or the first write error.
     pub fn close(mut self) -> std::io::Result<u64> {
-        if let Some(p) = &mut self.emitter.payloads {
-            p.finish();
+        if let Some(d) = &mut self.emitter.details {
+            d.finish();
         }
-        let flushed = self.sink.finish();
+        let mut flushed = self.sink.finish();
+        if let Some(Err(e)) = self.emitter.pcap.as_mut().map(PcapSink::finish) {
+            flushed = flushed.and(Err(e));
+        }
         match self.emitter.error.take() {
             Some(e) => Err(e),
             None => flushed.map(|()| self.emitter.packets),
@@ -386,7 +416,8 @@ struct Emitter {
     count: Option<u64>,
     packets: u64,
     error: Option<std::io::Error>,
-    payloads: Option<Payloads>,
+    details: Option<Details>,
+    pcap: Option<PcapSink>,
 }
 
 impl Emitter {
@@ -400,18 +431,20 @@ impl Emitter {
             e.clone_made().is_none() && self.hidden.get(e.probe as usize).copied().unwrap_or(false)
         };
         let silent = self.full() || self.error.is_some();
-        if let Some(pl) = &mut self.payloads {
-            if silent {
-                pl.drop_events(&p.events);
-            } else {
-                let (gone, kept): (Vec<Event>, Vec<Event>) =
-                    p.events.iter().partition(|e| hidden(e));
-                pl.drop_events(&gone);
-                p.ext = pl.fields(&kept);
-            }
+        if let Some(d) = &mut self.details {
+            let (gone, kept): (Vec<Event>, Vec<Event>) =
+                p.events.iter().partition(|e| silent || hidden(e));
+            d.drop_events(&gone);
+            p.events = kept;
+            d.fill(&mut p);
+        } else {
+            p.events.retain(|e| !hidden(e));
         }
-        p.events.retain(|e| !hidden(e));
         if p.events.is_empty() || silent {
+            return;
+        }
+        if let Some(Err(e)) = self.pcap.as_mut().map(|w| w.packet(&p, names)) {
+            self.error = Some(e);
             return;
         }
         match sink.packet(&p, names) {

@@ -5,10 +5,7 @@
 //! script (`ipft -e/-s FILE.lua`), or a Rust struct with
 //! `#[derive(ipft_macros::ExtensionPayload)]` (generated tracers).
 
-use std::collections::HashMap;
 use std::marker::PhantomData;
-
-use ipft_abi::Event;
 
 pub use ipft_abi::payload::{ExtValue, Format, PayloadField, PayloadSpec, PAYLOAD_LEN};
 
@@ -96,71 +93,4 @@ pub fn link(base: &[u8], extension: &[u8]) -> Result<Vec<u8>, String> {
     })();
     let _ = std::fs::remove_dir_all(&dir);
     r
-}
-
-/// The identity of an event whose payload waits for its packet to print.
-type PayloadKey = (u64, u64, u32, u16, u8);
-
-fn key(e: &Event) -> PayloadKey {
-    (e.skb, e.tstamp, e.probe, e.cpu, e.flags)
-}
-
-/// Payloads of events not printed yet, and their decoder. Events travel
-/// through the aggregator as plain 32-byte headers; their payloads wait here
-/// and are decoded once, when their packet is printed.
-pub struct Payloads {
-    decoder: Box<dyn PayloadDecoder>,
-    waiting: HashMap<PayloadKey, [u8; PAYLOAD_LEN]>,
-}
-
-impl Payloads {
-    /// Decode with `decoder`.
-    pub fn new(decoder: Box<dyn PayloadDecoder>) -> Self {
-        Payloads {
-            decoder,
-            waiting: HashMap::new(),
-        }
-    }
-
-    /// Keep the payload of `e`: `record` is the whole ring-buffer record.
-    pub fn keep(&mut self, e: &Event, record: &[u8]) {
-        let header = std::mem::size_of::<Event>();
-        if usize::from(e.ext_len) != PAYLOAD_LEN {
-            return;
-        }
-        if let Some(b) = record.get(header..header + PAYLOAD_LEN) {
-            let mut data = [0u8; PAYLOAD_LEN];
-            data.copy_from_slice(b);
-            self.waiting.insert(key(e), data);
-        }
-    }
-
-    /// Forget the payloads of `events` (not printed).
-    pub fn drop_events(&mut self, events: &[Event]) {
-        for e in events {
-            self.waiting.remove(&key(e));
-        }
-    }
-
-    /// The decoded fields of each of `events` (empty for an event without
-    /// a payload), forgetting their payloads.
-    pub fn fields(&mut self, events: &[Event]) -> Vec<ExtFields> {
-        events
-            .iter()
-            .map(|e| match self.waiting.remove(&key(e)) {
-                Some(data) => self.decoder.decode(&data),
-                None => Vec::new(),
-            })
-            .collect()
-    }
-
-    /// Payloads still waiting (for tests and leak checks).
-    pub fn waiting(&self) -> usize {
-        self.waiting.len()
-    }
-
-    /// The trace is over.
-    pub fn finish(&mut self) {
-        self.decoder.finish();
-    }
 }

@@ -10,7 +10,8 @@
 //!  select       policy per probe -> rows of the table to attach
 //!  attach       Session: load, rodata config, attach; drop = detach
 //!  event_loop   ring buffer -> journey ends -> Aggregator -> Sink
-//!  report       summary, listing; output/ the text and JSON sinks
+//!  details      what follows an event header: payload, meta, tuple, stack, bytes
+//!  report       summary, listing; output/ the text, JSON and pcapng sinks
 //!  fleet        which object of a multi-kernel tracer fits the running kernel
 //!  tracer       a generated tracer's main, from its compiled table
 //! ```
@@ -19,6 +20,7 @@
 pub mod aggregate;
 pub mod attach;
 pub mod compat;
+pub mod details;
 pub mod error;
 pub mod event_loop;
 pub mod extension;

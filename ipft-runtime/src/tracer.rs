@@ -37,8 +37,9 @@ pub fn load_options(cfg: &RunConfig) -> LoadOptions {
         netns: cfg.packets.netns,
         pid: cfg.packets.pid,
         pcap: u32::from(cfg.pcap.is_some()),
-        // probe: set per copy; the cookie flags: by the loader.
-        ..Config::default()
+        // probe: set per copy; the cookie flags: by the loader; ext: where
+        // an extension is linked.
+        ..cfg.sections(false).apply(Config::default())
     };
     LoadOptions {
         // Validated to fit (1 to 15 bytes) by the flags.

@@ -64,14 +64,26 @@ typedef struct {
 
 struct net_device {
 	char name[16];
+	int ifindex;
 	possible_net_t nd_net;
+} __attribute__((preserve_access_index));
+
+struct sock_common {
+	possible_net_t skc_net;
+} __attribute__((preserve_access_index));
+
+struct sock {
+	struct sock_common __sk_common;
 } __attribute__((preserve_access_index));
 
 struct sk_buff {
 	struct net_device *dev;
+	struct sock *sk;
 	__u32 mark;
 	unsigned int len, data_len;
+	__be16 protocol;
 	__u16 mac_header, network_header;
+	unsigned int tail;
 	unsigned char *head, *data;
 } __attribute__((preserve_access_index));
 

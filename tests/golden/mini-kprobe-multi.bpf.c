@@ -51,7 +51,11 @@ struct ipft_config {
 	__u64 ifname_mask_lo;	/* @64: --filter-ifname: which bytes of ifname_lo to compare (the name and its NUL: a renamed device keeps bytes of its old name after it) */
 	__u64 ifname_mask_hi;	/* @72: --filter-ifname: which bytes of ifname_hi to compare */
 	__u32 pcap;	/* @80: a pcap-filter expression was spliced in at load time in place of the ipft_pcap_run stub (`ipft EXPR`) */
-	__u32 spare;	/* @84: zero (keeps the struct free of padding) */
+	__u32 meta;	/* @84: --output-meta: each event carries a `struct ipft_meta` */
+	__u32 tuple;	/* @88: --output-tuple: each event carries a `struct ipft_tuple` */
+	__u32 stack;	/* @92: --output-stack: each event carries a `struct ipft_stack` */
+	__u32 snaplen;	/* @96: --output-pcap: each event carries a `struct ipft_snap` and up to this many bytes of the packet (0: none) */
+	__u32 spare;	/* @100: zero (keeps the struct free of padding) */
 };
 
 const volatile struct ipft_config CONFIG = {
@@ -400,11 +404,6 @@ __attribute__((weak)) __hidden int module(void *ctx, struct sk_buff *skb, __u8 d
 	return 0;
 }
 
-struct ipft_event_ext {
-	struct ipft_event e;
-	__u8 data[IPFT_EXT_LEN];
-};
-
 static __always_inline void ipft_fill(struct ipft_event *e, struct sk_buff *skb, __u32 probe,
 				      __u8 flags, __u64 aux, __u8 ext_len)
 {
@@ -429,27 +428,237 @@ static __always_inline __u64 ipft_wakeup(void)
 }
 
 /*
- * With an extension: its module() decides first, so a dropped event adds no
- * skb to the live set. The event where the skb is freed is kept whatever it
- * says, or the journey would not end.
+ * What may follow the event header (ipft-abi/src/sections.rs), each part
+ * switched on by a CONFIG flag and written in this order: an extension's
+ * payload, then --output-meta, --output-tuple, --output-stack and
+ * --output-pcap's packet bytes.
  */
-static __always_inline int ipft_emit_ext(void *ctx, struct sk_buff *skb, __u32 probe,
-					 __u8 flags, __u64 aux)
+#define IPFT_STACK_DEPTH 32
+
+struct ipft_meta {
+	__u8 ifname[16];	/* @0: skb->dev->name, NUL-padded (all zero: no device) */
+	__u32 len;	/* @16: skb->len: bytes in the packet from skb->data */
+	__u32 data_len;	/* @20: skb->data_len: of those, bytes in pages (not linear) */
+	__u32 ifindex;	/* @24: skb->dev->ifindex (0: no device) */
+	__u32 netns;	/* @28: inode of skb->dev's network namespace, else of the socket's (0: neither) */
+	__u32 mark;	/* @32: skb->mark */
+	__u16 protocol;	/* @36: skb->protocol, network byte order as in the skb */
+	__u16 spare;	/* @38: zero */
+};
+
+struct ipft_tuple {
+	__u8 saddr[16];	/* @0: source address: IPv4 in the first 4 bytes, or IPv6 */
+	__u8 daddr[16];	/* @16: destination address */
+	__u16 sport;	/* @32: TCP/UDP/SCTP source port, host byte order (0: none) */
+	__u16 dport;	/* @34: destination port */
+	__u8 proto;	/* @36: IP protocol (IPv4) or next header (IPv6) */
+	__u8 family;	/* @37: 4 or 6; 0 when no IP header was found */
+	__u16 spare;	/* @38: zero */
+};
+
+struct ipft_stack {
+	__u32 n;	/* @0: frames in `ips` */
+	__u32 spare;	/* @4: zero */
+	__u64 ips[IPFT_STACK_DEPTH];	/* @8: return addresses */
+};
+
+struct ipft_snap {
+	__u32 caplen;	/* @0: bytes copied after this header (at most CONFIG.snaplen) */
+	__u32 wirelen;	/* @4: bytes of the packet from where the copy starts, pages included */
+	__u32 l2;	/* @8: 1: from the mac header (Ethernet); 0: from the network header (raw IP); caplen is 0 where neither is set */
+	__u32 spare;	/* @12: zero */
+};
+
+#define IPFT_RECORD_LEN (sizeof(struct ipft_event) +					\
+	(CONFIG.ext ? IPFT_EXT_LEN : 0) +						\
+	(CONFIG.meta ? sizeof(struct ipft_meta) : 0) +					\
+	(CONFIG.tuple ? sizeof(struct ipft_tuple) : 0) +				\
+	(CONFIG.stack ? sizeof(struct ipft_stack) : 0) +				\
+	(CONFIG.snaplen ? sizeof(struct ipft_snap) + CONFIG.snaplen : 0))
+
+/* Wire headers, read from packet bytes (x86_64: little-endian host). */
+#define ipft_ntohs(x) __builtin_bswap16(x)
+#define IPFT_ETH_P_IP   0x0008	/* htons(0x0800) */
+#define IPFT_ETH_P_IPV6 0xdd86	/* htons(0x86dd) */
+
+struct ipft_ip4 {
+	__u8 vihl, tos;
+	__u16 tot_len, id, frag_off;
+	__u8 ttl, protocol;
+	__u16 check;
+	__u8 saddr[4], daddr[4];
+};
+
+struct ipft_ip6 {
+	__u32 vtcfl;
+	__u16 payload_len;
+	__u8 nexthdr, hop_limit;
+	__u8 saddr[16], daddr[16];
+};
+
+static __always_inline void ipft_meta(struct ipft_meta *m, struct sk_buff *skb)
 {
-	struct ipft_event_ext *x = bpf_ringbuf_reserve(&ipft_events, sizeof(*x), 0);
+	struct net_device *dev = BPF_CORE_READ(skb, dev);
+	struct sock *sk;
+
+	m->len = BPF_CORE_READ(skb, len);
+	m->data_len = BPF_CORE_READ(skb, data_len);
+	m->mark = BPF_CORE_READ(skb, mark);
+	m->protocol = BPF_CORE_READ(skb, protocol);
+	m->spare = 0;
+	if (dev) {
+		BPF_CORE_READ_INTO(&m->ifname, dev, name);
+		m->ifindex = BPF_CORE_READ(dev, ifindex);
+		m->netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
+		return;
+	}
+	/* Not on a device yet (a locally sent packet): its socket's namespace. */
+	__builtin_memset(m->ifname, 0, sizeof(m->ifname));
+	m->ifindex = 0;
+	sk = BPF_CORE_READ(skb, sk);
+	m->netns = sk ? BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) : 0;
+}
+
+/*
+ * Addresses and ports from the linear data: the IP header at the network
+ * header, or after the Ethernet header where only the mac header is set
+ * (a driver's receive path). Ports only for TCP, UDP and SCTP, the first
+ * fragment, and an IPv6 header with no extension headers before them.
+ */
+static __always_inline void ipft_tuple(struct ipft_tuple *t, struct sk_buff *skb)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 mac = BPF_CORE_READ(skb, mac_header);
+	__u16 net = BPF_CORE_READ(skb, network_header);
+	__u32 tail = BPF_CORE_READ(skb, tail);
+	__u16 ports[2];
+	__u32 l4;
+	__u8 ver;
+
+	__builtin_memset(t, 0, sizeof(*t));
+	if (!net || net == mac) {
+		__u16 proto;
+
+		if (mac == (__u16)~0U || bpf_probe_read_kernel(&proto, sizeof(proto), head + mac + 12))
+			return;
+		if (proto != IPFT_ETH_P_IP && proto != IPFT_ETH_P_IPV6)
+			return;
+		net = mac + 14;
+	}
+	if (bpf_probe_read_kernel(&ver, sizeof(ver), head + net))
+		return;
+	if (ver >> 4 == 4) {
+		struct ipft_ip4 ip;
+
+		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + net))
+			return;
+		t->family = 4;
+		t->proto = ip.protocol;
+		__builtin_memcpy(t->saddr, ip.saddr, 4);
+		__builtin_memcpy(t->daddr, ip.daddr, 4);
+		if (ip.frag_off & 0xff1f)	/* htons(0x1fff): a later fragment */
+			return;
+		l4 = net + (ip.vihl & 0xf) * 4;
+	} else if (ver >> 4 == 6) {
+		struct ipft_ip6 ip;
+
+		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + net))
+			return;
+		t->family = 6;
+		t->proto = ip.nexthdr;
+		__builtin_memcpy(t->saddr, ip.saddr, 16);
+		__builtin_memcpy(t->daddr, ip.daddr, 16);
+		l4 = net + sizeof(ip);
+	} else {
+		return;
+	}
+	if (t->proto != 6 && t->proto != 17 && t->proto != 132)
+		return;
+	if (l4 + sizeof(ports) > tail || bpf_probe_read_kernel(ports, sizeof(ports), head + l4))
+		return;
+	t->sport = ipft_ntohs(ports[0]);
+	t->dport = ipft_ntohs(ports[1]);
+}
+
+/* --output-pcap: up to CONFIG.snaplen bytes from the header ipft_pcap_pkt() finds. */
+static __always_inline void ipft_snap(struct ipft_snap *s, struct sk_buff *skb)
+{
+	struct ipft_pcap_pkt pk;
+	__u32 n = 0;
+
+	s->l2 = 0;
+	s->wirelen = 0;
+	s->spare = 0;
+	if (ipft_pcap_pkt(skb, &pk)) {
+		/* Through the stack: a 32-bit load leaves one zero-extended
+		 * register for the test and the call (else the verifier sees
+		 * the bound on a copy). */
+		volatile __u32 cap = pk.caplen;
+
+		n = cap;
+		if (n > CONFIG.snaplen)
+			n = CONFIG.snaplen;
+		if (bpf_probe_read_kernel(s + 1, n, (void *)(unsigned long)pk.pkt))
+			n = 0;
+		s->l2 = pk.l2;
+		s->wirelen = pk.wirelen;
+	}
+	s->caplen = n;
+}
+
+/*
+ * An event with sections. An extension's module() decides first, so a
+ * dropped event adds no skb to the live set; the event where the skb is
+ * freed is kept whatever it says, or the journey would not end. Where the
+ * skb is freed its data is gone already: no tuple and no bytes there.
+ */
+static __always_inline int ipft_emit_full(void *ctx, struct sk_buff *skb, __u32 probe,
+					  __u8 flags, __u64 aux)
+{
+	__u8 *x = bpf_ringbuf_reserve(&ipft_events, IPFT_RECORD_LEN, 0);
+	__u8 *p;
 
 	if (!x) {
 		ipft_count(IPFT_LOST_RING);
 		return 0;
 	}
-	__builtin_memset(x->data, 0, sizeof(x->data));
-	if (module(ctx, skb, x->data) && !(flags & IPFT_F_END)) {
-		bpf_ringbuf_discard(x, BPF_RB_NO_WAKEUP);
-		return 0;
+	p = x + sizeof(struct ipft_event);
+	if (CONFIG.ext) {
+		__builtin_memset(p, 0, IPFT_EXT_LEN);
+		if (module(ctx, skb, p) && !(flags & IPFT_F_END)) {
+			bpf_ringbuf_discard(x, BPF_RB_NO_WAKEUP);
+			return 0;
+		}
+		p += IPFT_EXT_LEN;
+	}
+	if (CONFIG.meta) {
+		ipft_meta((struct ipft_meta *)p, skb);
+		p += sizeof(struct ipft_meta);
+	}
+	if (CONFIG.tuple) {
+		if (flags & IPFT_F_END)
+			__builtin_memset(p, 0, sizeof(struct ipft_tuple));
+		else
+			ipft_tuple((struct ipft_tuple *)p, skb);
+		p += sizeof(struct ipft_tuple);
+	}
+	if (CONFIG.stack) {
+		struct ipft_stack *st = (struct ipft_stack *)p;
+		long n = bpf_get_stack(ctx, st->ips, sizeof(st->ips), 0);
+
+		st->n = n > 0 ? n / sizeof(st->ips[0]) : 0;
+		st->spare = 0;
+		p += sizeof(struct ipft_stack);
+	}
+	if (CONFIG.snaplen) {
+		if (flags & IPFT_F_END)
+			__builtin_memset(p, 0, sizeof(struct ipft_snap));
+		else
+			ipft_snap((struct ipft_snap *)p, skb);
 	}
 	if (!(flags & (IPFT_F_END | IPFT_F_RETURN)))
 		ipft_live_add(ipft_skb_addr(skb));
-	ipft_fill(&x->e, skb, probe, flags, aux, IPFT_EXT_LEN);
+	ipft_fill((struct ipft_event *)x, skb, probe, flags, aux, CONFIG.ext ? IPFT_EXT_LEN : 0);
 	bpf_ringbuf_submit(x, ipft_wakeup());
 	return 0;
 }
@@ -465,8 +674,8 @@ static __always_inline int ipft_emit(void *ctx, struct sk_buff *skb, __u32 probe
 	/* An array lookup the verifier inlines: no helper call. */
 	if (stopped && *stopped)
 		return 0;
-	if (CONFIG.ext)
-		return ipft_emit_ext(ctx, skb, probe, flags, aux);
+	if (CONFIG.ext || CONFIG.meta || CONFIG.tuple || CONFIG.stack || CONFIG.snaplen)
+		return ipft_emit_full(ctx, skb, probe, flags, aux);
 	if (!(flags & (IPFT_F_END | IPFT_F_RETURN)))
 		ipft_live_add(ipft_skb_addr(skb));
 

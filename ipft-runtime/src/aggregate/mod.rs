@@ -72,6 +72,9 @@ pub struct Packet {
     /// Extension fields of each event (empty without an extension); filled
     /// just before the packet is printed.
     pub ext: Vec<crate::extension::ExtFields>,
+    /// --output-meta/-tuple/-stack/-pcap sections of each event (empty
+    /// without them); filled just before the packet is printed.
+    pub details: Vec<crate::details::EventDetails>,
     /// --track-skb: (clone, the skb it was copied from) for the clones whose
     /// events are in this packet; empty without clones.
     pub clones: Vec<(u64, u64)>,
@@ -215,6 +218,7 @@ impl Aggregator {
                 events,
                 truncated: true,
                 ext: Vec::new(),
+                details: Vec::new(),
                 clones: self.families.clones(idx),
             });
         } else {
@@ -284,6 +288,7 @@ impl Aggregator {
                 events,
                 truncated: false,
                 ext: Vec::new(),
+                details: Vec::new(),
                 clones,
             });
         }
@@ -307,6 +312,7 @@ impl Aggregator {
                 events: vec![ev],
                 truncated: false,
                 ext: Vec::new(),
+                details: Vec::new(),
                 clones: Vec::new(),
             });
         }
@@ -359,6 +365,7 @@ impl Aggregator {
             events,
             truncated: false,
             ext: Vec::new(),
+            details: Vec::new(),
             clones,
         });
     }

@@ -76,23 +76,30 @@ fn len_spec() -> Box<dyn PayloadDecoder> {
     })
 }
 
-/// The ring-buffer record of `e` with payload `len`.
-fn record(e: &mut Event, len: u32) -> Vec<u8> {
+/// Records carrying an extension's payload, decoded by [`len_spec`].
+fn ext_details() -> Details {
+    let sections = ipft_abi::Sections {
+        ext: true,
+        ..Default::default()
+    };
+    Details::new(sections, Some(len_spec()), None)
+}
+
+/// The tail of `e`'s ring-buffer record: payload `len`.
+fn record(e: &mut Event, len: u32) -> Box<[u8]> {
     e.ext_len = ipft_abi::payload::PAYLOAD_LEN as u8;
-    let mut r = e.to_bytes();
     let mut data = [0u8; ipft_abi::payload::PAYLOAD_LEN];
     data[..4].copy_from_slice(&len.to_ne_bytes());
-    r.extend_from_slice(&data);
-    r
+    data.into()
 }
 
 #[test]
 fn payloads_reach_their_events_and_none_are_kept() {
     let (t, reasons, out) = (table(), HashMap::new(), Shared::default());
     let mut p = Pipeline::new(&cfg(&[]), &t, &[0, 1, 2, 3], &reasons, json(&out));
-    p.decode_with(len_spec());
+    p.with_details(ext_details());
     let mut evs: Vec<Event> = (0..4).map(|i| ev(0xa, i, u64::from(i))).collect();
-    let recs: Vec<(Event, Vec<u8>)> = evs
+    let recs: Vec<(Event, Box<[u8]>)> = evs
         .iter_mut()
         .enumerate()
         .map(|(i, e)| {
@@ -100,10 +107,10 @@ fn payloads_reach_their_events_and_none_are_kept() {
             (*e, r)
         })
         .collect();
-    p.keep_payloads(recs);
+    p.keep_tails(recs);
     p.push(evs);
     // The hidden release printed nothing, and its payload is gone too.
-    assert_eq!(p.emitter.payloads.as_ref().unwrap().waiting(), 0);
+    assert_eq!(p.emitter.details.as_ref().unwrap().waiting(), 0);
     assert_eq!(p.close().unwrap(), 1);
     let exts: Vec<String> = json_lines(&out)
         .iter()
@@ -117,13 +124,10 @@ fn text_appends_extension_fields() {
     let (t, reasons, out) = (table(), HashMap::new(), Shared::default());
     let sink = Box::new(TextSink::new(Box::new(out.clone())));
     let mut p = Pipeline::new(&cfg(&[]), &t, &[0, 3], &reasons, sink);
-    p.decode_with(len_spec());
+    p.with_details(ext_details());
     let (mut a, mut b) = (ev(0xb, 0, 1), ev(0xb, 3, 2));
     let recs = vec![(a, record(&mut a, 98)), (b, record(&mut b, 84))];
-    let recs = recs
-        .into_iter()
-        .map(|(_, r)| (Event::from_bytes(&r).unwrap(), r));
-    p.keep_payloads(recs.collect());
+    p.keep_tails(recs);
     p.push(vec![a, b]);
     p.close().unwrap();
     assert!(

@@ -51,6 +51,24 @@ pub struct IpftArgs {
     /// Tracer: function (entries) or function_graph (entries and returns).
     #[arg(short = 't', long = "tracer", value_enum, default_value_t = TracerArg::Function)]
     pub tracer: TracerArg,
+    /// Show each event's packet metadata: length, device (name and
+    /// ifindex), network namespace, mark and protocol.
+    #[arg(long = "output-meta")]
+    pub output_meta: bool,
+    /// Show each event's addresses, IP protocol and ports (IPv4 and IPv6),
+    /// read from the packet's headers.
+    #[arg(long = "output-tuple")]
+    pub output_tuple: bool,
+    /// Show each event's kernel stack, symbolized.
+    #[arg(long = "output-stack")]
+    pub output_stack: bool,
+    /// Also write FILE (pcapng): one record per packet, its bytes where it
+    /// first had headers, its journey as the packet comment.
+    #[arg(long = "output-pcap", value_name = "FILE")]
+    pub output_pcap: Option<std::path::PathBuf>,
+    /// --output-pcap: bytes kept of each packet, 1 to 4096 [default: 1514].
+    #[arg(long = "snaplen", value_name = "BYTES")]
+    pub snaplen: Option<u32>,
     /// Write the trace to FILE instead of standard output.
     #[arg(long = "output-file", value_name = "FILE")]
     pub output_file: Option<std::path::PathBuf>,

@@ -59,6 +59,8 @@ pub struct RunConfig {
     pub graph: bool,
     /// `--output-file`.
     pub output_file: Option<PathBuf>,
+    /// `--output-meta`, `--output-tuple`, `--output-stack`, `--output-pcap`.
+    pub shown: Shown,
     /// `--duration`.
     pub duration: Option<Duration>,
     /// `--count`.
@@ -79,6 +81,76 @@ pub struct RunConfig {
     pub verbose: bool,
     /// `--timings`.
     pub timings: bool,
+}
+
+/// What each event shows beyond its function, and the pcapng export.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Shown {
+    /// `--output-meta`.
+    pub meta: bool,
+    /// `--output-tuple`.
+    pub tuple: bool,
+    /// `--output-stack`.
+    pub stack: bool,
+    /// `--output-pcap FILE`.
+    pub pcap: Option<PathBuf>,
+    /// `--snaplen` (with --output-pcap).
+    pub snaplen: u32,
+}
+
+impl RunConfig {
+    /// The sections every record carries (`ext`: an extension is linked).
+    pub fn sections(&self, ext: bool) -> ipft_abi::Sections {
+        ipft_abi::Sections {
+            ext,
+            meta: self.shown.meta,
+            tuple: self.shown.tuple,
+            stack: self.shown.stack,
+            snaplen: self.shown.pcap.as_ref().map_or(0, |_| self.shown.snaplen),
+        }
+    }
+}
+
+/// --snaplen's default: a full Ethernet frame at the usual MTU.
+pub const DEFAULT_SNAPLEN: u32 = 1514;
+
+fn shown(a: &IpftArgs) -> Result<Shown, FlagError> {
+    let max = ipft_abi::sections::SNAPLEN_MAX;
+    let snaplen = match (a.snaplen, &a.output_pcap) {
+        (Some(_), None) => return Err(bad("--snaplen needs --output-pcap FILE")),
+        (Some(n), _) if n == 0 || n > max => {
+            return Err(bad(format!("--snaplen {n}: want 1 to {max} bytes")))
+        }
+        (n, _) => n.unwrap_or(DEFAULT_SNAPLEN),
+    };
+    if let Some(f) = &a.output_pcap {
+        if f.is_dir() {
+            return Err(bad(format!(
+                "--output-pcap {}: is a directory",
+                f.display()
+            )));
+        }
+        let dir = f.parent().filter(|d| !d.as_os_str().is_empty());
+        if dir.is_some_and(|d| !d.is_dir()) {
+            return Err(bad(format!(
+                "--output-pcap {}: no such directory",
+                f.display()
+            )));
+        }
+        if a.output_file.as_ref() == Some(f) {
+            return Err(bad(format!(
+                "--output-pcap {}: the same file as --output-file",
+                f.display()
+            )));
+        }
+    }
+    Ok(Shown {
+        meta: a.output_meta,
+        tuple: a.output_tuple,
+        stack: a.output_stack,
+        pcap: a.output_pcap.clone(),
+        snaplen,
+    })
 }
 
 /// Parse a number like strtoul(s, NULL, 0): `0x` hex, leading `0` octal,
@@ -261,6 +333,7 @@ pub fn validate(a: &IpftArgs) -> Result<RunConfig, FlagError> {
         json: a.output == OutputArg::Json,
         graph,
         output_file: a.output_file.clone(),
+        shown: shown(a)?,
         duration,
         count: a.count,
         ready_file: a.ready_file.clone(),

@@ -3,6 +3,7 @@
 //! functions attach by name, and the names of drop reasons.
 
 pub mod features;
+mod ksyms;
 pub mod raw;
 mod symbols;
 
@@ -10,6 +11,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use ipft_abi::{policy, Backend, KernelOffer};
+pub use ksyms::Symbolizer;
 pub use symbols::KernelSymbols;
 
 /// An errno as text ("Operation not permitted (os error 1)").

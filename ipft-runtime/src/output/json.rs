@@ -19,6 +19,14 @@
 //! | `drop_reason` | string | only on events carrying a drop reason: its name, or the decimal value if unknown |
 //! | `clone` | string | only on the event where the skb was cloned or copied (`--track-skb`): the new skb's address, whose events follow in this packet |
 //! | `ext` | object | only with an extension (`-e`): its fields in its order; integers as numbers, hex, enum, flags, ip and string formats as strings |
+//! | `len` | number | `--output-meta`: skb->len, bytes from skb->data |
+//! | `ifname` | string or null | `--output-meta`: skb->dev's name, `null` without a device |
+//! | `ifindex` | number | `--output-meta`: skb->dev's ifindex, 0 without a device |
+//! | `netns` | number | `--output-meta`: inode of the device's network namespace, else the socket's; 0 if neither |
+//! | `mark` | number | `--output-meta`: skb->mark |
+//! | `protocol` | string | `--output-meta`: skb->protocol, `IPv4`, `IPv6`, `ARP`, `802.1Q`, `802.1ad`, `MPLS` or hex (`0x88cc`) |
+//! | `tuple` | object | `--output-tuple`, where an IP header was found: `proto` (`tcp`, `udp`, `icmp`, `icmpv6`, `sctp`... or the number as a string), `saddr`, `daddr` (strings), `sport`, `dport` (numbers, 0 without ports) |
+//! | `stack` | array of strings | `--output-stack`: the kernel stack, innermost first, `name+0xoff` or `name+0xoff [module]` |
 //!
 //! Keys appear in this order. A packet cut at the per-packet event limit
 //! continues later with the same `packet_id`. Readers should ignore keys
@@ -65,6 +73,31 @@ struct Record<'a> {
     clone: Option<Hex>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ext: Option<Ext<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    len: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ifname: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ifindex: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    netns: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mark: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    protocol: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tuple: Option<TupleJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stack: Option<&'a [String]>,
+}
+
+#[derive(Serialize)]
+struct TupleJson {
+    proto: String,
+    saddr: AsStr<std::net::IpAddr>,
+    daddr: AsStr<std::net::IpAddr>,
+    sport: u16,
+    dport: u16,
 }
 
 /// An extension's fields as one object, in the extension's order.
@@ -97,6 +130,8 @@ impl Sink for JsonSink {
     fn packet(&mut self, p: &Packet, names: &Names) -> io::Result<()> {
         self.out.run(|w| {
             for (i, e) in p.events.iter().enumerate() {
+                let d = p.details.get(i);
+                let meta = d.and_then(|d| d.meta.as_ref());
                 let rec = Record {
                     packet_id: p.id,
                     skb: Hex(e.skb),
@@ -109,6 +144,20 @@ impl Sink for JsonSink {
                     drop_reason: e.drop_reason().map(|r| AsStr(names.reason(r))),
                     clone: e.clone_made().map(Hex),
                     ext: p.ext.get(i).filter(|f| !f.is_empty()).map(Ext),
+                    len: meta.map(|m| m.len),
+                    ifname: meta.map(|m| m.ifname.as_deref()),
+                    ifindex: meta.map(|m| m.ifindex),
+                    netns: meta.map(|m| m.netns),
+                    mark: meta.map(|m| m.mark),
+                    protocol: meta.map(|m| m.protocol_name()),
+                    tuple: d.and_then(|d| d.tuple.as_ref()).map(|t| TupleJson {
+                        proto: t.proto_name(),
+                        saddr: AsStr(t.saddr),
+                        daddr: AsStr(t.daddr),
+                        sport: t.sport,
+                        dport: t.dport,
+                    }),
+                    stack: d.filter(|d| !d.stack.is_empty()).map(|d| &d.stack[..]),
                 };
                 serde_json::to_writer(&mut *w, &rec)?;
                 w.write_all(b"\n")?;
@@ -189,6 +238,7 @@ mod tests {
             ],
             truncated: false,
             ext: Vec::new(),
+            details: Vec::new(),
             clones: Vec::new(),
         };
         let buf = Shared::default();
@@ -251,6 +301,7 @@ mod tests {
             ],
             truncated: false,
             ext: Vec::new(),
+            details: Vec::new(),
             clones: vec![(0x200, 0x100)],
         };
         let buf = Shared::default();
@@ -286,6 +337,7 @@ mod tests {
             events: vec![Event::default(); 10_000],
             truncated: false,
             ext: Vec::new(),
+            details: Vec::new(),
             clones: Vec::new(),
         };
         sink.packet(&p, &names).unwrap();

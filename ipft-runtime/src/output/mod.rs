@@ -1,5 +1,6 @@
 //! Printing packets: the [`Sink`] trait and its writers, [`TextSink`]
-//! (`-o aggregate`) and [`JsonSink`] (`-o json`).
+//! (`-o aggregate`) and [`JsonSink`] (`-o json`); beside them, the
+//! pcapng export ([`PcapSink`], `--output-pcap`).
 //!
 //! Writers own a `Box<dyn Write>` (stdout or a file), buffer it, and treat a
 //! closed pipe (`ipft ... | head`) as the end of output rather than an
@@ -7,6 +8,7 @@
 //! [`Sink::is_closed`] tells the caller it may stop tracing.
 
 pub mod json;
+pub mod pcapng;
 pub mod text;
 
 use std::collections::HashMap;
@@ -14,6 +16,7 @@ use std::fmt;
 use std::io::{self, BufWriter, Write};
 
 pub use json::JsonSink;
+pub use pcapng::PcapSink;
 pub use text::TextSink;
 
 use crate::ProbeEntry;

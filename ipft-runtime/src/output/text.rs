@@ -10,6 +10,11 @@
 //! With --track-skb, the event where a clone or copy is made ends in
 //! `clone=0x...`, and the clone's own events in `skb=0x...` (its address).
 //!
+//! `--output-meta` adds `len=98 dev=veth0(4) netns=4026531840
+//! mark=0xdeadbeef proto=IPv4`, `--output-tuple` `tcp 10.0.0.1:40000 >
+//! 10.0.0.2:80` (IPv6 addresses in brackets), and `--output-stack` one line
+//! per frame under the event, indented past the columns.
+//!
 //! Timestamps are raw `bpf_ktime_get_ns` values. With `-t function_graph`
 //! the function column shows nesting: an entry whose return is in the same
 //! packet opens a level (two spaces), its `return <name>` line closes it.
@@ -21,6 +26,7 @@ use std::io::{self, Write};
 
 use super::{Names, Out, Sink};
 use crate::aggregate::Packet;
+use crate::details::EventDetails;
 use crate::output::Losses;
 use ipft_abi::Event;
 
@@ -84,7 +90,14 @@ impl Sink for TextSink {
                     }
                     w.write_all(b" )")?;
                 }
+                let details = p.details.get(i);
+                if let Some(d) = details {
+                    write_details(w, d)?;
+                }
                 w.write_all(b"\n")?;
+                for frame in details.map_or(&[][..], |d| &d.stack[..]) {
+                    writeln!(w, "{:42}{frame}", "")?;
+                }
             }
             if p.truncated {
                 writeln!(w, "... truncated: the packet continues in a later block")?;
@@ -104,6 +117,38 @@ impl Sink for TextSink {
     fn is_closed(&self) -> bool {
         self.out.closed
     }
+}
+
+/// --output-meta and --output-tuple of one event, on its line.
+fn write_details(w: &mut dyn Write, d: &EventDetails) -> io::Result<()> {
+    if let Some(m) = &d.meta {
+        write!(w, " len={}", m.len)?;
+        match &m.ifname {
+            Some(n) => write!(w, " dev={n}({})", m.ifindex)?,
+            None => w.write_all(b" dev=-")?,
+        }
+        write!(
+            w,
+            " netns={} mark={:#x} proto={}",
+            m.netns,
+            m.mark,
+            m.protocol_name()
+        )?;
+    }
+    if let Some(t) = &d.tuple {
+        let end = |a: &std::net::IpAddr, port: u16| match (a, port) {
+            (_, 0) => a.to_string(),
+            (std::net::IpAddr::V6(_), p) => format!("[{a}]:{p}"),
+            (_, p) => format!("{a}:{p}"),
+        };
+        let has_ports = t.sport != 0 || t.dport != 0;
+        let (s, d) = match has_ports {
+            true => (end(&t.saddr, t.sport), end(&t.daddr, t.dport)),
+            false => (t.saddr.to_string(), t.daddr.to_string()),
+        };
+        write!(w, " {} {s} > {d}", t.proto_name())?;
+    }
+    Ok(())
 }
 
 /// Nesting depth of each event. A return closes the innermost open entry of
@@ -158,6 +203,15 @@ mod tests {
     }
 
     fn render(events: Vec<Event>, graph: bool, truncated: bool) -> String {
+        render_with(events, Vec::new(), graph, truncated)
+    }
+
+    fn render_with(
+        events: Vec<Event>,
+        details: Vec<EventDetails>,
+        graph: bool,
+        truncated: bool,
+    ) -> String {
         let probes = [
             probe("ip_rcv", None),
             probe("ip_rcv_core", None),
@@ -179,11 +233,64 @@ mod tests {
             events,
             truncated,
             ext: Vec::new(),
+            details,
             clones: Vec::new(),
         };
         sink.packet(&p, &names).unwrap();
         sink.finish().unwrap();
         buf.text()
+    }
+
+    #[test]
+    fn meta_and_tuple_on_the_line_stack_below() {
+        use crate::details::{MetaView, TupleView};
+        let meta = MetaView {
+            len: 98,
+            ifname: Some("veth0".into()),
+            ifindex: 4,
+            netns: 7,
+            mark: 0xbeef,
+            protocol: 0x86dd,
+        };
+        let tuple = TupleView {
+            proto: 17,
+            saddr: "fd00::1".parse().unwrap(),
+            daddr: "fd00::2".parse().unwrap(),
+            sport: 53,
+            dport: 5353,
+        };
+        let details = vec![
+            EventDetails {
+                meta: Some(meta.clone()),
+                tuple: Some(tuple),
+                stack: vec!["ip_rcv+0x4".into(), "__netif_receive_skb+0x20".into()],
+                snap: None,
+            },
+            EventDetails {
+                meta: Some(MetaView {
+                    ifname: None,
+                    ..meta
+                }),
+                ..EventDetails::default()
+            },
+        ];
+        let text = render_with(
+            vec![ev(0, 100, 0, 0), ev(1, 200, 0, 0)],
+            details,
+            false,
+            false,
+        );
+        let lines: Vec<&str> = text.lines().skip(2).collect();
+        assert!(lines[0].ends_with(
+            "ip_rcv len=98 dev=veth0(4) netns=7 mark=0xbeef proto=IPv6 udp [fd00::1]:53 > [fd00::2]:5353"
+        ), "{text}");
+        assert_eq!(lines[1], format!("{:42}ip_rcv+0x4", ""));
+        assert_eq!(lines[2], format!("{:42}__netif_receive_skb+0x20", ""));
+        assert!(
+            lines[3].ends_with("ip_rcv_core len=98 dev=- netns=7 mark=0xbeef proto=IPv6"),
+            "{text}"
+        );
+        assert_eq!(lines.len(), 4);
     }
 
     #[test]
@@ -256,6 +363,7 @@ Timestamp          CPU  Module          Function
             events: vec![ev(0, 1, 0, 0); 10_000],
             truncated: false,
             ext: Vec::new(),
+            details: Vec::new(),
             clones: Vec::new(),
         };
         sink.packet(&p, &names).unwrap();
