@@ -25,11 +25,13 @@ enum Group {
     PcapMiss,
     Generated,
     Extension,
+    Meta,
+    Capture,
     Ipft2Style,
 }
 
 impl Group {
-    const ALL: [Group; 9] = [
+    const ALL: [Group; 11] = [
         Group::Empty,
         Group::Floor,
         Group::Ipft,
@@ -38,6 +40,8 @@ impl Group {
         Group::PcapMiss,
         Group::Generated,
         Group::Extension,
+        Group::Meta,
+        Group::Capture,
         Group::Ipft2Style,
     ];
 
@@ -51,6 +55,8 @@ impl Group {
             Group::PcapMiss => "ipft 'udp' (non-matching filter)",
             Group::Generated => "generated tracer (specialised)",
             Group::Extension => "ipft -e len (64-byte payload)",
+            Group::Meta => "ipft --output-meta --output-tuple",
+            Group::Capture => "ipft --output-stack --output-pcap",
             Group::Ipft2Style => "ipftrace2-style",
         }
     }
@@ -66,6 +72,8 @@ struct Counts {
     pcap_miss: AtomicU64,
     generated: AtomicU64,
     extension: AtomicU64,
+    meta: AtomicU64,
+    capture: AtomicU64,
     ipft2: AtomicU64,
     ipft2_lost: AtomicU64,
 }
@@ -81,6 +89,8 @@ impl Counts {
             Group::PcapMiss => &self.pcap_miss,
             Group::Generated => &self.generated,
             Group::Extension => &self.extension,
+            Group::Meta => &self.meta,
+            Group::Capture => &self.capture,
             Group::Empty | Group::Ipft2Style => &self.ipft2,
         }
     }
@@ -293,6 +303,16 @@ pub(crate) fn per_hit(seconds: u32, count: u32, rounds: usize) -> Result<String>
     // clean (as in ipft on tp_btf). The filters are ANDed with the mark: the
     // flood is ICMP, so 'icmp' matches and 'udp' never does.
     let tracking = Config { track: 1, ..cfg };
+    let meta = Config {
+        meta: 1,
+        tuple: 1,
+        ..cfg
+    };
+    let capture = Config {
+        stack: 1,
+        snaplen: 1514,
+        ..cfg
+    };
     let sessions: Vec<(Group, Option<&str>, Session)> = vec![
         (
             Group::Ipft,
@@ -320,6 +340,16 @@ pub(crate) fn per_hit(seconds: u32, count: u32, rounds: usize) -> Result<String>
             None,
             sessions::with_extension(cfg, &table)?,
         ),
+        (
+            Group::Meta,
+            Some("ipft_gt0"),
+            sessions::generic(&table, meta, None)?,
+        ),
+        (
+            Group::Capture,
+            Some("ipft_gt0"),
+            sessions::generic(&table, capture, None)?,
+        ),
     ];
     let mut rings = Vec::new();
     for (g, name, s) in &sessions {
@@ -343,7 +373,7 @@ pub(crate) fn per_hit(seconds: u32, count: u32, rounds: usize) -> Result<String>
         Consumers::start(handles, MapHandle::try_from(&perf)?, Arc::clone(&counts))?;
 
     eprintln!(
-        "attached empty, floor, ipft, ipft --track-skb, a generated tracer, ipft with an extension and ipftrace2-style to tp_btf {}; {rounds} round(s) of {count} flood pings, unmarked then -m {MARK}",
+        "attached empty, floor, ipft, ipft --track-skb, filters, a generated tracer, ipft with an extension, with details and ipftrace2-style to tp_btf {}; {rounds} round(s) of {count} flood pings, unmarked then -m {MARK}",
         TRACEPOINTS.join(", ")
     );
     let mut phases: [Vec<Phase>; 2] = [Vec::new(), Vec::new()];
@@ -529,14 +559,23 @@ fn report(
         net(0, Group::PcapMatch),
         net(0, Group::PcapMiss)
     );
-    let (xn, xm) = (net(0, Group::Extension), net(1, Group::Extension));
-    outln!(
-        out,
-        "payload: ipft -e len non-matching {xn:.1} ns, matching {xm:.1} ns \
-         (+{:.1} ns per matching hit over ipft, {:.2}x)",
-        xm - m,
-        xm / m
-    );
+    for (g, what) in [
+        (Group::Extension, "payload: ipft -e len"),
+        (Group::Meta, "details: --output-meta --output-tuple"),
+        (
+            Group::Capture,
+            "details: --output-stack --output-pcap (snaplen 1514)",
+        ),
+    ] {
+        let (xn, xm) = (net(0, g), net(1, g));
+        outln!(
+            out,
+            "{what} non-matching {xn:.1} ns, matching {xm:.1} ns (+{:.1} ns per matching hit \
+             over ipft, {:.2}x)",
+            xm - m,
+            xm / m
+        );
+    }
     outln!(
         out,
         "per-hit: ipft non-matching {n:.1} ns, matching {m:.1} ns, floor {f:.1} ns (M/F = {:.2}); \

@@ -69,6 +69,52 @@ fn generated_tracer_with_filter_selects_icmp_not_udp() {
     assert_eq!(j.len(), 2, "{j:?}\n{err}");
     let (j, err) = journeys_of(&bin, &ns, &["udp"]);
     assert!(j.is_empty(), "icmp and udp: {j:?}\n{err}");
+    // The built-in filter alone selects: no -m needed. The datagrams'
+    // ICMP port unreachable replies (unmarked) are ICMP too.
+    let t = Tracer::start(&bin, &["-o", "json"], "gennomark");
+    ping_and_udp(&ns, 40125);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (code, trace, err) = t.stop(libc::SIGINT);
+    assert_eq!(code, 0, "{err}");
+    let j = journeys(&events(&trace));
+    assert!(
+        j.len() >= 4,
+        "echo requests, replies, unreachables: {j:?}\n{err}"
+    );
+
+    // --output-meta and --output-tuple: the tracer's object carries them too.
+    let args = [
+        "-m",
+        "0xdeadbeef",
+        "-o",
+        "json",
+        "--output-meta",
+        "--output-tuple",
+    ];
+    let t = Tracer::start(&bin, &args, "gendetails");
+    ping_and_udp(&ns, 40125);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (code, trace, err) = t.stop(libc::SIGINT);
+    assert_eq!(code, 0, "{err}");
+    let evs = events(&trace);
+    assert!(
+        evs.iter()
+            .filter(|e| e["function"] == "net_dev_queue")
+            .count()
+            == 2,
+        "{err}"
+    );
+    for e in &evs {
+        assert_eq!(
+            (e["mark"].as_u64(), e["ifname"].as_str()),
+            (Some(u64::from(MARK)), Some("lo")),
+            "{e}"
+        );
+        if e["function"] != "consume_skb" {
+            assert_eq!(e["tuple"]["proto"], "icmp", "{e}");
+            assert_eq!(e["tuple"]["daddr"], "127.0.0.1", "{e}");
+        }
+    }
 
     // A bad expression: libpcap's message, exit 2, before anything is built.
     let o = Command::new(env!("CARGO_BIN_EXE_ipft-gen"))

@@ -96,6 +96,7 @@ fn probe_set_module(name: &syn::Ident, f: &SetFiles) -> proc_macro2::TokenStream
                 probes: PROBES,
                 identity: IDENTITY,
                 profile: PROFILE,
+                filter: FILTER,
                 extension: #ext,
             };
         }

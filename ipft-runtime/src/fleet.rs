@@ -117,6 +117,7 @@ mod tests {
                 release: Some(Cow::Borrowed(release)),
             },
             profile: "ip",
+            filter: None,
             extension: None,
         }
     }

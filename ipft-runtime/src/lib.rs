@@ -50,6 +50,9 @@ pub struct ProbeSetSpec {
     pub identity: KernelIdentity,
     /// Profile it was generated with.
     pub profile: &'static str,
+    /// The pcap-filter expression compiled into its programs
+    /// (`ipft-gen --filter`): it selects packets, so `-m` is optional.
+    pub filter: Option<&'static str>,
     /// The decoder of the extension linked into `object` at generation time
     /// (`ipft-gen --extension`), if any.
     pub extension: Option<fn() -> Box<dyn extension::PayloadDecoder>>,

@@ -67,7 +67,7 @@ fn compiled_backends(spec: &ProbeSetSpec) -> Vec<Backend> {
 }
 
 fn run(sets: &'static [&'static ProbeSetSpec], args: IpftArgs) -> Result<i32, RunError> {
-    let cfg = flags::validate(&args)?;
+    let cfg = flags::validate_for(&args, sets.iter().any(|s| s.filter.is_some()))?;
     if let Some(g) = cfg.gen {
         print!("{}", flags::gen_text(g));
         return Ok(0);

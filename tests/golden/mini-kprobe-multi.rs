@@ -8,6 +8,8 @@ pub const IDENTITY: ::ipft_runtime::KernelIdentity = ::ipft_runtime::KernelIdent
 };
 /// Profile the probe set was selected with.
 pub const PROFILE: &str = "all";
+/// The pcap-filter expression compiled into every program (`--filter`).
+pub const FILTER: Option<&str> = None;
 /// Probe table: the index is the probe id in events.
 pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
     ::ipft_runtime::ProbeEntry {

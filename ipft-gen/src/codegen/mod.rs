@@ -61,6 +61,7 @@ pub struct Generated {
 pub fn generate(plan: &Plan<'_>) -> Result<Generated, c::TemplateError> {
     let table = plan.table();
     let c = c::render_specialised(plan, &table)?;
-    let rust = rust::render(plan.identity, plan.profile, &table);
+    let filter = plan.pcap.map(|f| f.expr.as_str());
+    let rust = rust::render(plan.identity, plan.profile, filter, &table);
     Ok(Generated { c, rust, table })
 }

@@ -107,7 +107,12 @@ fn shape(s: &ProbeShape) -> TokenStream {
 }
 
 /// Render the bindings module.
-pub fn render(identity: &BtfIdentity, profile: &str, table: &[ProbeEntry]) -> String {
+pub fn render(
+    identity: &BtfIdentity,
+    profile: &str,
+    filter: Option<&str>,
+    table: &[ProbeEntry],
+) -> String {
     let rows = table.iter().map(|e| {
         let name = cow(&e.name);
         let module = opt(e.module.as_deref(), cow);
@@ -135,6 +140,7 @@ pub fn render(identity: &BtfIdentity, profile: &str, table: &[ProbeEntry]) -> St
     let source = cow(&identity.source);
     let checksum = cow(&identity.checksum);
     let release = opt(identity.release.as_deref(), cow);
+    let filter = opt(filter, |f| quote! { #f });
     let file: syn::File = syn::parse2(quote! {
         /// Kernel this probe set was generated for.
         pub const IDENTITY: ::ipft_runtime::KernelIdentity = ::ipft_runtime::KernelIdentity {
@@ -145,6 +151,9 @@ pub fn render(identity: &BtfIdentity, profile: &str, table: &[ProbeEntry]) -> St
 
         /// Profile the probe set was selected with.
         pub const PROFILE: &str = #profile;
+
+        /// The pcap-filter expression compiled into every program (`--filter`).
+        pub const FILTER: Option<&str> = #filter;
 
         /// Probe table: the index is the probe id in events.
         pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[#(#rows),*];

@@ -254,6 +254,12 @@ pub enum ExtensionKind {
 /// Check the flags. Pure: touches nothing (it only looks whether named files
 /// exist, and asks a --filter-netns path its namespace type).
 pub fn validate(a: &IpftArgs) -> Result<RunConfig, FlagError> {
+    validate_for(a, false)
+}
+
+/// [`validate`] for a tracer whose programs hold a pcap-filter expression
+/// of their own (`built_in_filter`): it selects packets, so `-m` may go.
+pub fn validate_for(a: &IpftArgs, built_in_filter: bool) -> Result<RunConfig, FlagError> {
     let graph = a.tracer == TracerArg::FunctionGraph;
     let asked = match a.backend {
         BackendArg::Auto => Asked::Auto,
@@ -276,7 +282,7 @@ pub fn validate(a: &IpftArgs) -> Result<RunConfig, FlagError> {
     let (mark, mask) = match &a.mark {
         None if a.list || a.gen.is_some() => (0, mask),
         // The expression alone selects: a mask of 0 lets every mark pass.
-        None if pcap.is_some() => (0, 0),
+        None if pcap.is_some() || built_in_filter => (0, 0),
         None => {
             return Err(bad(
                 "-m/--mark is required, or a pcap-filter expression (which packets to trace)",
