@@ -3,6 +3,10 @@
 //! lists, and compile-time asserts pin every offset and the absence of
 //! padding, so the two sides cannot drift.
 
+/// Bytes of the `ipft_events` ring buffer unless `--ring-buffer-size` says
+/// otherwise (the template's map is rendered with it).
+pub const DEFAULT_RING_BYTES: u32 = 1 << 24;
+
 /// One field of a shared struct.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Field {
@@ -152,7 +156,8 @@ layout! {
         mark: u32,
         /// applied to skb->mark before comparing
         mask: u32,
-        /// wake the reader once this many bytes are queued
+        /// wake the reader once this many bytes are queued (0: never,
+        /// the reader drains on its timer)
         wakeup_bytes: u64,
         /// generic tp_btf copies: which probe this copy is
         probe: u32,
@@ -195,8 +200,9 @@ layout! {
         /// --output-pcap: each event carries a `struct ipft_snap` and up to
         /// this many bytes of the packet (0: none)
         snaplen: u32,
-        /// zero (keeps the struct free of padding)
-        spare: u32,
+        /// the lab's overhead floor (`--bench-empty`): every program
+        /// returns at once, so only entering the probe is measured
+        empty: u32,
     }
 }
 

@@ -141,7 +141,8 @@ impl Consumers {
                     }
                 };
                 while !stop.load(Ordering::Relaxed) {
-                    rb.poll(Duration::from_millis(100))?;
+                    rb.poll(Duration::from_millis(50))?;
+                    rb.consume()?;
                 }
                 rb.consume()?;
                 Ok(())
@@ -294,7 +295,8 @@ pub(crate) fn per_hit(seconds: u32, count: u32, rounds: usize) -> Result<String>
     let cfg = Config {
         mark: MARK,
         mask: u32::MAX,
-        wakeup_bytes: 1 << 16,
+        // As ipft sets it for its default ring.
+        wakeup_bytes: ipft_runtime::tracer::wakeup_bytes(None, false),
         ..Config::default()
     };
     // ipft's per-tracepoint copies live inside each Session: they are the

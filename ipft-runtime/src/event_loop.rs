@@ -152,6 +152,9 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// How often the reader drains the ring buffer when nothing wakes it.
+pub const DRAIN_EVERY: Duration = Duration::from_millis(50);
+
 /// Trace until a signal, --duration, --count, a closed reader or an output
 /// error; then drain, detach, flush and report.
 pub fn run(
@@ -236,7 +239,10 @@ pub fn run(
             if done {
                 break;
             }
-            let _ = rb.poll(Duration::from_millis(100));
+            // Woken early only where the BPF side asks (Config::wakeup_bytes):
+            // drain on the timer as well.
+            let _ = rb.poll(DRAIN_EVERY);
+            let _ = rb.consume();
             pipe.keep_tails(std::mem::take(&mut *pending_tails.borrow_mut()));
             pipe.push(std::mem::take(&mut *pending.borrow_mut()));
             pipe.idle(monotonic_ns());

@@ -30,13 +30,13 @@ pub fn load_options(cfg: &RunConfig) -> LoadOptions {
     let config = Config {
         mark: cfg.mark,
         mask: cfg.mask,
-        // Wake the reader at a quarter of a small buffer, else every 64 KiB.
-        wakeup_bytes: ring.map_or(1 << 16, |r| u64::from(r / 4).min(1 << 16)),
+        wakeup_bytes: wakeup_bytes(ring, cfg.sections(false).any()),
         graph: u32::from(cfg.graph),
         track: u32::from(cfg.track),
         netns: cfg.packets.netns,
         pid: cfg.packets.pid,
         pcap: u32::from(cfg.pcap.is_some()),
+        empty: u32::from(cfg.bench_empty),
         // probe: set per copy; the cookie flags: by the loader; ext: where
         // an extension is linked.
         ..cfg.sections(false).apply(Config::default())
@@ -50,6 +50,20 @@ pub fn load_options(cfg: &RunConfig) -> LoadOptions {
         ring_buffer_bytes: ring,
         btf: cfg.btf.clone(),
         pcap: cfg.pcap.as_ref().map(|f| f.ebpf.clone()),
+    }
+}
+
+/// When the BPF side wakes the reader (`Config::wakeup_bytes`). The reader
+/// drains every [`event_loop::DRAIN_EVERY`] anyway: a ring of at least
+/// 4 MiB holding 32-byte events is never woken (at 50 ms that is 2.6
+/// million events a second before it fills); a smaller ring, or records
+/// with sections (up to 2 KiB), wakes it at a quarter of the ring, at most
+/// every 64 KiB.
+pub fn wakeup_bytes(ring: Option<u32>, sections: bool) -> u64 {
+    let bytes = u64::from(ring.unwrap_or(ipft_abi::layout::DEFAULT_RING_BYTES));
+    match !sections && bytes >= 4 << 20 {
+        true => 0,
+        false => (bytes / 4).min(1 << 16),
     }
 }
 
@@ -396,6 +410,16 @@ pub fn raise_nofile() {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_reader_is_woken_only_where_its_timer_could_fall_behind() {
+        use super::wakeup_bytes;
+        assert_eq!(wakeup_bytes(None, false), 0);
+        assert_eq!(wakeup_bytes(Some(4 << 20), false), 0);
+        assert_eq!(wakeup_bytes(None, true), 1 << 16);
+        assert_eq!(wakeup_bytes(Some(1 << 20), false), 1 << 16);
+        assert_eq!(wakeup_bytes(Some(16384), false), 4096);
+    }
+
     use super::*;
 
     fn probed() -> Probed {

@@ -37,7 +37,7 @@ struct ipft_event {
 struct ipft_config {
 	__u32 mark;	/* @0: skb->mark & mask must equal this */
 	__u32 mask;	/* @4: applied to skb->mark before comparing */
-	__u64 wakeup_bytes;	/* @8: wake the reader once this many bytes are queued */
+	__u64 wakeup_bytes;	/* @8: wake the reader once this many bytes are queued (0: never, the reader drains on its timer) */
 	__u32 probe;	/* @16: generic tp_btf copies: which probe this copy is */
 	__u32 graph;	/* @20: -t function_graph: kprobes keep the skb for kretprobes */
 	__u32 kprobe_cookies;	/* @24: kprobe links carry cookies (Linux 5.15); without, the probe is found from the address the kprobe fired at */
@@ -55,7 +55,7 @@ struct ipft_config {
 	__u32 tuple;	/* @88: --output-tuple: each event carries a `struct ipft_tuple` */
 	__u32 stack;	/* @92: --output-stack: each event carries a `struct ipft_stack` */
 	__u32 snaplen;	/* @96: --output-pcap: each event carries a `struct ipft_snap` and up to this many bytes of the packet (0: none) */
-	__u32 spare;	/* @100: zero (keeps the struct free of padding) */
+	__u32 empty;	/* @100: the lab's overhead floor (`--bench-empty`): every program returns at once, so only entering the probe is measured */
 };
 
 const volatile struct ipft_config CONFIG = {
@@ -66,7 +66,7 @@ const volatile struct ipft_config CONFIG = {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 24);
+	__uint(max_entries, 16777216);
 } ipft_events SEC(".maps");
 
 /*
@@ -235,6 +235,15 @@ static __always_inline void ipft_stash_push(struct ipft_stash_key *key, __u64 sk
 	}
 }
 
+/*
+ * A kernel object's field. Typed programs (tp_btf, fentry, fexit) hold BTF
+ * pointers the verifier lets them load from directly, a plain load; kprobes
+ * hold numbers and read through bpf_probe_read_kernel (BPF_CORE_READ), a
+ * helper call per field. `typed` is a literal at every call site, so the
+ * other branch is compiled out.
+ */
+#define IPFT_LOAD(typed, direct, ...) ((typed) ? (direct) : BPF_CORE_READ(__VA_ARGS__))
+
 static __always_inline bool ipft_match(__u32 mark)
 {
 	return (mark & CONFIG.mask) == CONFIG.mark;
@@ -247,7 +256,7 @@ static __always_inline bool ipft_match(__u32 mark)
  * ifname are skb->dev's, so an skb with no device yet (the first steps of
  * a locally sent packet) fails them.
  */
-static __always_inline bool ipft_filters(struct sk_buff *skb)
+static __always_inline bool ipft_filters(struct sk_buff *skb, bool typed)
 {
 	struct net_device *dev;
 
@@ -255,10 +264,11 @@ static __always_inline bool ipft_filters(struct sk_buff *skb)
 		return false;
 	if (!CONFIG.netns && !CONFIG.ifname_lo)
 		return true;
-	dev = BPF_CORE_READ(skb, dev);
+	dev = IPFT_LOAD(typed, skb->dev, skb, dev);
 	if (!dev)
 		return false;
-	if (CONFIG.netns && BPF_CORE_READ(dev, nd_net.net, ns.inum) != CONFIG.netns)
+	if (CONFIG.netns &&
+	    IPFT_LOAD(typed, dev->nd_net.net->ns.inum, dev, nd_net.net, ns.inum) != CONFIG.netns)
 		return false;
 	if (CONFIG.ifname_lo) {
 		__u64 name[2] = {};
@@ -286,14 +296,14 @@ struct ipft_pcap_pkt {
 	__u32 l2;
 };
 
-static __always_inline bool ipft_pcap_pkt(struct sk_buff *skb, struct ipft_pcap_pkt *p)
+static __always_inline bool ipft_pcap_pkt(struct sk_buff *skb, struct ipft_pcap_pkt *p, bool typed)
 {
-	__u64 head = (__u64)(unsigned long)BPF_CORE_READ(skb, head);
-	__u64 data = (__u64)(unsigned long)BPF_CORE_READ(skb, data);
-	__u32 len = BPF_CORE_READ(skb, len);
-	__u32 data_len = BPF_CORE_READ(skb, data_len);
-	__u16 mac = BPF_CORE_READ(skb, mac_header);
-	__u16 net = BPF_CORE_READ(skb, network_header);
+	__u64 head = (__u64)(unsigned long)IPFT_LOAD(typed, skb->head, skb, head);
+	__u64 data = (__u64)(unsigned long)IPFT_LOAD(typed, skb->data, skb, data);
+	__u32 len = IPFT_LOAD(typed, skb->len, skb, len);
+	__u32 data_len = IPFT_LOAD(typed, skb->data_len, skb, data_len);
+	__u16 mac = IPFT_LOAD(typed, skb->mac_header, skb, mac_header);
+	__u16 net = IPFT_LOAD(typed, skb->network_header, skb, network_header);
 	__u64 start = data - head, hdr;
 
 	/* mac_header ~0 is unset, network_header 0 never set; equal, there is
@@ -324,21 +334,21 @@ __attribute__((weak)) __noinline __hidden int ipft_pcap_run(__u64 pkt, __u32 cap
 	return 1;
 }
 
-static __always_inline bool ipft_pcap(struct sk_buff *skb)
+static __always_inline bool ipft_pcap(struct sk_buff *skb, bool typed)
 {
 	struct ipft_pcap_pkt p;
 
 	if (!CONFIG.pcap)
 		return true;
-	if (!ipft_pcap_pkt(skb, &p))
+	if (!ipft_pcap_pkt(skb, &p, typed))
 		return false;
 	return !CONFIG.pcap || ipft_pcap_run(p.pkt, p.caplen, p.wirelen, p.l2);
 }
 
 /* The hit selects `skb` (whose mark is `mark`): the mark, the filters and the pcap-filter expression. */
-static __always_inline bool ipft_selected(struct sk_buff *skb, __u32 mark)
+static __always_inline bool ipft_selected(struct sk_buff *skb, __u32 mark, bool typed)
 {
-	return ipft_match(mark) && ipft_filters(skb) && ipft_pcap(skb);
+	return ipft_match(mark) && ipft_filters(skb, typed) && ipft_pcap(skb, typed);
 }
 
 /*
@@ -346,9 +356,9 @@ static __always_inline bool ipft_selected(struct sk_buff *skb, __u32 mark)
  * skb already had an event (its mark, netns or headers may have changed
  * since). Without --track-skb the verifier drops the lookup.
  */
-static __always_inline bool ipft_wanted(struct sk_buff *skb, __u32 mark)
+static __always_inline bool ipft_wanted(struct sk_buff *skb, __u32 mark, bool typed)
 {
-	if (ipft_selected(skb, mark))
+	if (ipft_selected(skb, mark, typed))
 		return true;
 	return CONFIG.track && ipft_live_has(ipft_skb_addr(skb));
 }
@@ -417,12 +427,16 @@ static __always_inline void ipft_fill(struct ipft_event *e, struct sk_buff *skb,
 }
 
 /*
- * The reader polls on a short timer, so only wake it when a batch is
- * waiting: one wake-up per event would cost more than everything else here
- * together.
+ * The reader drains the ring on a short timer, so it need not be woken:
+ * with CONFIG.wakeup_bytes 0 (a large ring of small events) it never is.
+ * Otherwise wake it once a batch is waiting; asking how much is queued
+ * reads the consumer position, a cache line the reader's CPU writes, and
+ * one wake-up per event would cost more than everything else here.
  */
 static __always_inline __u64 ipft_wakeup(void)
 {
+	if (!CONFIG.wakeup_bytes)
+		return BPF_RB_NO_WAKEUP;
 	return bpf_ringbuf_query(&ipft_events, BPF_RB_AVAIL_DATA) >= CONFIG.wakeup_bytes ?
 	       BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
@@ -496,27 +510,28 @@ struct ipft_ip6 {
 	__u8 saddr[16], daddr[16];
 };
 
-static __always_inline void ipft_meta(struct ipft_meta *m, struct sk_buff *skb)
+static __always_inline void ipft_meta(struct ipft_meta *m, struct sk_buff *skb, bool typed)
 {
-	struct net_device *dev = BPF_CORE_READ(skb, dev);
+	struct net_device *dev = IPFT_LOAD(typed, skb->dev, skb, dev);
 	struct sock *sk;
 
-	m->len = BPF_CORE_READ(skb, len);
-	m->data_len = BPF_CORE_READ(skb, data_len);
-	m->mark = BPF_CORE_READ(skb, mark);
-	m->protocol = BPF_CORE_READ(skb, protocol);
+	m->len = IPFT_LOAD(typed, skb->len, skb, len);
+	m->data_len = IPFT_LOAD(typed, skb->data_len, skb, data_len);
+	m->mark = IPFT_LOAD(typed, skb->mark, skb, mark);
+	m->protocol = IPFT_LOAD(typed, skb->protocol, skb, protocol);
 	m->spare = 0;
 	if (dev) {
 		BPF_CORE_READ_INTO(&m->ifname, dev, name);
-		m->ifindex = BPF_CORE_READ(dev, ifindex);
-		m->netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
+		m->ifindex = IPFT_LOAD(typed, dev->ifindex, dev, ifindex);
+		m->netns = IPFT_LOAD(typed, dev->nd_net.net->ns.inum, dev, nd_net.net, ns.inum);
 		return;
 	}
 	/* Not on a device yet (a locally sent packet): its socket's namespace. */
 	__builtin_memset(m->ifname, 0, sizeof(m->ifname));
 	m->ifindex = 0;
-	sk = BPF_CORE_READ(skb, sk);
-	m->netns = sk ? BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) : 0;
+	sk = IPFT_LOAD(typed, skb->sk, skb, sk);
+	m->netns = !sk ? 0 :
+		   IPFT_LOAD(typed, sk->__sk_common.skc_net.net->ns.inum, sk, __sk_common.skc_net.net, ns.inum);
 }
 
 /*
@@ -525,12 +540,12 @@ static __always_inline void ipft_meta(struct ipft_meta *m, struct sk_buff *skb)
  * (a driver's receive path). Ports only for TCP, UDP and SCTP, the first
  * fragment, and an IPv6 header with no extension headers before them.
  */
-static __always_inline void ipft_tuple(struct ipft_tuple *t, struct sk_buff *skb)
+static __always_inline void ipft_tuple(struct ipft_tuple *t, struct sk_buff *skb, bool typed)
 {
-	unsigned char *head = BPF_CORE_READ(skb, head);
-	__u16 mac = BPF_CORE_READ(skb, mac_header);
-	__u16 net = BPF_CORE_READ(skb, network_header);
-	__u32 tail = BPF_CORE_READ(skb, tail);
+	unsigned char *head = IPFT_LOAD(typed, skb->head, skb, head);
+	__u16 mac = IPFT_LOAD(typed, skb->mac_header, skb, mac_header);
+	__u16 net = IPFT_LOAD(typed, skb->network_header, skb, network_header);
+	__u32 tail = IPFT_LOAD(typed, skb->tail, skb, tail);
 	__u16 ports[2];
 	__u32 l4;
 	__u8 ver;
@@ -581,7 +596,7 @@ static __always_inline void ipft_tuple(struct ipft_tuple *t, struct sk_buff *skb
 }
 
 /* --output-pcap: up to CONFIG.snaplen bytes from the header ipft_pcap_pkt() finds. */
-static __always_inline void ipft_snap(struct ipft_snap *s, struct sk_buff *skb)
+static __always_inline void ipft_snap(struct ipft_snap *s, struct sk_buff *skb, bool typed)
 {
 	struct ipft_pcap_pkt pk;
 	__u32 n = 0;
@@ -589,7 +604,7 @@ static __always_inline void ipft_snap(struct ipft_snap *s, struct sk_buff *skb)
 	s->l2 = 0;
 	s->wirelen = 0;
 	s->spare = 0;
-	if (ipft_pcap_pkt(skb, &pk)) {
+	if (ipft_pcap_pkt(skb, &pk, typed)) {
 		/* Through the stack: a 32-bit load leaves one zero-extended
 		 * register for the test and the call (else the verifier sees
 		 * the bound on a copy). */
@@ -613,7 +628,7 @@ static __always_inline void ipft_snap(struct ipft_snap *s, struct sk_buff *skb)
  * skb is freed its data is gone already: no tuple and no bytes there.
  */
 static __always_inline int ipft_emit_full(void *ctx, struct sk_buff *skb, __u32 probe,
-					  __u8 flags, __u64 aux)
+					  __u8 flags, __u64 aux, bool typed)
 {
 	__u8 *x = bpf_ringbuf_reserve(&ipft_events, IPFT_RECORD_LEN, 0);
 	__u8 *p;
@@ -632,14 +647,14 @@ static __always_inline int ipft_emit_full(void *ctx, struct sk_buff *skb, __u32 
 		p += IPFT_EXT_LEN;
 	}
 	if (CONFIG.meta) {
-		ipft_meta((struct ipft_meta *)p, skb);
+		ipft_meta((struct ipft_meta *)p, skb, typed);
 		p += sizeof(struct ipft_meta);
 	}
 	if (CONFIG.tuple) {
 		if (flags & IPFT_F_END)
 			__builtin_memset(p, 0, sizeof(struct ipft_tuple));
 		else
-			ipft_tuple((struct ipft_tuple *)p, skb);
+			ipft_tuple((struct ipft_tuple *)p, skb, typed);
 		p += sizeof(struct ipft_tuple);
 	}
 	if (CONFIG.stack) {
@@ -654,7 +669,7 @@ static __always_inline int ipft_emit_full(void *ctx, struct sk_buff *skb, __u32 
 		if (flags & IPFT_F_END)
 			__builtin_memset(p, 0, sizeof(struct ipft_snap));
 		else
-			ipft_snap((struct ipft_snap *)p, skb);
+			ipft_snap((struct ipft_snap *)p, skb, typed);
 	}
 	if (!(flags & (IPFT_F_END | IPFT_F_RETURN)))
 		ipft_live_add(ipft_skb_addr(skb));
@@ -663,9 +678,9 @@ static __always_inline int ipft_emit_full(void *ctx, struct sk_buff *skb, __u32 
 	return 0;
 }
 
-/* One event per matching hit. */
+/* One event per matching hit; `typed`: see IPFT_LOAD. */
 static __always_inline int ipft_emit(void *ctx, struct sk_buff *skb, __u32 probe,
-				     __u8 flags, __u64 aux)
+				     __u8 flags, __u64 aux, bool typed)
 {
 	struct ipft_event *e;
 	__u32 zero = 0;
@@ -675,7 +690,7 @@ static __always_inline int ipft_emit(void *ctx, struct sk_buff *skb, __u32 probe
 	if (stopped && *stopped)
 		return 0;
 	if (CONFIG.ext || CONFIG.meta || CONFIG.tuple || CONFIG.stack || CONFIG.snaplen)
-		return ipft_emit_full(ctx, skb, probe, flags, aux);
+		return ipft_emit_full(ctx, skb, probe, flags, aux, typed);
 	if (!(flags & (IPFT_F_END | IPFT_F_RETURN)))
 		ipft_live_add(ipft_skb_addr(skb));
 
@@ -690,437 +705,563 @@ static __always_inline int ipft_emit(void *ctx, struct sk_buff *skb, __u32 probe
 }
 
 /*
+ * The rest of a typed program's hit, once its mark matched (or --track-skb
+ * may want the skb anyway). Not inlined: the program itself keeps only the
+ * mark test, with no stack and few registers to save, so a miss (nearly
+ * every hit) costs a handful of instructions.
+ */
+static __noinline int ipft_typed_hit(void *ctx, struct sk_buff *skb, __u32 probe, __u8 flags,
+				     __u64 aux)
+{
+	if (!ipft_wanted(skb, skb->mark, true))
+		return 0;
+	return ipft_emit(ctx, skb, probe, flags, aux, true);
+}
+
+/*
  * --track-skb: a tracked skb was cloned or copied into `copy` (0: the copy
  * failed). The copy is tracked too, and an event on the original names it,
  * so user space joins the two journeys into one packet.
  */
-static __always_inline int ipft_clone(void *ctx, struct sk_buff *skb, __u64 copy, __u32 probe)
+static __always_inline int ipft_clone(void *ctx, struct sk_buff *skb, __u64 copy, __u32 probe,
+				      bool typed)
 {
 	if (!CONFIG.track || !copy || !ipft_live_has(ipft_skb_addr(skb)))
 		return 0;
 	ipft_live_add(copy);
-	return ipft_emit(ctx, skb, probe, IPFT_F_CLONE, copy);
+	return ipft_emit(ctx, skb, probe, IPFT_F_CLONE, copy, typed);
 }
 
 /* fentry const_skb: skb in argument 0 */
 SEC("fentry/const_skb")
 int ipft_f0(__u64 *ctx)
 {
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
-	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct sk_buff *skb;
 
+	if (CONFIG.empty)
+		return 0;
+	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_wanted(skb, skb->mark))
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_emit(ctx, skb, 0, 0, 0);
+	return ipft_typed_hit(ctx, skb, 0, 0, 0);
 }
 
 /* fexit const_skb: skb in argument 0 */
 SEC("fexit/const_skb")
 int ipft_x0(__u64 *ctx)
 {
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
-	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct sk_buff *skb;
 
+	if (CONFIG.empty)
+		return 0;
+	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_wanted(skb, skb->mark))
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_emit(ctx, skb, 0, IPFT_F_RETURN, 0);
+	return ipft_typed_hit(ctx, skb, 0, IPFT_F_RETURN, 0);
 }
 
 /* fentry consume_skb: skb in argument 0 */
 SEC("fentry/consume_skb")
 int ipft_f1(__u64 *ctx)
 {
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
-	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct sk_buff *skb;
 
+	if (CONFIG.empty)
+		return 0;
+	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_wanted(skb, skb->mark))
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_emit(ctx, skb, 1, 0, 0);
+	return ipft_typed_hit(ctx, skb, 1, 0, 0);
 }
 
 /* fexit consume_skb: skb in argument 0 */
 SEC("fexit/consume_skb")
 int ipft_x1(__u64 *ctx)
 {
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
-	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct sk_buff *skb;
 
+	if (CONFIG.empty)
+		return 0;
+	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_wanted(skb, skb->mark))
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_emit(ctx, skb, 1, IPFT_F_RETURN, 0);
+	return ipft_typed_hit(ctx, skb, 1, IPFT_F_RETURN, 0);
 }
 
 /* fentry entry: skb in argument 0 */
 SEC("fentry/entry")
 int ipft_f2(__u64 *ctx)
 {
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
-	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct sk_buff *skb;
 
+	if (CONFIG.empty)
+		return 0;
+	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_wanted(skb, skb->mark))
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_emit(ctx, skb, 2, 0, 0);
+	return ipft_typed_hit(ctx, skb, 2, 0, 0);
 }
 
 /* fexit entry: skb in argument 0 */
 SEC("fexit/entry")
 int ipft_x2(__u64 *ctx)
 {
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
-	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct sk_buff *skb;
 
+	if (CONFIG.empty)
+		return 0;
+	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_wanted(skb, skb->mark))
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_emit(ctx, skb, 2, IPFT_F_RETURN, 0);
+	return ipft_typed_hit(ctx, skb, 2, IPFT_F_RETURN, 0);
 }
 
 /* fentry entry2: skb in argument 0 */
 SEC("fentry/entry2")
 int ipft_f3(__u64 *ctx)
 {
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
-	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct sk_buff *skb;
 
+	if (CONFIG.empty)
+		return 0;
+	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_wanted(skb, skb->mark))
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_emit(ctx, skb, 3, 0, 0);
+	return ipft_typed_hit(ctx, skb, 3, 0, 0);
 }
 
 /* fexit entry2: skb in argument 0 */
 SEC("fexit/entry2")
 int ipft_x3(__u64 *ctx)
 {
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
-	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct sk_buff *skb;
 
+	if (CONFIG.empty)
+		return 0;
+	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_wanted(skb, skb->mark))
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_emit(ctx, skb, 3, IPFT_F_RETURN, 0);
+	return ipft_typed_hit(ctx, skb, 3, IPFT_F_RETURN, 0);
 }
 
 /* fentry fn_with_a_very_long_name_that_goes_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_200: skb in argument 0 */
 SEC("fentry/fn_with_a_very_long_name_that_goes_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_200")
 int ipft_f4(__u64 *ctx)
 {
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
-	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct sk_buff *skb;
 
+	if (CONFIG.empty)
+		return 0;
+	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_wanted(skb, skb->mark))
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_emit(ctx, skb, 4, 0, 0);
+	return ipft_typed_hit(ctx, skb, 4, 0, 0);
 }
 
 /* fexit fn_with_a_very_long_name_that_goes_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_200: skb in argument 0 */
 SEC("fexit/fn_with_a_very_long_name_that_goes_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_and_on_200")
 int ipft_x4(__u64 *ctx)
 {
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
-	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct sk_buff *skb;
 
+	if (CONFIG.empty)
+		return 0;
+	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_wanted(skb, skb->mark))
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_emit(ctx, skb, 4, IPFT_F_RETURN, 0);
+	return ipft_typed_hit(ctx, skb, 4, IPFT_F_RETURN, 0);
 }
 
 /* fentry ip_finish_output: skb in argument 2 */
 SEC("fentry/ip_finish_output")
 int ipft_f5(__u64 *ctx)
 {
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
-	struct sk_buff *skb = (struct sk_buff *)ctx[2];
+	struct sk_buff *skb;
 
+	if (CONFIG.empty)
+		return 0;
+	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	skb = (struct sk_buff *)ctx[2];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_wanted(skb, skb->mark))
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_emit(ctx, skb, 5, 0, 0);
+	return ipft_typed_hit(ctx, skb, 5, 0, 0);
 }
 
 /* fexit ip_finish_output: skb in argument 2 */
 SEC("fexit/ip_finish_output")
 int ipft_x5(__u64 *ctx)
 {
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
-	struct sk_buff *skb = (struct sk_buff *)ctx[2];
+	struct sk_buff *skb;
 
+	if (CONFIG.empty)
+		return 0;
+	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	skb = (struct sk_buff *)ctx[2];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_wanted(skb, skb->mark))
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_emit(ctx, skb, 5, IPFT_F_RETURN, 0);
+	return ipft_typed_hit(ctx, skb, 5, IPFT_F_RETURN, 0);
 }
 
 /* fentry ip_rcv: skb in argument 0 */
 SEC("fentry/ip_rcv")
 int ipft_f6(__u64 *ctx)
 {
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
-	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct sk_buff *skb;
 
+	if (CONFIG.empty)
+		return 0;
+	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_wanted(skb, skb->mark))
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_emit(ctx, skb, 6, 0, 0);
+	return ipft_typed_hit(ctx, skb, 6, 0, 0);
 }
 
 /* fexit ip_rcv: skb in argument 0 */
 SEC("fexit/ip_rcv")
 int ipft_x6(__u64 *ctx)
 {
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
-	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct sk_buff *skb;
 
+	if (CONFIG.empty)
+		return 0;
+	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_wanted(skb, skb->mark))
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_emit(ctx, skb, 6, IPFT_F_RETURN, 0);
+	return ipft_typed_hit(ctx, skb, 6, IPFT_F_RETURN, 0);
 }
 
 /* fentry kfree_skb_reason: skb in argument 0, drop reason in argument 1 */
 SEC("fentry/kfree_skb_reason")
 int ipft_f7(__u64 *ctx)
 {
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
-	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct sk_buff *skb;
 
+	if (CONFIG.empty)
+		return 0;
+	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_wanted(skb, skb->mark))
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_emit(ctx, skb, 7, IPFT_F_REASON, ctx[1]);
+	return ipft_typed_hit(ctx, skb, 7, IPFT_F_REASON, ctx[1]);
 }
 
 /* fexit kfree_skb_reason: skb in argument 0, drop reason in argument 1 */
 SEC("fexit/kfree_skb_reason")
 int ipft_x7(__u64 *ctx)
 {
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
-	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct sk_buff *skb;
 
+	if (CONFIG.empty)
+		return 0;
+	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_wanted(skb, skb->mark))
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_emit(ctx, skb, 7, IPFT_F_RETURN | IPFT_F_REASON, ctx[1]);
+	return ipft_typed_hit(ctx, skb, 7, IPFT_F_RETURN | IPFT_F_REASON, ctx[1]);
 }
 
 /* fentry match: skb in argument 0 */
 SEC("fentry/match")
 int ipft_f8(__u64 *ctx)
 {
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
-	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct sk_buff *skb;
 
+	if (CONFIG.empty)
+		return 0;
+	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_wanted(skb, skb->mark))
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_emit(ctx, skb, 8, 0, 0);
+	return ipft_typed_hit(ctx, skb, 8, 0, 0);
 }
 
 /* fexit match: skb in argument 0 */
 SEC("fexit/match")
 int ipft_x8(__u64 *ctx)
 {
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
-	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct sk_buff *skb;
 
+	if (CONFIG.empty)
+		return 0;
+	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_wanted(skb, skb->mark))
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_emit(ctx, skb, 8, IPFT_F_RETURN, 0);
+	return ipft_typed_hit(ctx, skb, 8, IPFT_F_RETURN, 0);
 }
 
 /* fentry self: skb in argument 0 */
 SEC("fentry/self")
 int ipft_f9(__u64 *ctx)
 {
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
-	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct sk_buff *skb;
 
+	if (CONFIG.empty)
+		return 0;
+	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_wanted(skb, skb->mark))
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_emit(ctx, skb, 9, 0, 0);
+	return ipft_typed_hit(ctx, skb, 9, 0, 0);
 }
 
 /* fexit self: skb in argument 0 */
 SEC("fexit/self")
 int ipft_x9(__u64 *ctx)
 {
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
-	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct sk_buff *skb;
 
+	if (CONFIG.empty)
+		return 0;
+	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_wanted(skb, skb->mark))
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_emit(ctx, skb, 9, IPFT_F_RETURN, 0);
+	return ipft_typed_hit(ctx, skb, 9, IPFT_F_RETURN, 0);
 }
 
 /* fentry sixth_skb: skb in argument 5 */
 SEC("fentry/sixth_skb")
 int ipft_f10(__u64 *ctx)
 {
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
-	struct sk_buff *skb = (struct sk_buff *)ctx[5];
+	struct sk_buff *skb;
 
+	if (CONFIG.empty)
+		return 0;
+	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	skb = (struct sk_buff *)ctx[5];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_wanted(skb, skb->mark))
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_emit(ctx, skb, 10, 0, 0);
+	return ipft_typed_hit(ctx, skb, 10, 0, 0);
 }
 
 /* fexit sixth_skb: skb in argument 5 */
 SEC("fexit/sixth_skb")
 int ipft_x10(__u64 *ctx)
 {
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
-	struct sk_buff *skb = (struct sk_buff *)ctx[5];
+	struct sk_buff *skb;
 
+	if (CONFIG.empty)
+		return 0;
+	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	skb = (struct sk_buff *)ctx[5];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_wanted(skb, skb->mark))
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_emit(ctx, skb, 10, IPFT_F_RETURN, 0);
+	return ipft_typed_hit(ctx, skb, 10, IPFT_F_RETURN, 0);
 }
 
 /* fentry two_skbs: skb in argument 0 */
 SEC("fentry/two_skbs")
 int ipft_f11(__u64 *ctx)
 {
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
-	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct sk_buff *skb;
 
+	if (CONFIG.empty)
+		return 0;
+	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_wanted(skb, skb->mark))
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_emit(ctx, skb, 11, 0, 0);
+	return ipft_typed_hit(ctx, skb, 11, 0, 0);
 }
 
 /* fexit two_skbs: skb in argument 0 */
 SEC("fexit/two_skbs")
 int ipft_x11(__u64 *ctx)
 {
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
-	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct sk_buff *skb;
 
+	if (CONFIG.empty)
+		return 0;
+	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_wanted(skb, skb->mark))
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_emit(ctx, skb, 11, IPFT_F_RETURN, 0);
+	return ipft_typed_hit(ctx, skb, 11, IPFT_F_RETURN, 0);
 }
 
 /* fentry typedef_skb: skb in argument 1 */
 SEC("fentry/typedef_skb")
 int ipft_f12(__u64 *ctx)
 {
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
-	struct sk_buff *skb = (struct sk_buff *)ctx[1];
+	struct sk_buff *skb;
 
+	if (CONFIG.empty)
+		return 0;
+	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	skb = (struct sk_buff *)ctx[1];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_wanted(skb, skb->mark))
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_emit(ctx, skb, 12, 0, 0);
+	return ipft_typed_hit(ctx, skb, 12, 0, 0);
 }
 
 /* fexit typedef_skb: skb in argument 1 */
 SEC("fexit/typedef_skb")
 int ipft_x12(__u64 *ctx)
 {
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
-	struct sk_buff *skb = (struct sk_buff *)ctx[1];
+	struct sk_buff *skb;
 
+	if (CONFIG.empty)
+		return 0;
+	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	skb = (struct sk_buff *)ctx[1];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_wanted(skb, skb->mark))
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_emit(ctx, skb, 12, IPFT_F_RETURN, 0);
+	return ipft_typed_hit(ctx, skb, 12, IPFT_F_RETURN, 0);
 }
 
 /* tp_btf kfree_skb: skb in argument 0, drop reason in argument 2 */
 SEC("tp_btf/kfree_skb")
 int ipft_t13(__u64 *ctx)
 {
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
-	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct sk_buff *skb;
 
+	if (CONFIG.empty)
+		return 0;
+	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
 	/* A traced skb ends here, marked or not any more. */
-	if (!ipft_live_del(ipft_skb_addr(skb)) && !ipft_selected(skb, skb->mark))
+	if (!ipft_live_del(ipft_skb_addr(skb)) && !ipft_selected(skb, skb->mark, true))
 		return 0;
-	return ipft_emit(ctx, skb, 13, IPFT_F_END | IPFT_F_REASON, ctx[2]);
+	return ipft_emit(ctx, skb, 13, IPFT_F_END | IPFT_F_REASON, ctx[2], true);
 }
 
 /* tp_btf net_dev_queue: skb in argument 0 */
 SEC("tp_btf/net_dev_queue")
 int ipft_t14(__u64 *ctx)
 {
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
-	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct sk_buff *skb;
 
+	if (CONFIG.empty)
+		return 0;
+	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
 		return 0;
-	if (!ipft_wanted(skb, skb->mark))
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_emit(ctx, skb, 14, 0, 0);
+	return ipft_typed_hit(ctx, skb, 14, 0, 0);
 }
 
 /* fexit skb_clone: --track-skb, the copy it returns */
@@ -1133,5 +1274,5 @@ int ipft_x15(__u64 *ctx)
 
 	if (!skb || !copy)
 		return 0;
-	return ipft_clone(ctx, skb, ipft_skb_addr(copy), 15);
+	return ipft_clone(ctx, skb, ipft_skb_addr(copy), 15, true);
 }

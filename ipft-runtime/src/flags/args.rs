@@ -116,6 +116,10 @@ pub struct IpftArgs {
     /// List every left-out and failed probe, not only the first five per reason.
     #[arg(short = 'v', long = "verbose")]
     pub verbose: bool,
+    /// Benchmarks only: attach programs that return at once (the floor of
+    /// the probe mechanism's cost).
+    #[arg(long = "bench-empty", hide = true)]
+    pub bench_empty: bool,
     /// Print per-stage timings (discover, load, attach, detach) on stderr.
     #[arg(long = "timings")]
     pub timings: bool,

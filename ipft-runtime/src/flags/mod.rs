@@ -81,6 +81,8 @@ pub struct RunConfig {
     pub verbose: bool,
     /// `--timings`.
     pub timings: bool,
+    /// `--bench-empty` (hidden).
+    pub bench_empty: bool,
 }
 
 /// What each event shows beyond its function, and the pcapng export.
@@ -354,6 +356,7 @@ pub fn validate_for(a: &IpftArgs, built_in_filter: bool) -> Result<RunConfig, Fl
         },
         verbose: a.verbose,
         timings: a.timings,
+        bench_empty: a.bench_empty,
     })
 }
 
