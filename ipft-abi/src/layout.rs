@@ -203,6 +203,12 @@ layout! {
         /// the lab's overhead floor (`--bench-empty`): every program
         /// returns at once, so only entering the probe is measured
         empty: u32,
+        /// tp_btf links carry cookies (Linux 6.10): one generic tracepoint
+        /// program's instructions serve every tracepoint; without, each
+        /// copy reads `probe`
+        tp_cookies: u32,
+        /// zero (keeps the struct free of padding)
+        spare: u32,
     }
 }
 
@@ -325,7 +331,8 @@ mod tests {
         assert!(c.contains("__u64 ifname_lo;\t/* @48:"));
         assert!(c.contains("__u32 pcap;\t/* @80:"));
         assert!(c.contains("__u32 snaplen;\t/* @96:"));
-        assert_eq!(std::mem::size_of::<Config>(), 104);
+        assert!(c.contains("__u32 tp_cookies;\t/* @104:"));
+        assert_eq!(std::mem::size_of::<Config>(), 112);
     }
 }
 

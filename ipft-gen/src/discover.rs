@@ -41,6 +41,9 @@ pub struct Discovery {
     /// The kernel's clone functions (`table::CLONE_FUNCTIONS`, for
     /// --track-skb), whatever the selection, with their backends resolved.
     pub clone_functions: Vec<Probe>,
+    /// How long each stage took: BTF read and scanned, kallsyms read, the
+    /// backends probed (for --timings).
+    pub timings: Vec<(&'static str, std::time::Duration)>,
 }
 
 /// Discovery failed.
@@ -70,6 +73,12 @@ pub fn discover(
     filter: &Filter,
     backends: Backends,
 ) -> Result<Discovery, DiscoverError> {
+    let mut timings = Vec::new();
+    let mut t = std::time::Instant::now();
+    let mut lap = |what: &'static str| {
+        timings.push((what, t.elapsed()));
+        t = std::time::Instant::now();
+    };
     let kernel = match input {
         BtfInput::Running => KernelBtf::running()?,
         BtfInput::File(p) => {
@@ -80,6 +89,7 @@ pub fn discover(
         BtfInput::Dir(d) => KernelBtf::from_dir(d)?,
     };
     let (all, stats) = btf::scan(&kernel)?;
+    lap("btf");
     let release = kernel.identity.release.clone();
     let mut end_markers: Vec<Probe> = all
         .iter()
@@ -106,6 +116,7 @@ pub fn discover(
     let (untraceable, probed, symbols) = match input {
         BtfInput::Running => {
             let syms = KernelSymbols::running().map_err(DiscoverError::Kallsyms)?;
+            lap("kallsyms");
             // Real load + attach probes need root; without it the symbols say.
             // SAFETY: geteuid has no preconditions.
             let root = unsafe { libc::geteuid() } == 0;
@@ -114,6 +125,7 @@ pub fn discover(
                 false => &[],
             };
             let probed = kernel::probe(&syms, wanted);
+            lap("backend probes");
             let before = probes.len();
             for list in [&mut probes, &mut end_markers, &mut clone_functions] {
                 list.retain(|p| p.kind == ProbeKind::Tracepoint || syms.attachable(&p.name));
@@ -142,6 +154,7 @@ pub fn discover(
         symbols,
         end_markers,
         clone_functions,
+        timings,
     })
 }
 

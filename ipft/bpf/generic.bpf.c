@@ -56,6 +56,8 @@ struct ipft_config {
 	__u32 stack;	/* @92: --output-stack: each event carries a `struct ipft_stack` */
 	__u32 snaplen;	/* @96: --output-pcap: each event carries a `struct ipft_snap` and up to this many bytes of the packet (0: none) */
 	__u32 empty;	/* @100: the lab's overhead floor (`--bench-empty`): every program returns at once, so only entering the probe is measured */
+	__u32 tp_cookies;	/* @104: tp_btf links carry cookies (Linux 6.10): one generic tracepoint program's instructions serve every tracepoint; without, each copy reads `probe` */
+	__u32 spare;	/* @108: zero (keeps the struct free of padding) */
 };
 
 const volatile struct ipft_config CONFIG = {
@@ -397,6 +399,14 @@ static __always_inline __u32 ipft_kprobe_probe(struct pt_regs *ctx)
 static __always_inline __u32 ipft_tracing_probe(void *ctx)
 {
 	if (CONFIG.tracing_cookies)
+		return bpf_get_attach_cookie(ctx);
+	return CONFIG.probe;
+}
+
+/* Generic tp_btf: the link's cookie (Linux 6.10), else this copy's index. */
+static __always_inline __u32 ipft_tp_probe(void *ctx)
+{
+	if (CONFIG.tp_cookies)
 		return bpf_get_attach_cookie(ctx);
 	return CONFIG.probe;
 }
@@ -1210,7 +1220,7 @@ int ipft_gt0(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, CONFIG.probe, 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tp_probe(ctx), 0, 0);
 }
 
 /* generic tp_btf: skb in argument 1; target set at load */
@@ -1229,7 +1239,7 @@ int ipft_gt1(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, CONFIG.probe, 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tp_probe(ctx), 0, 0);
 }
 
 /* generic tp_btf: skb in argument 2; target set at load */
@@ -1248,7 +1258,7 @@ int ipft_gt2(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, CONFIG.probe, 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tp_probe(ctx), 0, 0);
 }
 
 /* generic tp_btf: skb in argument 3; target set at load */
@@ -1267,7 +1277,7 @@ int ipft_gt3(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, CONFIG.probe, 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tp_probe(ctx), 0, 0);
 }
 
 /* generic tp_btf: skb in argument 4; target set at load */
@@ -1286,7 +1296,7 @@ int ipft_gt4(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, CONFIG.probe, 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tp_probe(ctx), 0, 0);
 }
 
 /* generic tp_btf: skb in argument 5; target set at load */
@@ -1305,7 +1315,7 @@ int ipft_gt5(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, CONFIG.probe, 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tp_probe(ctx), 0, 0);
 }
 
 /* generic tp_btf: skb in argument 6; target set at load */
@@ -1324,7 +1334,7 @@ int ipft_gt6(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, CONFIG.probe, 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tp_probe(ctx), 0, 0);
 }
 
 /* generic tp_btf: skb in argument 7; target set at load */
@@ -1343,7 +1353,7 @@ int ipft_gt7(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, CONFIG.probe, 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tp_probe(ctx), 0, 0);
 }
 
 /* generic tp_btf: skb in argument 8; target set at load */
@@ -1362,7 +1372,7 @@ int ipft_gt8(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, CONFIG.probe, 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tp_probe(ctx), 0, 0);
 }
 
 /* generic tp_btf: skb in argument 9; target set at load */
@@ -1381,7 +1391,7 @@ int ipft_gt9(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, CONFIG.probe, 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tp_probe(ctx), 0, 0);
 }
 
 /* generic tp_btf: skb in argument 10; target set at load */
@@ -1400,7 +1410,7 @@ int ipft_gt10(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, CONFIG.probe, 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tp_probe(ctx), 0, 0);
 }
 
 /* generic tp_btf: skb in argument 11; target set at load */
@@ -1419,7 +1429,7 @@ int ipft_gt11(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, CONFIG.probe, 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tp_probe(ctx), 0, 0);
 }
 
 /* generic tp_btf: skb in argument 0; target set at load */
@@ -1438,7 +1448,7 @@ int ipft_gt0_r1(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, CONFIG.probe, IPFT_F_REASON, ctx[1]);
+	return ipft_typed_hit(ctx, skb, ipft_tp_probe(ctx), IPFT_F_REASON, ctx[1]);
 }
 
 /* generic tp_btf: skb in argument 1; target set at load */
@@ -1457,7 +1467,7 @@ int ipft_gt1_r2(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, CONFIG.probe, IPFT_F_REASON, ctx[2]);
+	return ipft_typed_hit(ctx, skb, ipft_tp_probe(ctx), IPFT_F_REASON, ctx[2]);
 }
 
 /* generic tp_btf: skb in argument 0; target set at load */
@@ -1476,7 +1486,7 @@ int ipft_gt0_r2(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, CONFIG.probe, IPFT_F_REASON, ctx[2]);
+	return ipft_typed_hit(ctx, skb, ipft_tp_probe(ctx), IPFT_F_REASON, ctx[2]);
 }
 
 /* generic tp_btf: skb in argument 0; target set at load */
@@ -1495,7 +1505,7 @@ int ipft_gt0_e(__u64 *ctx)
 	/* A traced skb ends here, marked or not any more. */
 	if (!ipft_live_del(ipft_skb_addr(skb)) && !ipft_selected(skb, skb->mark, true))
 		return 0;
-	return ipft_emit(ctx, skb, CONFIG.probe, IPFT_F_END, 0, true);
+	return ipft_emit(ctx, skb, ipft_tp_probe(ctx), IPFT_F_END, 0, true);
 }
 
 /* generic tp_btf: skb in argument 0; target set at load */
@@ -1514,7 +1524,7 @@ int ipft_gt0_r2_e(__u64 *ctx)
 	/* A traced skb ends here, marked or not any more. */
 	if (!ipft_live_del(ipft_skb_addr(skb)) && !ipft_selected(skb, skb->mark, true))
 		return 0;
-	return ipft_emit(ctx, skb, CONFIG.probe, IPFT_F_END | IPFT_F_REASON, ctx[2], true);
+	return ipft_emit(ctx, skb, ipft_tp_probe(ctx), IPFT_F_END | IPFT_F_REASON, ctx[2], true);
 }
 
 /* generic fentry: skb in argument 0; target set at load */

@@ -71,6 +71,12 @@ pub fn run(args: IpftArgs) -> Result<i32, RunError> {
     raise_nofile();
     let t0 = Instant::now();
     let d = discovered(&cfg, &prof, Backends::Probe)?;
+    if cfg.timings {
+        for (what, t) in &d.timings {
+            say!("timing: {what} {:.3}s", t.as_secs_f64());
+        }
+    }
+    let t_load = Instant::now();
     for e in &d.kernel.skipped {
         say!("ipft: warning: module BTF skipped: {e}");
     }
@@ -111,6 +117,7 @@ pub fn run(args: IpftArgs) -> Result<i32, RunError> {
             (_, e) => e,
         })?;
     if cfg.timings {
+        say!("timing: load+attach {:.3}s", t_load.elapsed().as_secs_f64());
         say!(
             "timing: discover+load+attach {:.3}s",
             t0.elapsed().as_secs_f64()

@@ -56,6 +56,8 @@ struct ipft_config {
 	__u32 stack;	/* @92: --output-stack: each event carries a `struct ipft_stack` */
 	__u32 snaplen;	/* @96: --output-pcap: each event carries a `struct ipft_snap` and up to this many bytes of the packet (0: none) */
 	__u32 empty;	/* @100: the lab's overhead floor (`--bench-empty`): every program returns at once, so only entering the probe is measured */
+	__u32 tp_cookies;	/* @104: tp_btf links carry cookies (Linux 6.10): one generic tracepoint program's instructions serve every tracepoint; without, each copy reads `probe` */
+	__u32 spare;	/* @108: zero (keeps the struct free of padding) */
 };
 
 const volatile struct ipft_config CONFIG = {
@@ -397,6 +399,14 @@ static __always_inline __u32 ipft_kprobe_probe(struct pt_regs *ctx)
 static __always_inline __u32 ipft_tracing_probe(void *ctx)
 {
 	if (CONFIG.tracing_cookies)
+		return bpf_get_attach_cookie(ctx);
+	return CONFIG.probe;
+}
+
+/* Generic tp_btf: the link's cookie (Linux 6.10), else this copy's index. */
+static __always_inline __u32 ipft_tp_probe(void *ctx)
+{
+	if (CONFIG.tp_cookies)
 		return bpf_get_attach_cookie(ctx);
 	return CONFIG.probe;
 }

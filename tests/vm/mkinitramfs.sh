@@ -10,7 +10,7 @@
 # extension libraries, every --bin (installed as /usr/bin/NAME), all shared
 # libraries those need (ldd, paths kept, loader included), every --share file
 # as /usr/share/ipft/<basename> (compiled extensions), a static TCP sender and
-# sink (tools/tcpstream.c), the kernel modules the scenarios use
+# sink (tools/tcpstream.c), the marking pinger (tools/mping.c), the kernel modules the scenarios use
 # (decompressed, listed in load order in /etc/lab/modules), tests/vm/guest/*
 # as /scenarios/*, and tests/vm/guest/init as /init.
 # --static: busybox, the --bin files (which must be static), a static
@@ -93,7 +93,7 @@ if [ "$static" = 1 ]; then
         file -L "$src" | grep -q 'static' || die "--static: $src is not a static executable"
         cp -L "$src" "$root/usr/bin/$name"
     done
-    # The one test tool: a pinger that marks its packets (tools/mping.c).
+    # The marking pinger (tools/mping.c).
     cc -static -O2 -Wall -o "$root/usr/bin/mping" "$HERE/tools/mping.c" || die "building mping failed"
     : >"$root/etc/lab/modules"
     finish_image
@@ -126,6 +126,8 @@ for f in ${shares[@]+"${shares[@]}"}; do
 done
 # A TCP stream made of large writes, for GSO (busybox nc writes 1 KiB).
 cc -static -O2 -Wall -o "$root/usr/bin/tcpstream" "$HERE/tools/tcpstream.c" || die "building tcpstream failed"
+# The marking pinger, here the traffic benchmark's ping-pong flood.
+cc -static -O2 -Wall -o "$root/usr/bin/mping" "$HERE/tools/mping.c" || die "building mping failed"
 
 # Modules in load order: dependencies first (modules.dep lists a module's
 # dependencies with the deepest last, so walk them in reverse), no duplicates.

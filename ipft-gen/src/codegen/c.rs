@@ -320,7 +320,7 @@ pub fn render_generic() -> Result<String, TemplateError> {
             ProgramId::CloneExit { .. } => ("ipft_tracing_probe(ctx)".to_string(), String::new()),
             ProgramId::Generic { kind, skb, .. } => (
                 match kind {
-                    TypedKind::Tracepoint => "CONFIG.probe".to_string(),
+                    TypedKind::Tracepoint => "ipft_tp_probe(ctx)".to_string(),
                     _ => "ipft_tracing_probe(ctx)".to_string(),
                 },
                 format!(

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd};
 
-use ipft_abi::{Backend, Config, ProbeEntry, ProgramId};
+use ipft_abi::{Backend, Config, ProbeEntry, ProgramId, TypedKind};
 use libbpf_rs::libbpf_sys as sys;
 use libbpf_rs::MapCore;
 
@@ -26,8 +26,18 @@ impl Session {
         let graph = opts.config.graph != 0;
         let kprobe_rows = kprobe_rows(table, 0..table.len(), graph)?;
         // Without fentry cookies (before Linux 6.0) every fentry row gets a
-        // copy of the object that knows its index from rodata.
+        // copy of the object that knows its index from rodata; so does every
+        // tp_btf row without tp_btf cookies (before 6.10).
         let raw_fentry = kernel::cookies().tracing;
+        let raw_tp = kernel::cookies().raw_tp;
+        let raw = |e: &ProbeEntry| {
+            e.module.is_none()
+                && match e.backend {
+                    Backend::Fentry => raw_fentry,
+                    Backend::TpBtf => raw_tp,
+                    _ => false,
+                }
+        };
         let mut autoload: HashSet<ProgramId> = HashSet::new();
         for e in table
             .iter()
@@ -36,16 +46,17 @@ impl Session {
             autoload.insert(e.program);
             autoload.extend(e.return_attached(graph));
         }
-        // Each generic fentry/fexit program is loaded once in the main object,
-        // aimed at the first vmlinux function that uses it; its relocated
-        // instructions are then loaded again for every other function (a
-        // verifier pass each, no object reopen), the probe index travelling
-        // as the link's cookie.
+        // Each generic fentry/fexit (and tp_btf) program is loaded once in
+        // the main object, aimed at the first vmlinux function (tracepoint)
+        // that uses it; its relocated instructions are then loaded again for
+        // every other one (a verifier pass each, no object reopen), the probe
+        // index travelling as the link's cookie.
         let mut first_target: BTreeMap<ProgramId, &str> = BTreeMap::new();
-        for e in table
-            .iter()
-            .filter(|e| raw_fentry && e.backend == Backend::Fentry && e.module.is_none())
-        {
+        let mut first_backend = Backend::Fentry;
+        for e in table.iter().filter(|e| raw(e)) {
+            if first_target.is_empty() {
+                first_backend = e.backend;
+            }
             first_target.entry(e.program).or_insert(e.name.as_ref());
             if let Some(r) = e.return_attached(graph) {
                 first_target.entry(r).or_insert(e.name.as_ref());
@@ -72,13 +83,19 @@ impl Session {
         take_log();
         let main = match open_main.load() {
             Ok(m) => m,
-            Err(e) if backend_unusable(&e) && !first_target.is_empty() => {
-                return Err(LoadError::Unavailable {
-                    backend: Backend::Fentry,
-                    reason: format!("{e:#}"),
-                })
+            Err(e) => {
+                let log = take_log();
+                // With an extension linked in, a program the verifier read
+                // and refused is the extension's doing: keep the log.
+                let refused = opts.config.ext != 0 && log.contains("processed ");
+                if backend_unusable(&e) && !first_target.is_empty() && !refused {
+                    return Err(LoadError::Unavailable {
+                        backend: first_backend,
+                        reason: format!("{e:#}"),
+                    });
+                }
+                return Err(load_error(e, &log, &[]));
             }
-            Err(e) => return Err(load_error(e, &take_log(), &[])),
         };
         // `ipft EXPR`: every program takes the filter in place of its stub
         // (fentry templates too, so their raw copies filter as well).
@@ -109,9 +126,7 @@ impl Session {
                     multi.entry(e.program).or_default().push(i);
                     continue;
                 }
-                Backend::Fentry if raw_fentry && e.module.is_none() => {
-                    s.attach_fentry_raw(e, i, graph)
-                }
+                Backend::Fentry | Backend::TpBtf if raw(e) => s.attach_typed_raw(e, i, graph),
                 Backend::TpBtf | Backend::Fentry => s.load_typed_copy(object, e, i, &opts),
             };
             match r {
@@ -149,10 +164,11 @@ impl Session {
         Ok(s)
     }
 
-    /// Load a generic fentry (and fexit) program's instructions for one more
-    /// vmlinux function and link it with the probe index as cookie. The outer
-    /// error is a whole-backend failure, the inner one this probe's.
-    fn attach_fentry_raw(
+    /// Load a generic fentry (and fexit) or tp_btf program's instructions
+    /// for one more vmlinux function or tracepoint and link it with the probe
+    /// index as cookie. The outer error is a whole-backend failure, the inner
+    /// one this probe's.
+    fn attach_typed_raw(
         &mut self,
         e: &ProbeEntry,
         id: usize,
@@ -176,7 +192,7 @@ impl Session {
                             && self.raw_links.is_empty() =>
                     {
                         return Err(LoadError::Unavailable {
-                            backend: Backend::Fentry,
+                            backend: e.backend,
                             reason: errno_text(errno),
                         })
                     }
@@ -275,11 +291,15 @@ impl Session {
     }
 }
 
-/// fexit for the programs that run at a return (a clone function's), else
-/// fentry.
+/// A tracepoint's program attaches as a raw tracepoint; fexit for the
+/// programs that run at a return (a clone function's); else fentry.
 fn tracing_attach_type(id: ProgramId) -> sys::bpf_attach_type {
-    match id.is_return() {
-        true => sys::BPF_TRACE_FEXIT,
-        false => sys::BPF_TRACE_FENTRY,
+    match id {
+        ProgramId::Generic {
+            kind: TypedKind::Tracepoint,
+            ..
+        } => sys::BPF_TRACE_RAW_TP,
+        _ if id.is_return() => sys::BPF_TRACE_FEXIT,
+        _ => sys::BPF_TRACE_FENTRY,
     }
 }

@@ -385,6 +385,7 @@ fn apply(open: &mut OpenObject, opts: &LoadOptions, kprobes: usize) -> Result<()
         &Config {
             kprobe_cookies: u32::from(cookies.kprobe),
             tracing_cookies: u32::from(cookies.tracing),
+            tp_cookies: u32::from(cookies.raw_tp),
             ..opts.config
         },
     )?;

@@ -119,6 +119,8 @@ pub struct Cookies {
     pub kprobe: bool,
     /// fentry/fexit links (Linux 6.0).
     pub tracing: bool,
+    /// tp_btf links (Linux 6.10).
+    pub raw_tp: bool,
 }
 
 /// The running kernel's [`Cookies`].
@@ -130,7 +132,21 @@ pub fn cookies() -> Cookies {
         tracing: fentry_target().is_none_or(|id| {
             features::cookies(sys::BPF_PROG_TYPE_TRACING, sys::BPF_TRACE_FENTRY, id)
         }),
+        // No answer (no BTF): the per-copy path, which works everywhere.
+        raw_tp: tracepoint_target().is_some_and(|id| {
+            features::cookies(sys::BPF_PROG_TYPE_TRACING, sys::BPF_TRACE_RAW_TP, id)
+        }),
     })
+}
+
+/// BTF id of the netif_receive_skb tracepoint, where feature probes aim tp_btf.
+fn tracepoint_target() -> Option<u32> {
+    running_btf()?
+        .base
+        .resolve_ids_by_name("btf_trace_netif_receive_skb")
+        .ok()?
+        .first()
+        .copied()
 }
 
 /// BTF id of ip_rcv, the function feature probes aim fentry at.

@@ -15,8 +15,8 @@
 READY_WAIT=600 STOP_WAIT=600
 . /scenarios/lib.sh
 
-COUNT=${TRAFFIC_PINGS:-3000}
-BYTES=${TRAFFIC_BYTES:-4194304}
+COUNT=${TRAFFIC_PINGS:-5000}
+BYTES=${TRAFFIC_BYTES:-33554432}
 
 veth_pair a b 10.96.0.1 10.96.0.2
 ip netns exec a ping -c 1 -W 2 10.96.0.2 >/dev/null 2>&1 # neighbours first
