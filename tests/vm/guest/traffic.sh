@@ -15,8 +15,8 @@
 READY_WAIT=600 STOP_WAIT=600
 . /scenarios/lib.sh
 
-COUNT=${TRAFFIC_PINGS:-5000}
-BYTES=${TRAFFIC_BYTES:-33554432}
+COUNT=${TRAFFIC_PINGS:-3000}
+BYTES=${TRAFFIC_BYTES:-16777216}
 
 veth_pair a b 10.96.0.1 10.96.0.2
 ip netns exec a ping -c 1 -W 2 10.96.0.2 >/dev/null 2>&1 # neighbours first
@@ -24,7 +24,7 @@ ip netns exec a ping -c 1 -W 2 10.96.0.2 >/dev/null 2>&1 # neighbours first
 # traffic NAME: the flood and the stream, timed.
 traffic() {
     t0=$(uptime_ms)
-    ip netns exec a mping "$FLOOD_MARK" "$COUNT" 10.96.0.2 >"$1.ping.txt" 2>&1
+    ip netns exec a mping "$FLOOD_MARK" "$COUNT" 10.96.0.2 0 >"$1.ping.txt" 2>&1
     echo $(($(uptime_ms) - t0)) >"$1.flood_ms"
     ip netns exec b timeout 600 tcpstream -l 5002 >"$1.recv.txt" 2>&1 &
     sink=$!

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * mping MARK COUNT ADDR: send COUNT ICMP echo requests to ADDR from a raw
- * socket carrying SO_MARK = MARK, wait up to a second for each reply, and
+ * mping MARK COUNT ADDR [GAP_US]: send COUNT ICMP echo requests to ADDR from
+ * a raw socket carrying SO_MARK = MARK, wait up to a second for each reply,
+ * then GAP_US microseconds (default 200000; 0 is a ping-pong flood), and
  * print "N packets received" like ping. Built static for the lab's
  * library-free image, where there is no iptables to mark packets with and
  * busybox's ping has no -m.
@@ -36,11 +37,14 @@ int main(int argc, char **argv)
 	struct sockaddr_in to = { .sin_family = AF_INET };
 	unsigned int mark;
 	int fd, count, received = 0;
+	long gap = 200000;
 
-	if (argc != 4 || inet_pton(AF_INET, argv[3], &to.sin_addr) != 1) {
-		fprintf(stderr, "usage: mping MARK COUNT ADDR\n");
+	if ((argc != 4 && argc != 5) || inet_pton(AF_INET, argv[3], &to.sin_addr) != 1) {
+		fprintf(stderr, "usage: mping MARK COUNT ADDR [GAP_US]\n");
 		return 2;
 	}
+	if (argc == 5)
+		gap = atol(argv[4]);
 	mark = strtoul(argv[1], NULL, 0);
 	count = atoi(argv[2]);
 	fd = socket(AF_INET, SOCK_RAW, IPPROTO_ICMP);
@@ -74,7 +78,8 @@ int main(int argc, char **argv)
 				break;
 			}
 		}
-		usleep(200000);
+		if (gap > 0)
+			usleep(gap);
 	}
 	printf("%d packets transmitted, %d packets received\n", count, received);
 	return received == count ? 0 : 1;
