@@ -179,8 +179,12 @@ impl Details {
     /// Fill `p.ext` and `p.details` for `p.events`, forgetting their tails.
     pub fn fill(&mut self, p: &mut Packet) {
         let with_ext = self.sections.ext && self.decoder.is_some();
-        let rest = self.sections.meta || self.sections.tuple || self.sections.stack;
-        let rest = rest || self.sections.snaplen > 0;
+        // Sections beyond an extension's payload.
+        let rest = Sections {
+            ext: false,
+            ..self.sections
+        }
+        .any();
         p.ext.clear();
         p.details.clear();
         for e in &p.events {

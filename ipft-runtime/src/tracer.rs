@@ -27,10 +27,11 @@ pub fn tracer_main(sets: &'static [&'static ProbeSetSpec]) -> i32 {
 /// Knobs of the BPF side for a run.
 pub fn load_options(cfg: &RunConfig) -> LoadOptions {
     let ring = cfg.ring_buffer_bytes;
+    let sections = cfg.sections(false);
     let config = Config {
         mark: cfg.mark,
         mask: cfg.mask,
-        wakeup_bytes: wakeup_bytes(ring, cfg.sections(false).any()),
+        wakeup_bytes: wakeup_bytes(ring, sections.any()),
         graph: u32::from(cfg.graph),
         track: u32::from(cfg.track),
         netns: cfg.packets.netns,
@@ -39,7 +40,7 @@ pub fn load_options(cfg: &RunConfig) -> LoadOptions {
         empty: u32::from(cfg.bench_empty),
         // probe: set per copy; the cookie flags: by the loader; ext: where
         // an extension is linked.
-        ..cfg.sections(false).apply(Config::default())
+        ..sections.apply(Config::default())
     };
     LoadOptions {
         // Validated to fit (1 to 15 bytes) by the flags.

@@ -85,10 +85,10 @@ impl Session {
             Ok(m) => m,
             Err(e) => {
                 let log = take_log();
-                // With an extension linked in, a program the verifier read
-                // and refused is the extension's doing: keep the log.
-                let refused = opts.config.ext != 0 && log.contains("processed ");
-                if backend_unusable(&e) && !first_target.is_empty() && !refused {
+                if backend_unusable(&e)
+                    && !first_target.is_empty()
+                    && !refused_extension(&opts, &log)
+                {
                     return Err(LoadError::Unavailable {
                         backend: first_backend,
                         reason: format!("{e:#}"),
@@ -138,14 +138,7 @@ impl Session {
                 // unusable here (sandbox, missing cookie support, ...).
                 Err(le) if !typed_ok => {
                     return Err(match le {
-                        // With an extension linked in, a program the verifier
-                        // read and refused is the extension's doing (the
-                        // object loads without it): keep the log, no fallback.
-                        LoadError::Load { ref log, .. }
-                            if opts.config.ext != 0 && log.contains("processed ") =>
-                        {
-                            le
-                        }
+                        LoadError::Load { ref log, .. } if refused_extension(&opts, log) => le,
                         LoadError::Load { source, .. } => LoadError::Unavailable {
                             backend: e.backend,
                             reason: format!("{source:#}"),
@@ -289,6 +282,13 @@ impl Session {
         }
         Ok(Ok(()))
     }
+}
+
+/// With an extension linked in, a program the verifier read and refused
+/// (its log counts the instructions it processed) is the extension's doing,
+/// since the object loads without it: keep the log, no backend fallback.
+fn refused_extension(opts: &LoadOptions, log: &str) -> bool {
+    opts.config.ext != 0 && log.contains("processed ")
 }
 
 /// A tracepoint's program attaches as a raw tracepoint; fexit for the

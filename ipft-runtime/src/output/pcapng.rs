@@ -94,10 +94,10 @@ impl PcapSink {
         let Some(first) = p.events.first() else {
             return Ok(());
         };
-        let snaps = p.details.iter().map(|d| d.snap.as_ref());
-        let at = snaps
-            .clone()
-            .position(|s| s.is_some_and(|s| !s.bytes.is_empty()));
+        let at = p
+            .details
+            .iter()
+            .position(|d| d.snap.as_ref().is_some_and(|s| !s.bytes.is_empty()));
         let (interface, data, wirelen, tstamp) =
             match at.and_then(|i| Some((i, p.details[i].snap.as_ref()?))) {
                 Some((i, s)) => (
