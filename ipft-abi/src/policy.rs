@@ -4,14 +4,14 @@
 //!
 //! Auto prefers start/stop time: kprobe-multi attaches a whole program with
 //! one syscall and detaches in about a second; single kprobes come next;
-//! fentry is used only where it adds reach (an skb beyond the six argument
-//! registers, a struct by value before it), because every fentry trampoline
+//! fentry is used only where it adds reach (a struct by value before the
+//! skb, an skb beyond argument 11), because every fentry trampoline
 //! is released on its own behind an RCU-tasks grace period (docs/benchmarks.md).
 
 use std::fmt;
 
 use crate::probe::{Backend, ProbeKind, ProbeShape};
-use crate::program::KPROBE_MAX_REG_ARGS;
+use crate::program::KPROBE_MAX_SKB_POS;
 
 /// What a kernel offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +102,7 @@ pub enum Unreached {
     Unavailable(Backend),
     /// The probe set has no program for it with this backend.
     NoProgram(Backend),
-    /// kprobes read the skb from registers 0..5.
+    /// kprobes read arguments 0..11 (registers, then the stack).
     Register(u8),
     /// A by-value struct before the skb shifts it off its register.
     ByvalBeforeSkb(Backend),
@@ -127,7 +127,10 @@ impl fmt::Display for Unreached {
             Unreached::NotAttachable => f.write_str("not attachable by name (inlined or notrace)"),
             Unreached::Unavailable(b) => write!(f, "{b} unavailable on this kernel"),
             Unreached::NoProgram(b) => write!(f, "no {b} program for it in this tracer"),
-            Unreached::Register(p) => write!(f, "skb in argument {p}: kprobes read registers 0..5"),
+            Unreached::Register(p) => write!(
+                f,
+                "skb in argument {p}: kprobes read arguments 0..{KPROBE_MAX_SKB_POS}"
+            ),
             Unreached::ByvalBeforeSkb(b) => {
                 write!(
                     f,
@@ -156,7 +159,7 @@ pub fn reach(shape: &ProbeShape, b: Backend, kernel: &KernelOffer) -> Result<(),
     match b {
         Backend::TpBtf => Ok(()),
         Backend::Kprobe | Backend::KprobeMulti => {
-            if shape.skb_pos >= KPROBE_MAX_REG_ARGS {
+            if shape.skb_pos > KPROBE_MAX_SKB_POS {
                 Err(Unreached::Register(shape.skb_pos))
             } else if shape.byval_before_skb {
                 Err(Unreached::ByvalBeforeSkb(b))
@@ -279,10 +282,12 @@ mod tests {
         assert_eq!(c(func(0, 3)), Ok(Backend::Kprobe));
         // More than 6 arguments: kprobe still reads register 0..5.
         assert_eq!(c(func(1, 8)), Ok(Backend::Kprobe));
-        // skb beyond the registers and too many arguments for fentry.
+        // skb beyond the registers: kprobe reads its stack slot, where
+        // fentry sees only 6 arguments.
+        assert_eq!(c(func(7, 8)), Ok(Backend::Kprobe));
         assert_eq!(
-            c(func(7, 8)),
-            Err(Unreached::Register(7)),
+            c(func(12, 13)),
+            Err(Unreached::Register(12)),
             "the first backend the kernel has names the reason"
         );
         let mut byval = func(2, 4);
@@ -294,11 +299,15 @@ mod tests {
     fn auto_on_6_12() {
         let c = |s| choose(&s, true, ALL, &K612, Asked::Auto);
         assert_eq!(c(func(0, 3)), Ok(Backend::KprobeMulti));
-        assert_eq!(c(func(8, 10)), Ok(Backend::Fentry));
+        // skb on the stack: kprobe-multi reads it, no fentry trampoline.
+        assert_eq!(c(func(8, 10)), Ok(Backend::KprobeMulti));
         assert_eq!(
             choose(&func(8, 10), true, &[Backend::Kprobe], &K612, Asked::Auto),
-            Err(Unreached::Register(8))
+            Ok(Backend::Kprobe)
         );
+        let mut byval = func(2, 4);
+        byval.byval_before_skb = true;
+        assert_eq!(c(byval), Ok(Backend::Fentry), "fentry only for reach");
         assert_eq!(
             choose(&func(0, 2), false, ALL, &K612, Asked::Auto),
             Err(Unreached::NotAttachable)

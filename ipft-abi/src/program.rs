@@ -279,9 +279,21 @@ fn parse(s: &str) -> Option<ProgramId> {
     }
 }
 
-/// kprobe reads the skb from a register: x86_64 passes the first six integer
-/// arguments in rdi, rsi, rdx, rcx, r8, r9.
-pub const KPROBE_MAX_REG_ARGS: u8 = 6;
+/// x86_64 passes the first six integer arguments in rdi, rsi, rdx, rcx, r8,
+/// r9 and the rest on the stack, where a kprobe at the function's entry
+/// reads them (see [`kprobe_arg`]).
+pub const KPROBE_REG_ARGS: u8 = 6;
+/// Highest skb position the kprobe programs cover (registers, then stack).
+pub const KPROBE_MAX_SKB_POS: u8 = 11;
+
+/// C expression for argument `pos` (0-based) in a kprobe program: its
+/// register, or its stack slot (above the return address at entry).
+pub fn kprobe_arg(pos: u8) -> String {
+    match pos < KPROBE_REG_ARGS {
+        true => format!("PT_REGS_PARM{}(ctx)", pos + 1),
+        false => format!("ipft_stack_arg(ctx, {pos})"),
+    }
+}
 /// Highest skb position the generic typed programs cover.
 pub const GENERIC_MAX_SKB_POS: u8 = 11;
 /// (skb, reason) pairs the generic object has programs for: the drop
@@ -295,7 +307,7 @@ pub const GENERIC_REASON_PAIRS: &[(u8, u8)] = &[(0, 1), (1, 2), (0, 2)];
 pub fn generic_programs() -> Vec<ProgramId> {
     let mut out = Vec::new();
     for multi in [false, true] {
-        for skb in 0..KPROBE_MAX_REG_ARGS {
+        for skb in 0..=KPROBE_MAX_SKB_POS {
             out.push(ProgramId::Kprobe {
                 multi,
                 skb,

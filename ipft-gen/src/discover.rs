@@ -79,6 +79,24 @@ pub fn discover(
         timings.push((what, t.elapsed()));
         t = std::time::Instant::now();
     };
+    // The running kernel's symbols and backend probes need none of the
+    // BTF scan: on a thread of their own, they overlap it.
+    let running = matches!(input, BtfInput::Running).then(|| {
+        std::thread::spawn(move || {
+            let t = std::time::Instant::now();
+            let syms = KernelSymbols::running()?;
+            let t_syms = t.elapsed();
+            // Real load + attach probes need root; without it the symbols say.
+            // SAFETY: geteuid has no preconditions.
+            let root = unsafe { libc::geteuid() } == 0;
+            let wanted: &[ipft_abi::Backend] = match root && backends == Backends::Probe {
+                true => &ipft_abi::Backend::FUNCTIONS,
+                false => &[],
+            };
+            let probed = kernel::probe(&syms, wanted);
+            Ok::<_, std::io::Error>((syms, probed, t_syms, t.elapsed() - t_syms))
+        })
+    });
     let kernel = match input {
         BtfInput::Running => KernelBtf::running()?,
         BtfInput::File(p) => {
@@ -115,17 +133,16 @@ pub fn discover(
         .collect();
     let (untraceable, probed, symbols) = match input {
         BtfInput::Running => {
-            let syms = KernelSymbols::running().map_err(DiscoverError::Kallsyms)?;
-            lap("kallsyms");
-            // Real load + attach probes need root; without it the symbols say.
-            // SAFETY: geteuid has no preconditions.
-            let root = unsafe { libc::geteuid() } == 0;
-            let wanted: &[ipft_abi::Backend] = match root && backends == Backends::Probe {
-                true => &ipft_abi::Backend::FUNCTIONS,
-                false => &[],
-            };
-            let probed = kernel::probe(&syms, wanted);
-            lap("backend probes");
+            let (syms, probed, t_syms, t_probes) = running
+                .expect("spawned for the running kernel")
+                .join()
+                .map_err(|_| {
+                    DiscoverError::Kallsyms(std::io::Error::other("symbol thread panicked"))
+                })?
+                .map_err(DiscoverError::Kallsyms)?;
+            lap("wait for symbols and backend probes");
+            timings.push(("symbols (beside btf)", t_syms));
+            timings.push(("backend probes (beside btf)", t_probes));
             let before = probes.len();
             for list in [&mut probes, &mut end_markers, &mut clone_functions] {
                 list.retain(|p| p.kind == ProbeKind::Tracepoint || syms.attachable(&p.name));

@@ -120,13 +120,15 @@ fn run(sets: &'static [&'static ProbeSetSpec], args: IpftArgs) -> Result<i32, Ru
     let mut probed = kernel::probe(&syms, &compiled_backends(spec));
     let attachable = |n: &str| syms.attachable(n);
     if cfg.list {
+        // Addresses are kallsyms' alone.
+        let addrs = KernelSymbols::kallsyms().unwrap_or_default();
         let rows: Vec<Listed<'_>> =
             select::verdicts(spec.probes, &attachable, &probed.offer, cfg.asked)
                 .into_iter()
                 .filter(|(e, _, _)| !e.hidden)
                 .map(|(entry, _, v)| Listed {
                     entry,
-                    addr: syms.text.get(entry.name.as_ref()).map_or(0, |t| t.0),
+                    addr: addrs.text.get(entry.name.as_ref()).map_or(0, |t| t.0),
                     verdict: v.map_err(|why| why.to_string()),
                 })
                 .collect();

@@ -17,6 +17,18 @@ char LICENSE[] SEC("license") = "GPL";
 #define PT_REGS_PARM6(x) (((struct pt_regs *)(x))->r9)
 #endif
 
+/*
+ * kprobes at a function's entry: x86_64 passes arguments 6 and up on the
+ * stack, above the return address that sp points to.
+ */
+static __always_inline __u64 ipft_stack_arg(struct pt_regs *ctx, int n)
+{
+	__u64 v = 0;
+
+	bpf_probe_read_kernel(&v, sizeof(v), (void *)(PT_REGS_SP(ctx) + 8 * (n - 5)));
+	return v;
+}
+
 /* Wire event and config: rendered from ipft-abi, which the runtime reads them with. */
 struct ipft_event {
 	__u64 skb;	/* @0: skb address (packet identity until freed) */
@@ -874,6 +886,138 @@ int ipft_k5(struct pt_regs *ctx)
 	return ipft_emit(ctx, skb, ipft_kprobe_probe(ctx), 0, 0, false);
 }
 
+/* kprobe: skb in argument 6 */
+SEC("kprobe")
+int ipft_k6(struct pt_regs *ctx)
+{
+	struct sk_buff *skb;
+
+	if (CONFIG.empty)
+		return 0;
+	skb = (struct sk_buff *)ipft_stack_arg(ctx, 6);
+	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
+		return 0;
+	if (CONFIG.graph) {
+		struct ipft_stash_key key = {
+			.pid_tgid = bpf_get_current_pid_tgid(),
+			.probe = ipft_kprobe_probe(ctx),
+		};
+
+		ipft_stash_push(&key, (__u64)(unsigned long)skb);
+	}
+	return ipft_emit(ctx, skb, ipft_kprobe_probe(ctx), 0, 0, false);
+}
+
+/* kprobe: skb in argument 7 */
+SEC("kprobe")
+int ipft_k7(struct pt_regs *ctx)
+{
+	struct sk_buff *skb;
+
+	if (CONFIG.empty)
+		return 0;
+	skb = (struct sk_buff *)ipft_stack_arg(ctx, 7);
+	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
+		return 0;
+	if (CONFIG.graph) {
+		struct ipft_stash_key key = {
+			.pid_tgid = bpf_get_current_pid_tgid(),
+			.probe = ipft_kprobe_probe(ctx),
+		};
+
+		ipft_stash_push(&key, (__u64)(unsigned long)skb);
+	}
+	return ipft_emit(ctx, skb, ipft_kprobe_probe(ctx), 0, 0, false);
+}
+
+/* kprobe: skb in argument 8 */
+SEC("kprobe")
+int ipft_k8(struct pt_regs *ctx)
+{
+	struct sk_buff *skb;
+
+	if (CONFIG.empty)
+		return 0;
+	skb = (struct sk_buff *)ipft_stack_arg(ctx, 8);
+	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
+		return 0;
+	if (CONFIG.graph) {
+		struct ipft_stash_key key = {
+			.pid_tgid = bpf_get_current_pid_tgid(),
+			.probe = ipft_kprobe_probe(ctx),
+		};
+
+		ipft_stash_push(&key, (__u64)(unsigned long)skb);
+	}
+	return ipft_emit(ctx, skb, ipft_kprobe_probe(ctx), 0, 0, false);
+}
+
+/* kprobe: skb in argument 9 */
+SEC("kprobe")
+int ipft_k9(struct pt_regs *ctx)
+{
+	struct sk_buff *skb;
+
+	if (CONFIG.empty)
+		return 0;
+	skb = (struct sk_buff *)ipft_stack_arg(ctx, 9);
+	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
+		return 0;
+	if (CONFIG.graph) {
+		struct ipft_stash_key key = {
+			.pid_tgid = bpf_get_current_pid_tgid(),
+			.probe = ipft_kprobe_probe(ctx),
+		};
+
+		ipft_stash_push(&key, (__u64)(unsigned long)skb);
+	}
+	return ipft_emit(ctx, skb, ipft_kprobe_probe(ctx), 0, 0, false);
+}
+
+/* kprobe: skb in argument 10 */
+SEC("kprobe")
+int ipft_k10(struct pt_regs *ctx)
+{
+	struct sk_buff *skb;
+
+	if (CONFIG.empty)
+		return 0;
+	skb = (struct sk_buff *)ipft_stack_arg(ctx, 10);
+	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
+		return 0;
+	if (CONFIG.graph) {
+		struct ipft_stash_key key = {
+			.pid_tgid = bpf_get_current_pid_tgid(),
+			.probe = ipft_kprobe_probe(ctx),
+		};
+
+		ipft_stash_push(&key, (__u64)(unsigned long)skb);
+	}
+	return ipft_emit(ctx, skb, ipft_kprobe_probe(ctx), 0, 0, false);
+}
+
+/* kprobe: skb in argument 11 */
+SEC("kprobe")
+int ipft_k11(struct pt_regs *ctx)
+{
+	struct sk_buff *skb;
+
+	if (CONFIG.empty)
+		return 0;
+	skb = (struct sk_buff *)ipft_stack_arg(ctx, 11);
+	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
+		return 0;
+	if (CONFIG.graph) {
+		struct ipft_stash_key key = {
+			.pid_tgid = bpf_get_current_pid_tgid(),
+			.probe = ipft_kprobe_probe(ctx),
+		};
+
+		ipft_stash_push(&key, (__u64)(unsigned long)skb);
+	}
+	return ipft_emit(ctx, skb, ipft_kprobe_probe(ctx), 0, 0, false);
+}
+
 /* kprobe: skb in argument 0, drop reason in argument 1 */
 SEC("kprobe")
 int ipft_k0_r1(struct pt_regs *ctx)
@@ -1074,6 +1218,138 @@ int ipft_m5(struct pt_regs *ctx)
 	if (CONFIG.empty)
 		return 0;
 	skb = (struct sk_buff *)PT_REGS_PARM6(ctx);
+	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
+		return 0;
+	if (CONFIG.graph) {
+		struct ipft_stash_key key = {
+			.pid_tgid = bpf_get_current_pid_tgid(),
+			.probe = ipft_kprobe_probe(ctx),
+		};
+
+		ipft_stash_push(&key, (__u64)(unsigned long)skb);
+	}
+	return ipft_emit(ctx, skb, ipft_kprobe_probe(ctx), 0, 0, false);
+}
+
+/* kprobe.multi: skb in argument 6 */
+SEC("kprobe.multi")
+int ipft_m6(struct pt_regs *ctx)
+{
+	struct sk_buff *skb;
+
+	if (CONFIG.empty)
+		return 0;
+	skb = (struct sk_buff *)ipft_stack_arg(ctx, 6);
+	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
+		return 0;
+	if (CONFIG.graph) {
+		struct ipft_stash_key key = {
+			.pid_tgid = bpf_get_current_pid_tgid(),
+			.probe = ipft_kprobe_probe(ctx),
+		};
+
+		ipft_stash_push(&key, (__u64)(unsigned long)skb);
+	}
+	return ipft_emit(ctx, skb, ipft_kprobe_probe(ctx), 0, 0, false);
+}
+
+/* kprobe.multi: skb in argument 7 */
+SEC("kprobe.multi")
+int ipft_m7(struct pt_regs *ctx)
+{
+	struct sk_buff *skb;
+
+	if (CONFIG.empty)
+		return 0;
+	skb = (struct sk_buff *)ipft_stack_arg(ctx, 7);
+	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
+		return 0;
+	if (CONFIG.graph) {
+		struct ipft_stash_key key = {
+			.pid_tgid = bpf_get_current_pid_tgid(),
+			.probe = ipft_kprobe_probe(ctx),
+		};
+
+		ipft_stash_push(&key, (__u64)(unsigned long)skb);
+	}
+	return ipft_emit(ctx, skb, ipft_kprobe_probe(ctx), 0, 0, false);
+}
+
+/* kprobe.multi: skb in argument 8 */
+SEC("kprobe.multi")
+int ipft_m8(struct pt_regs *ctx)
+{
+	struct sk_buff *skb;
+
+	if (CONFIG.empty)
+		return 0;
+	skb = (struct sk_buff *)ipft_stack_arg(ctx, 8);
+	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
+		return 0;
+	if (CONFIG.graph) {
+		struct ipft_stash_key key = {
+			.pid_tgid = bpf_get_current_pid_tgid(),
+			.probe = ipft_kprobe_probe(ctx),
+		};
+
+		ipft_stash_push(&key, (__u64)(unsigned long)skb);
+	}
+	return ipft_emit(ctx, skb, ipft_kprobe_probe(ctx), 0, 0, false);
+}
+
+/* kprobe.multi: skb in argument 9 */
+SEC("kprobe.multi")
+int ipft_m9(struct pt_regs *ctx)
+{
+	struct sk_buff *skb;
+
+	if (CONFIG.empty)
+		return 0;
+	skb = (struct sk_buff *)ipft_stack_arg(ctx, 9);
+	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
+		return 0;
+	if (CONFIG.graph) {
+		struct ipft_stash_key key = {
+			.pid_tgid = bpf_get_current_pid_tgid(),
+			.probe = ipft_kprobe_probe(ctx),
+		};
+
+		ipft_stash_push(&key, (__u64)(unsigned long)skb);
+	}
+	return ipft_emit(ctx, skb, ipft_kprobe_probe(ctx), 0, 0, false);
+}
+
+/* kprobe.multi: skb in argument 10 */
+SEC("kprobe.multi")
+int ipft_m10(struct pt_regs *ctx)
+{
+	struct sk_buff *skb;
+
+	if (CONFIG.empty)
+		return 0;
+	skb = (struct sk_buff *)ipft_stack_arg(ctx, 10);
+	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
+		return 0;
+	if (CONFIG.graph) {
+		struct ipft_stash_key key = {
+			.pid_tgid = bpf_get_current_pid_tgid(),
+			.probe = ipft_kprobe_probe(ctx),
+		};
+
+		ipft_stash_push(&key, (__u64)(unsigned long)skb);
+	}
+	return ipft_emit(ctx, skb, ipft_kprobe_probe(ctx), 0, 0, false);
+}
+
+/* kprobe.multi: skb in argument 11 */
+SEC("kprobe.multi")
+int ipft_m11(struct pt_regs *ctx)
+{
+	struct sk_buff *skb;
+
+	if (CONFIG.empty)
+		return 0;
+	skb = (struct sk_buff *)ipft_stack_arg(ctx, 11);
 	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
 		return 0;
 	if (CONFIG.graph) {

@@ -236,7 +236,12 @@ fn plan(
 
 /// ipftrace2's `-l`: NAME MODULE ADDR SKB_POSITION.
 fn list(d: &Discovery) -> Result<i32, RunError> {
-    let syms = d.symbols.as_ref();
+    // Addresses are kallsyms' alone (discovery reads the filter list).
+    let syms = d
+        .symbols
+        .as_ref()
+        .and_then(|_| ipft_runtime::kernel::KernelSymbols::kallsyms().ok());
+    let syms = syms.as_ref();
     let mut out = std::io::stdout().lock();
     let r: std::io::Result<()> = (|| {
         writeln!(

@@ -17,6 +17,18 @@ char LICENSE[] SEC("license") = "GPL";
 #define PT_REGS_PARM6(x) (((struct pt_regs *)(x))->r9)
 #endif
 
+/*
+ * kprobes at a function's entry: x86_64 passes arguments 6 and up on the
+ * stack, above the return address that sp points to.
+ */
+static __always_inline __u64 ipft_stack_arg(struct pt_regs *ctx, int n)
+{
+	__u64 v = 0;
+
+	bpf_probe_read_kernel(&v, sizeof(v), (void *)(PT_REGS_SP(ctx) + 8 * (n - 5)));
+	return v;
+}
+
 /* Wire event and config: rendered from ipft-abi, which the runtime reads them with. */
 struct ipft_event {
 	__u64 skb;	/* @0: skb address (packet identity until freed) */

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use handlebars::Handlebars;
-use ipft_abi::program::generic_programs;
+use ipft_abi::program::{generic_programs, kprobe_arg};
 use ipft_abi::{event_flags, Config, Event, Layout, ProbeEntry, ProgramId, TypedKind};
 use serde::Serialize;
 
@@ -47,7 +47,8 @@ struct Program {
     section: String,
     prog: String,
     skb_pos: u8,
-    skb_reg: u8,
+    /// kprobes: the C expression reading the skb argument.
+    skb_arg: String,
     has_reason: bool,
     reason_pos: u8,
     end: bool,
@@ -109,12 +110,12 @@ fn program(id: ProgramId, probe: String, comment: String) -> Program {
             section,
             prog,
             skb_pos: skb,
-            skb_reg: skb + 1,
+            skb_arg: kprobe_arg(skb),
             has_reason: reason.is_some(),
             reason_pos: reason.unwrap_or(0),
             end,
             flags: flags(&[(end, "IPFT_F_END"), (reason.is_some(), "IPFT_F_REASON")]),
-            aux: reason.map_or("0".into(), |r| format!("PT_REGS_PARM{}(ctx)", r + 1)),
+            aux: reason.map_or("0".into(), kprobe_arg),
             ..Default::default()
         },
         ProgramId::Kretprobe { .. } => Program {

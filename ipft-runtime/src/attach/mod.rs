@@ -411,7 +411,7 @@ fn fill_probe_ips(obj: &Object, table: &[ProbeEntry], rows: &[usize]) -> Result<
     if kernel::cookies().kprobe || rows.is_empty() {
         return Ok(());
     }
-    let syms = kernel::KernelSymbols::running().map_err(|e| LoadError::Unavailable {
+    let syms = kernel::KernelSymbols::kallsyms().map_err(|e| LoadError::Unavailable {
         backend: Backend::Kprobe,
         reason: format!("kprobes without cookies need /proc/kallsyms: {e}"),
     })?;

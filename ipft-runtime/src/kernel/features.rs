@@ -1,6 +1,5 @@
 //! Backend feature probes: load a two-instruction program and create (then
-//! drop) a real link. Symbols in kallsyms say what the kernel was built
-//! with; only an attach says what this host allows (sandboxes refuse fentry
+//! drop) a real link. The kernel's BTF says what it was built with; only an attach says what this host allows (sandboxes refuse fentry
 //! with EPERM even where it is compiled in).
 
 use std::ffi::CString;
@@ -54,11 +53,18 @@ fn probe_prog(
         .map_err(|e| format!("load: {}", errno_msg(e)))
 }
 
+/// Closing a probe's link waits for the kernel to retire it (an RCU-tasks
+/// grace period for fentry and kprobe-multi, most of a probe's time under an
+/// emulator); no answer depends on it, so it closes on a thread of its own.
+fn release_later(link: OwnedFd) {
+    std::thread::spawn(move || drop(link));
+}
+
 /// Can fentry attach to the vmlinux function with BTF id `btf_id`?
 pub fn fentry(btf_id: u32) -> Result<(), String> {
     let prog = probe_prog(sys::BPF_PROG_TYPE_TRACING, sys::BPF_TRACE_FENTRY, btf_id)?;
     tracing_link(prog.as_raw_fd(), sys::BPF_TRACE_FENTRY, 0)
-        .map(drop)
+        .map(release_later)
         .map_err(|e| format!("attach: {}", errno_msg(e)))
 }
 
@@ -76,7 +82,7 @@ pub fn kprobe_multi(symbol: &str) -> Result<(), String> {
     let link =
         unsafe { sys::bpf_link_create(prog.as_raw_fd(), 0, sys::BPF_TRACE_KPROBE_MULTI, &opts) };
     owned(link)
-        .map(drop)
+        .map(release_later)
         .map_err(|e| format!("attach: {}", errno_msg(e)))
 }
 

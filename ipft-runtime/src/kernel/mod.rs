@@ -60,13 +60,25 @@ impl Probed {
     }
 }
 
-/// What the kernel was built with, from its symbols.
+/// What the kernel was built with: functions of its BTF (notrace ones,
+/// such as ftrace's own, included), else of its symbols.
 pub fn offer_from_symbols(syms: &KernelSymbols, release: Option<&str>) -> KernelOffer {
-    let has = |s: &str| syms.text.contains_key(s);
+    let btf = running_btf();
+    let has = |s: &str| match btf {
+        Some(k) => k
+            .base
+            .resolve_ids_by_name(s)
+            .is_ok_and(|ids| !ids.is_empty()),
+        None => syms.text.contains_key(s),
+    };
     KernelOffer {
         kprobe: features::kprobe().is_ok(),
         kprobe_multi: has("fprobe_register") || has("register_fprobe"),
-        fentry: has("register_ftrace_direct") || has("register_ftrace_direct_multi"),
+        // 5.10's BTF has no ftrace.c functions: the trampoline's own
+        // function says enough (the real attach probe decides).
+        fentry: has("register_ftrace_direct")
+            || has("register_ftrace_direct_multi")
+            || has("bpf_trampoline_link_prog"),
         fentry_max_args: policy::fentry_max_args(release),
     }
 }
@@ -106,8 +118,8 @@ pub fn probe(syms: &KernelSymbols, wanted: &[Backend]) -> Probed {
 fn missing(b: Backend) -> &'static str {
     match b {
         Backend::Kprobe => "no kprobe PMU (CONFIG_KPROBES)",
-        Backend::KprobeMulti => "no fprobe in kallsyms (CONFIG_FPROBE)",
-        Backend::Fentry => "no ftrace direct calls in kallsyms",
+        Backend::KprobeMulti => "no fprobe in the kernel (CONFIG_FPROBE)",
+        Backend::Fentry => "no BPF trampolines in the kernel",
         Backend::TpBtf => "",
     }
 }

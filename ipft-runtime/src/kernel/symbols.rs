@@ -1,82 +1,92 @@
 //! Which functions the running kernel can attach by name.
 //!
-//! A function needs its exact name as a text symbol in /proc/kallsyms (inlined
-//! and `.isra`/`.constprop` clones are not attachable by BTF name). Where
-//! tracefs' available_filter_functions is readable it is used instead, since
-//! it also drops `notrace` functions; on sandboxed hosts it is often denied.
+//! A function needs its exact name as a text symbol (inlined and
+//! `.isra`/`.constprop` clones are not attachable by BTF name) and must not
+//! be `notrace`. tracefs' available_filter_functions says exactly that, with
+//! each function's module and one line per definition, in about a third of
+//! /proc/kallsyms' lines (which also lists data and notrace symbols): under
+//! an emulator reading kallsyms was the largest part of a start. kallsyms is
+//! read only where the list is denied (sandboxed hosts), or for addresses.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
+
+const FILTER_FUNCTIONS: &str = "/sys/kernel/tracing/available_filter_functions";
 
 /// Symbols and features of the running kernel.
 #[derive(Debug, Default)]
 pub struct KernelSymbols {
-    /// Text symbols by name -> (address, module, number of definitions).
+    /// Attachable functions by name -> (address, module, number of
+    /// definitions). The address is 0 where read from the filter list.
     pub text: HashMap<String, (u64, Option<String>, u32)>,
-    /// Traceable functions from available_filter_functions, when readable.
-    pub traceable: Option<HashSet<String>>,
     /// Warning to print once (e.g. fell back to kallsyms).
     pub note: Option<String>,
 }
 
 impl KernelSymbols {
-    /// Read /proc/kallsyms (and available_filter_functions if allowed).
+    /// The functions ftrace can attach (kallsyms where the list is denied).
     pub fn running() -> std::io::Result<Self> {
-        let text = fs::read_to_string("/proc/kallsyms")?;
-        let mut s = Self::parse_kallsyms(&text);
-        let aff = Path::new("/sys/kernel/tracing/available_filter_functions");
-        match fs::read_to_string(aff) {
-            Ok(list) => {
-                s.traceable = Some(
-                    list.lines()
-                        .filter_map(|l| l.split_whitespace().next())
-                        .map(str::to_string)
-                        .collect(),
-                )
-            }
+        match fs::read_to_string(FILTER_FUNCTIONS) {
+            Ok(list) => Ok(Self::parse_filter_functions(&list)),
             Err(e) => {
+                let mut s = Self::kallsyms()?;
                 s.note = Some(format!(
                     "note: {} unreadable ({e}); using /proc/kallsyms for traceability",
-                    aff.display()
-                ))
+                    Path::new(FILTER_FUNCTIONS).display()
+                ));
+                Ok(s)
             }
         }
-        Ok(s)
+    }
+
+    /// Every text symbol of /proc/kallsyms, with its address.
+    pub fn kallsyms() -> std::io::Result<Self> {
+        Ok(Self::parse_kallsyms(&fs::read_to_string("/proc/kallsyms")?))
     }
 
     /// Parse kallsyms text (`addr type name [module]`), keeping text symbols.
     pub fn parse_kallsyms(text: &str) -> Self {
-        let mut map: HashMap<String, (u64, Option<String>, u32)> = HashMap::new();
+        let mut s = Self::default();
         for line in text.lines() {
             let mut it = line.split_whitespace();
             let (Some(addr), Some(ty), Some(name)) = (it.next(), it.next(), it.next()) else {
                 continue;
             };
-            if !matches!(ty, "t" | "T") {
-                continue;
+            if matches!(ty, "t" | "T") {
+                s.add(name, u64::from_str_radix(addr, 16).unwrap_or(0), it.next());
             }
-            let module = it
-                .next()
-                .map(|m| m.trim_start_matches('[').trim_end_matches(']').to_string());
-            let addr = u64::from_str_radix(addr, 16).unwrap_or(0);
-            map.entry(name.to_string())
-                .and_modify(|e| e.2 += 1)
-                .or_insert((addr, module, 1));
         }
-        KernelSymbols {
-            text: map,
-            traceable: None,
-            note: None,
+        s
+    }
+
+    /// Parse available_filter_functions (`name [module]`; kernels before
+    /// 6.6 may also show records of freed init code, which attach nowhere).
+    pub fn parse_filter_functions(text: &str) -> Self {
+        let mut s = Self::default();
+        for line in text.lines() {
+            let mut it = line.split_whitespace();
+            match it.next() {
+                Some(name) if !name.starts_with("__ftrace_invalid_address__") => {
+                    s.add(name, 0, it.next())
+                }
+                _ => {}
+            }
         }
+        s
+    }
+
+    fn add(&mut self, name: &str, addr: u64, module: Option<&str>) {
+        let module = module.map(|m| m.trim_start_matches('[').trim_end_matches(']').to_string());
+        self.text
+            .entry(name.to_string())
+            .and_modify(|e| e.2 += 1)
+            .or_insert((addr, module, 1));
     }
 
     /// Whether the kernel can attach a function probe to `name` by name.
     pub fn attachable(&self, name: &str) -> bool {
-        match &self.traceable {
-            Some(t) => t.contains(name),
-            None => self.text.contains_key(name),
-        }
+        self.text.contains_key(name)
     }
 }
 
@@ -94,5 +104,16 @@ mod tests {
         assert!(!s.attachable("data"));
         assert_eq!(s.text["veth_xmit"].1.as_deref(), Some("veth"));
         assert_eq!(s.text["dup"].2, 2);
+    }
+
+    #[test]
+    fn filter_functions() {
+        let s = KernelSymbols::parse_filter_functions(
+            "ip_rcv\nveth_xmit [veth]\n__ftrace_invalid_address___64\nadd_grec\nadd_grec\n",
+        );
+        assert!(s.attachable("ip_rcv"));
+        assert_eq!(s.text["veth_xmit"].1.as_deref(), Some("veth"));
+        assert_eq!(s.text["add_grec"].2, 2);
+        assert_eq!(s.text.len(), 3);
     }
 }

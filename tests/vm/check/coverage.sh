@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # coverage: with profile tcp, no function that this backend (auto: any
 # backend of the kernel) reaches is left out. Functions with more than 6
-# arguments and the skb in a register are the case in point: kprobes reach
-# them on every kernel, fentry before Linux 6.6 does not. Their list comes
+# arguments are the case in point: kprobes reach them on every kernel (the
+# skb in a register or, up to argument 11, on the stack), fentry before
+# Linux 6.6 does not. Their list comes
 # from the kernel's BTF on the host (ipft-gen list).
 . "$(dirname "$0")/lib.sh"
 
@@ -12,12 +13,12 @@ kdir=$("$root/tests/vm/kernels.sh" fetch "$KVER")
 gen=${IPFT_GEN:-$root/target/release/ipft-gen}
 [ -x "$gen" ] || fail "no ipft-gen at $gen"
 # What this backend reaches beyond 6 arguments: kprobes (and auto, which
-# has them) the skb in a register whatever the count; fentry up to what its
-# trampoline sees (6 before 6.6: nothing; 12 after).
+# has them) the skb in arguments 0..11 whatever the count; fentry up to what
+# its trampoline sees (6 before 6.6: nothing; 12 after).
 case "$BACKEND:$KVER" in
     fentry:5.10 | fentry:6.1) sel='false' ;;
     fentry:*)    sel='.nargs > 6 and .nargs <= 12' ;;
-    *)           sel='.nargs > 6 and .skb_positions[0] < 6' ;;
+    *)           sel='.nargs > 6 and .skb_positions[0] <= 11' ;;
 esac
 wide=$("$gen" list --btf "$kdir/btf/vmlinux" --profile tcp --json 2>/dev/null \
     | jq -r ".[] | select(.kind == \"function\" and ($sel)) | .name" | sort -u)
