@@ -301,13 +301,71 @@ pub const GENERIC_MAX_SKB_POS: u8 = 11;
 /// sk_skb_reason_drop, trace_kfree_skb).
 pub const GENERIC_REASON_PAIRS: &[(u8, u8)] = &[(0, 1), (1, 2), (0, 2)];
 
+/// The kprobe.multi program for skbs on the stack (arguments 6..11): it
+/// finds its argument from the link's cookie.
+pub const MULTI_STACK_SKB: u8 = KPROBE_REG_ARGS;
+
+/// Where a kprobe.multi link's cookie carries a probe's shape, above the
+/// probe index in its low 32 bits: the drop reason's position + 1 (0: none)
+/// and the skb's position + 1. Every kprobe-multi link is released on its
+/// own behind RCU-tasks grace periods (~150 ms each under the lab's
+/// emulator), so one program per skb register serves every function: the
+/// reason (read on a match only) and a stack position need no program of
+/// their own (docs/benchmarks.md).
+pub const COOKIE_REASON_SHIFT: u32 = 32;
+/// See [`COOKIE_REASON_SHIFT`].
+pub const COOKIE_SKB_SHIFT: u32 = 40;
+
+/// The cookie of table row `index` on its kprobe.multi link.
+pub fn kprobe_multi_cookie(index: usize, shape: &ProbeShape, end: bool) -> u64 {
+    let reason = match (end, shape.reason_pos) {
+        (false, Some(r)) => u64::from(r) + 1,
+        _ => 0,
+    };
+    (index as u64 & 0xffff_ffff)
+        | reason << COOKIE_REASON_SHIFT
+        | (u64::from(shape.skb_pos) + 1) << COOKIE_SKB_SHIFT
+}
+
+/// The C macros reading [`kprobe_multi_cookie`] back.
+pub fn cookie_macros() -> String {
+    format!(
+        "#define IPFT_COOKIE_REASON(c) (((c) >> {COOKIE_REASON_SHIFT}) & 0xff)\n\
+         #define IPFT_COOKIE_SKB(c) (((c) >> {COOKIE_SKB_SHIFT}) & 0xff)"
+    )
+}
+
+/// The kprobe (or kprobe.multi) entry program for a probe of this shape;
+/// `reason`: the drop reason's position a single kprobe program reads.
+pub fn kprobe_program(shape: &ProbeShape, multi: bool, end: bool, reason: Option<u8>) -> ProgramId {
+    match multi {
+        true => ProgramId::Kprobe {
+            multi,
+            skb: shape.skb_pos.min(MULTI_STACK_SKB),
+            reason: None,
+            end,
+        },
+        false => ProgramId::Kprobe {
+            multi,
+            skb: shape.skb_pos,
+            reason: reason.filter(|_| !end),
+            end,
+        },
+    }
+}
+
 /// Every program of the generic object, in the order the template renders
-/// them: kprobe and kprobe.multi per register position, typed programs per
-/// position, the drop-reason variants and the journey-ending variants.
+/// them: kprobe per argument position (kprobe.multi per register and one for
+/// the stack), typed programs per position, the drop-reason variants and the
+/// journey-ending variants.
 pub fn generic_programs() -> Vec<ProgramId> {
     let mut out = Vec::new();
     for multi in [false, true] {
-        for skb in 0..=KPROBE_MAX_SKB_POS {
+        let last = match multi {
+            true => MULTI_STACK_SKB,
+            false => KPROBE_MAX_SKB_POS,
+        };
+        for skb in 0..=last {
             out.push(ProgramId::Kprobe {
                 multi,
                 skb,
@@ -315,13 +373,15 @@ pub fn generic_programs() -> Vec<ProgramId> {
                 end: false,
             });
         }
-        for &(skb, r) in GENERIC_REASON_PAIRS {
-            out.push(ProgramId::Kprobe {
-                multi,
-                skb,
-                reason: Some(r),
-                end: false,
-            });
+        if !multi {
+            for &(skb, r) in GENERIC_REASON_PAIRS {
+                out.push(ProgramId::Kprobe {
+                    multi,
+                    skb,
+                    reason: Some(r),
+                    end: false,
+                });
+            }
         }
         // Every journey-ending probe takes the skb first.
         out.push(ProgramId::Kprobe {
@@ -374,12 +434,12 @@ pub fn generic_entry(shape: &ProbeShape, backend: Backend, end: bool) -> Option<
         false => GENERIC_REASON_PAIRS.contains(&(shape.skb_pos, r)),
     });
     let id = match backend {
-        Backend::Kprobe | Backend::KprobeMulti => ProgramId::Kprobe {
-            multi: backend == Backend::KprobeMulti,
-            skb: shape.skb_pos,
-            reason: reason.filter(|_| !end),
-            end,
-        },
+        Backend::Kprobe | Backend::KprobeMulti if shape.skb_pos > KPROBE_MAX_SKB_POS => {
+            return None
+        }
+        Backend::Kprobe | Backend::KprobeMulti => {
+            kprobe_program(shape, backend == Backend::KprobeMulti, end, reason)
+        }
         Backend::TpBtf | Backend::Fentry => ProgramId::Generic {
             kind: match backend {
                 Backend::TpBtf => TypedKind::Tracepoint,
@@ -462,8 +522,31 @@ mod tests {
             nargs: 3,
             ..Default::default()
         };
+        let id = generic_entry(&drop, Backend::Kprobe, false).unwrap();
+        assert_eq!(id.to_string(), "ipft_k1_r2");
+        // kprobe.multi: the reason travels in the cookie, stack skbs share
+        // one program.
         let id = generic_entry(&drop, Backend::KprobeMulti, false).unwrap();
-        assert_eq!(id.to_string(), "ipft_m1_r2");
+        assert_eq!(id.to_string(), "ipft_m1");
+        let stack = ProbeShape {
+            skb_pos: 8,
+            nargs: 9,
+            ..Default::default()
+        };
+        let id = generic_entry(&stack, Backend::KprobeMulti, false).unwrap();
+        assert_eq!(id.to_string(), "ipft_m6");
+        assert_eq!(
+            generic_entry(&stack, Backend::Kprobe, false).map(|p| p.to_string()),
+            Some("ipft_k8".into())
+        );
+        let c = kprobe_multi_cookie(7, &drop, false);
+        assert_eq!(c as u32, 7);
+        assert_eq!((c >> COOKIE_REASON_SHIFT) & 0xff, 3);
+        assert_eq!((c >> COOKIE_SKB_SHIFT) & 0xff, 2);
+        assert_eq!(
+            (kprobe_multi_cookie(7, &drop, true) >> COOKIE_REASON_SHIFT) & 0xff,
+            0
+        );
         let far = ProbeShape {
             skb_pos: 12,
             nargs: 13,

@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use ipft_abi::program::{generic_entry, CLONE_MAX_NARGS};
+use ipft_abi::program::{generic_entry, kprobe_program, CLONE_MAX_NARGS};
 use ipft_abi::table::{is_clone_function, is_end_marker, mark_journey_ends};
 use ipft_abi::{Backend, ProbeEntry, ProbeKind, ProgramId, TypedKind, Unreached};
 
@@ -95,12 +95,7 @@ fn programs(
             let entry = match objects {
                 // Generic end markers take the skb first.
                 Objects::Generic => generic_entry(&shape, b, end && shape.skb_pos == 0)?,
-                Objects::Specialised { .. } => ProgramId::Kprobe {
-                    multi,
-                    skb: shape.skb_pos,
-                    reason: shape.reason_pos,
-                    end,
-                },
+                Objects::Specialised { .. } => kprobe_program(&shape, multi, end, shape.reason_pos),
             };
             Some((entry, graph.then_some(ProgramId::Kretprobe { multi })))
         }
@@ -239,7 +234,7 @@ mod tests {
                 "ipft_m0",
                 "ipft_f1",
                 "ipft_t2",
-                "ipft_m12",
+                "ipft_m6",
                 "ipft_f4",
                 "ipft_m0_e",
                 "ipft_f6"

@@ -28,8 +28,8 @@ use serde::Deserialize;
 const BPFTOOL: &str = "/usr/sbin/bpftool";
 /// fentry argument limit when the kernel release is unknown (6.6+ rule).
 const FENTRY_MAX_ARGS: u8 = 12;
-/// x86_64 integer argument registers.
-const REG_ARGS: u8 = 6;
+/// Last argument kprobes read (registers 0..5, then the stack, x86_64).
+const KPROBE_MAX_SKB_POS: u8 = 11;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -256,7 +256,7 @@ fn static_backends(r: &Row, fentry_max: u8) -> Vec<String> {
         return vec!["tp_btf".into()];
     }
     let mut b = Vec::new();
-    if r.skb_positions[0] < REG_ARGS && !r.byval_before_skb {
+    if r.skb_positions[0] <= KPROBE_MAX_SKB_POS && !r.byval_before_skb {
         b.push("kprobe-multi".into());
         b.push("kprobe".into());
     }
@@ -344,7 +344,8 @@ fn compare_with(
         .filter(|r| {
             r.kind != "function"
                 || !(r.byval
-                    || (r.skb_positions[0] >= REG_ARGS && (r.variadic || r.nargs > fentry_max)))
+                    || (r.skb_positions[0] > KPROBE_MAX_SKB_POS
+                        && (r.variadic || r.nargs > fentry_max)))
         })
         .collect();
     assert!(

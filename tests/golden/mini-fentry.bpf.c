@@ -29,6 +29,20 @@ static __always_inline __u64 ipft_stack_arg(struct pt_regs *ctx, int n)
 	return v;
 }
 
+/* Argument n, known only at run time (kprobe.multi: from the cookie). */
+static __always_inline __u64 ipft_kprobe_arg(struct pt_regs *ctx, __u32 n)
+{
+	switch (n) {
+	case 0: return PT_REGS_PARM1(ctx);
+	case 1: return PT_REGS_PARM2(ctx);
+	case 2: return PT_REGS_PARM3(ctx);
+	case 3: return PT_REGS_PARM4(ctx);
+	case 4: return PT_REGS_PARM5(ctx);
+	case 5: return PT_REGS_PARM6(ctx);
+	default: return ipft_stack_arg(ctx, n);
+	}
+}
+
 /* Wire event and config: rendered from ipft-abi, which the runtime reads them with. */
 struct ipft_event {
 	__u64 skb;	/* @0: skb address (packet identity until freed) */
@@ -44,6 +58,10 @@ struct ipft_event {
 #define IPFT_F_REASON	0x2	/* aux holds an enum skb_drop_reason */
 #define IPFT_F_END	0x4	/* the skb's memory is released here */
 #define IPFT_F_CLONE	0x8	/* aux holds the address of the skb's clone or copy */
+
+/* kprobe.multi cookies: probe index, drop reason and skb positions (ipft-abi). */
+#define IPFT_COOKIE_REASON(c) (((c) >> 32) & 0xff)
+#define IPFT_COOKIE_SKB(c) (((c) >> 40) & 0xff)
 
 /* Everything the loader may tune lives here; the verifier sees constants. */
 struct ipft_config {
@@ -137,15 +155,18 @@ __u64 ipft_live[IPFT_LIVE_SETS][IPFT_LIVE_WAYS];
 /*
  * The skb's address as a number. A typed (BTF) pointer allows no shift or
  * multiply, but what comes back from map memory is a plain number to the
- * verifier: pass it through this CPU's slot of a .bss array.
+ * verifier: pass it through this CPU's slot of a .bss array, one cache line
+ * per CPU so that CPUs do not steal each other's line on every event.
  */
 #define IPFT_ADDR_CPUS 1024
+#define IPFT_ADDR_STRIDE 8 /* u64s in a 64-byte cache line */
 
-__u64 ipft_addr_slot[IPFT_ADDR_CPUS];
+__u64 ipft_addr_slot[IPFT_ADDR_CPUS * IPFT_ADDR_STRIDE];
 
 static __always_inline __u64 ipft_skb_addr(struct sk_buff *skb)
 {
-	volatile __u64 *slot = &ipft_addr_slot[bpf_get_smp_processor_id() & (IPFT_ADDR_CPUS - 1)];
+	volatile __u64 *slot =
+		&ipft_addr_slot[(bpf_get_smp_processor_id() & (IPFT_ADDR_CPUS - 1)) * IPFT_ADDR_STRIDE];
 
 	*slot = (__u64)(unsigned long)skb;
 	return *slot;
@@ -724,6 +745,21 @@ static __always_inline int ipft_emit(void *ctx, struct sk_buff *skb, __u32 probe
 	ipft_fill(e, skb, probe, flags, aux, 0);
 	bpf_ringbuf_submit(e, ipft_wakeup());
 	return 0;
+}
+
+/*
+ * A kprobe.multi hit that matched: the cookie (looked up only now) gives the
+ * probe index and, where the function has one, its drop reason's position.
+ */
+static __always_inline int ipft_emit_multi(struct pt_regs *ctx, struct sk_buff *skb, __u8 flags)
+{
+	__u64 cookie = bpf_get_attach_cookie(ctx);
+	__u32 reason = IPFT_COOKIE_REASON(cookie);
+
+	if (reason)
+		return ipft_emit(ctx, skb, (__u32)cookie, flags | IPFT_F_REASON,
+				 ipft_kprobe_arg(ctx, reason - 1), false);
+	return ipft_emit(ctx, skb, (__u32)cookie, flags, 0, false);
 }
 
 /*

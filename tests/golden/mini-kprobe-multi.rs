@@ -213,7 +213,7 @@ pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
         program: ::ipft_runtime::ProgramId::Kprobe {
             multi: true,
             skb: 0u8,
-            reason: Some(1u8),
+            reason: None,
             end: false,
         },
         return_program: Some(::ipft_runtime::ProgramId::Kretprobe {

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use handlebars::Handlebars;
-use ipft_abi::program::{generic_programs, kprobe_arg};
+use ipft_abi::program::{cookie_macros, generic_programs, kprobe_arg, MULTI_STACK_SKB};
 use ipft_abi::{event_flags, Config, Event, Layout, ProbeEntry, ProgramId, TypedKind};
 use serde::Serialize;
 
@@ -49,6 +49,11 @@ struct Program {
     skb_pos: u8,
     /// kprobes: the C expression reading the skb argument.
     skb_arg: String,
+    /// kprobe.multi: the reason (and a stack skb's position) come from the
+    /// link's cookie.
+    multi: bool,
+    /// kprobe.multi: the skb is on the stack, where the cookie says.
+    stack: bool,
     has_reason: bool,
     reason_pos: u8,
     end: bool,
@@ -78,6 +83,7 @@ struct Context<'a> {
     core_header: &'a str,
     event_struct: String,
     event_flags: String,
+    cookie_macros: String,
     config_struct: String,
     section_structs: String,
     ring_bytes: u32,
@@ -105,12 +111,17 @@ fn program(id: ProgramId, probe: String, comment: String) -> Program {
     let prog = id.to_string();
     match id {
         ProgramId::Kprobe {
-            skb, reason, end, ..
+            multi,
+            skb,
+            reason,
+            end,
         } => Program {
             section,
             prog,
             skb_pos: skb,
             skb_arg: kprobe_arg(skb),
+            multi,
+            stack: multi && skb == MULTI_STACK_SKB,
             has_reason: reason.is_some(),
             reason_pos: reason.unwrap_or(0),
             end,
@@ -299,6 +310,7 @@ pub fn render_specialised(plan: &Plan<'_>, table: &[ProbeEntry]) -> Result<Strin
         core_header: "vmlinux.h",
         event_struct: Event::c_struct(),
         event_flags: event_flags::c_defines(),
+        cookie_macros: cookie_macros(),
         config_struct: Config::c_struct(),
         section_structs: ipft_abi::Sections::c_structs(),
         ring_bytes: ipft_abi::layout::DEFAULT_RING_BYTES,
@@ -345,6 +357,7 @@ pub fn render_generic() -> Result<String, TemplateError> {
         core_header: "ipft_core.h",
         event_struct: Event::c_struct(),
         event_flags: event_flags::c_defines(),
+        cookie_macros: cookie_macros(),
         config_struct: Config::c_struct(),
         section_structs: ipft_abi::Sections::c_structs(),
         ring_bytes: ipft_abi::layout::DEFAULT_RING_BYTES,

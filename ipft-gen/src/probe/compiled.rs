@@ -102,9 +102,15 @@ mod tests {
             compiled_backends(&func(0, 3), &offer, Compile::Auto, false),
             [Backend::KprobeMulti, Backend::Kprobe]
         );
+        // The skb on the stack: kprobes read it there.
         assert_eq!(
             compiled_backends(&func(7, 8), &offer, Compile::Auto, false),
-            [Backend::Fentry]
+            [Backend::KprobeMulti, Backend::Kprobe]
+        );
+        assert_eq!(
+            compiled_backends(&func(12, 13), &offer, Compile::Auto, false),
+            [],
+            "beyond argument 11 and 12 arguments: nothing reaches it"
         );
         assert_eq!(
             compiled_backends(&func(0, 3), &offer, Compile::Auto, true),

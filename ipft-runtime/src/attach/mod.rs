@@ -15,6 +15,7 @@ pub use losses::{bpf_losses, BpfLosses};
 use std::os::fd::OwnedFd;
 use std::sync::Mutex;
 
+use ipft_abi::program::kprobe_multi_cookie;
 use ipft_abi::{Backend, Config, Layout, ProbeEntry, ProgramId};
 
 use crate::kernel;
@@ -298,7 +299,13 @@ impl Session {
             };
             let opts = KprobeMultiOpts {
                 symbols: ids.iter().map(|&i| table[i].name.to_string()).collect(),
-                cookies: ids.iter().map(|&i| i as u64).collect(),
+                cookies: ids
+                    .iter()
+                    .map(|&i| {
+                        let end = matches!(table[i].program, ProgramId::Kprobe { end: true, .. });
+                        kprobe_multi_cookie(i, &table[i].shape, end)
+                    })
+                    .collect(),
                 retprobe,
                 ..Default::default()
             };
