@@ -403,7 +403,8 @@ pub(crate) fn per_hit(seconds: u32, count: u32, rounds: usize) -> Result<String>
 }
 
 /// The ring buffer of `s`, and its programs (named `name`, if given) for
-/// `group`: one per bench tracepoint.
+/// `group`: one per bench tracepoint, and the template that copies with
+/// link cookies are loaded from (attached nowhere: it adds no runs).
 fn claim<'s>(
     s: &'s Session,
     group: Group,
@@ -424,9 +425,9 @@ fn claim<'s>(
             ids.insert(info.id, group);
         }
     }
-    if ids.len() - before != TRACEPOINTS.len() {
+    if ids.len() - before < TRACEPOINTS.len() {
         bail!(
-            "{}: found {} programs, expected {}",
+            "{}: found {} programs, expected at least {}",
             group.label(),
             ids.len() - before,
             TRACEPOINTS.len()

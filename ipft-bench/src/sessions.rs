@@ -49,8 +49,25 @@ pub(crate) fn ipft_table() -> Vec<ProbeEntry> {
     };
     TRACEPOINTS
         .iter()
-        .map(|&tp| ProbeEntry::tracepoint(tp, 0, 1, program))
+        .map(|&tp| tracepoint(tp, 0, 1, program))
         .collect()
+}
+
+/// A tracepoint row as discovery makes it: with its `btf_trace_<name>` id,
+/// which a generic program reloaded for it is aimed at (Linux 6.10+).
+fn tracepoint(name: &'static str, skb_pos: u8, nargs: u8, program: ProgramId) -> ProbeEntry {
+    let btf_id = ipft_runtime::kernel::running_btf()
+        .and_then(|k| {
+            k.base
+                .resolve_ids_by_name(&format!("btf_trace_{name}"))
+                .ok()
+        })
+        .and_then(|ids| ids.first().copied())
+        .unwrap_or(0);
+    ProbeEntry {
+        btf_id,
+        ..ProbeEntry::tracepoint(name, skb_pos, nargs, program)
+    }
 }
 
 /// `table` and the journey-ending tracepoints, which take freed skbs out
@@ -63,8 +80,8 @@ pub(crate) fn with_releases(table: &[ProbeEntry]) -> Vec<ProbeEntry> {
         end: true,
     };
     let mut t = table.to_vec();
-    t.push(ProbeEntry::tracepoint("consume_skb", 0, 2, end(None)));
-    t.push(ProbeEntry::tracepoint("kfree_skb", 0, 3, end(Some(2))));
+    t.push(tracepoint("consume_skb", 0, 2, end(None)));
+    t.push(tracepoint("kfree_skb", 0, 3, end(Some(2))));
     t
 }
 
