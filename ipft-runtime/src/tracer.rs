@@ -24,10 +24,11 @@ pub fn tracer_main(sets: &'static [&'static ProbeSetSpec]) -> i32 {
     ))
 }
 
-/// Knobs of the BPF side for a run.
-pub fn load_options(cfg: &RunConfig) -> LoadOptions {
+/// Knobs of the BPF side for a run; `ext`: an extension's payload follows
+/// each event (linked in by `ipft -e`, or compiled into a tracer).
+pub fn load_options(cfg: &RunConfig, ext: bool) -> LoadOptions {
     let ring = cfg.ring_buffer_bytes;
-    let sections = cfg.sections(false);
+    let sections = cfg.sections(ext);
     let config = Config {
         mark: cfg.mark,
         mask: cfg.mask,
@@ -38,8 +39,7 @@ pub fn load_options(cfg: &RunConfig) -> LoadOptions {
         pid: cfg.packets.pid,
         pcap: u32::from(cfg.pcap.is_some()),
         empty: u32::from(cfg.bench_empty),
-        // probe: set per copy; the cookie flags: by the loader; ext: where
-        // an extension is linked.
+        // probe: set per copy; the cookie flags: by the loader.
         ..sections.apply(Config::default())
     };
     LoadOptions {
@@ -222,13 +222,7 @@ fn attach(
             spec.object,
             spec.probes,
             &sel.rows,
-            LoadOptions {
-                config: Config {
-                    ext: u32::from(spec.extension.is_some()),
-                    ..load_options(cfg).config
-                },
-                ..load_options(cfg)
-            },
+            load_options(cfg, spec.extension.is_some()),
             &mut |n| {
                 pb.set_position(n as u64);
                 !signals.stopped()

@@ -63,8 +63,7 @@ pub fn run(args: IpftArgs) -> Result<i32, RunError> {
         ),
         None => Cow::Borrowed(GENERIC_OBJECT),
     };
-    let mut options = load_options(&cfg);
-    options.config.ext = u32::from(ext.is_some());
+    let options = load_options(&cfg, ext.is_some());
     let output = event_loop::Output::prepare(&cfg)?;
     let signals = Signals::install().map_err(RunError::Signals)?;
     attach::capture_libbpf_log();

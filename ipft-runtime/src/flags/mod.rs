@@ -494,10 +494,15 @@ mod tests {
         ])
         .unwrap();
         assert!(c.track);
-        let cfg = crate::tracer::load_options(&c).config;
+        let cfg = crate::tracer::load_options(&c, false).config;
         assert_eq!((cfg.track, cfg.pid, cfg.netns), (1, std::process::id(), 0));
         assert_eq!(cfg.ifname_lo.to_ne_bytes(), *b"lo\0\0\0\0\0\0");
-        let plain = crate::tracer::load_options(&check(&["-m", "1"]).unwrap()).config;
+        let plain = crate::tracer::load_options(&check(&["-m", "1"]).unwrap(), false).config;
+        // An extension's payload makes records larger than the header: the
+        // ring wakes its reader in batches again, and the programs know.
+        let ext = crate::tracer::load_options(&check(&["-m", "1"]).unwrap(), true).config;
+        assert_eq!((ext.ext, plain.ext), (1, 0));
+        assert!(ext.wakeup_bytes > 0 && plain.wakeup_bytes == 0);
         assert_eq!(
             (
                 plain.track,
