@@ -281,18 +281,16 @@ fn parse(s: &str) -> Option<ProgramId> {
 
 /// x86_64 passes the first six integer arguments in rdi, rsi, rdx, rcx, r8,
 /// r9 and the rest on the stack, where a kprobe at the function's entry
-/// reads them (see [`kprobe_arg`]).
+/// reads them (the template's `ipft_kprobe_arg`).
 pub const KPROBE_REG_ARGS: u8 = 6;
 /// Highest skb position the kprobe programs cover (registers, then stack).
 pub const KPROBE_MAX_SKB_POS: u8 = 11;
 
-/// C expression for argument `pos` (0-based) in a kprobe program: its
-/// register, or its stack slot (above the return address at entry).
+/// C expression for argument `pos` (0-based) in a kprobe program. Where an
+/// argument lives is the template's one rule; with `pos` a constant the
+/// compiler keeps only the register or stack read it names.
 pub fn kprobe_arg(pos: u8) -> String {
-    match pos < KPROBE_REG_ARGS {
-        true => format!("PT_REGS_PARM{}(ctx)", pos + 1),
-        false => format!("ipft_stack_arg(ctx, {pos})"),
-    }
+    format!("ipft_kprobe_arg(ctx, {pos})")
 }
 /// Highest skb position the generic typed programs cover.
 pub const GENERIC_MAX_SKB_POS: u8 = 11;

@@ -29,7 +29,7 @@ static __always_inline __u64 ipft_stack_arg(struct pt_regs *ctx, int n)
 	return v;
 }
 
-/* Argument n, known only at run time (kprobe.multi: from the cookie). */
+/* Argument n of a kprobe'd function (a constant, or kprobe.multi's cookie). */
 static __always_inline __u64 ipft_kprobe_arg(struct pt_regs *ctx, __u32 n)
 {
 	switch (n) {
@@ -798,7 +798,7 @@ int ipft_k0(struct pt_regs *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)PT_REGS_PARM1(ctx);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 0);
 	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
 		return 0;
 	if (CONFIG.graph) {
@@ -820,7 +820,7 @@ int ipft_k1(struct pt_regs *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)PT_REGS_PARM2(ctx);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 1);
 	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
 		return 0;
 	if (CONFIG.graph) {
@@ -842,7 +842,7 @@ int ipft_k2(struct pt_regs *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)PT_REGS_PARM3(ctx);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 2);
 	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
 		return 0;
 	if (CONFIG.graph) {
@@ -864,7 +864,7 @@ int ipft_k3(struct pt_regs *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)PT_REGS_PARM4(ctx);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 3);
 	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
 		return 0;
 	if (CONFIG.graph) {
@@ -886,7 +886,7 @@ int ipft_k4(struct pt_regs *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)PT_REGS_PARM5(ctx);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 4);
 	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
 		return 0;
 	if (CONFIG.graph) {
@@ -908,7 +908,7 @@ int ipft_k5(struct pt_regs *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)PT_REGS_PARM6(ctx);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 5);
 	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
 		return 0;
 	if (CONFIG.graph) {
@@ -930,7 +930,7 @@ int ipft_k6(struct pt_regs *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)ipft_stack_arg(ctx, 6);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 6);
 	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
 		return 0;
 	if (CONFIG.graph) {
@@ -952,7 +952,7 @@ int ipft_k7(struct pt_regs *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)ipft_stack_arg(ctx, 7);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 7);
 	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
 		return 0;
 	if (CONFIG.graph) {
@@ -974,7 +974,7 @@ int ipft_k8(struct pt_regs *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)ipft_stack_arg(ctx, 8);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 8);
 	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
 		return 0;
 	if (CONFIG.graph) {
@@ -996,7 +996,7 @@ int ipft_k9(struct pt_regs *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)ipft_stack_arg(ctx, 9);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 9);
 	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
 		return 0;
 	if (CONFIG.graph) {
@@ -1018,7 +1018,7 @@ int ipft_k10(struct pt_regs *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)ipft_stack_arg(ctx, 10);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 10);
 	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
 		return 0;
 	if (CONFIG.graph) {
@@ -1040,7 +1040,7 @@ int ipft_k11(struct pt_regs *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)ipft_stack_arg(ctx, 11);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 11);
 	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
 		return 0;
 	if (CONFIG.graph) {
@@ -1062,7 +1062,7 @@ int ipft_k0_r1(struct pt_regs *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)PT_REGS_PARM1(ctx);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 0);
 	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
 		return 0;
 	if (CONFIG.graph) {
@@ -1073,7 +1073,7 @@ int ipft_k0_r1(struct pt_regs *ctx)
 
 		ipft_stash_push(&key, (__u64)(unsigned long)skb);
 	}
-	return ipft_emit(ctx, skb, ipft_kprobe_probe(ctx), IPFT_F_REASON, PT_REGS_PARM2(ctx), false);
+	return ipft_emit(ctx, skb, ipft_kprobe_probe(ctx), IPFT_F_REASON, ipft_kprobe_arg(ctx, 1), false);
 }
 
 /* kprobe: skb in argument 1, drop reason in argument 2 */
@@ -1084,7 +1084,7 @@ int ipft_k1_r2(struct pt_regs *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)PT_REGS_PARM2(ctx);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 1);
 	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
 		return 0;
 	if (CONFIG.graph) {
@@ -1095,7 +1095,7 @@ int ipft_k1_r2(struct pt_regs *ctx)
 
 		ipft_stash_push(&key, (__u64)(unsigned long)skb);
 	}
-	return ipft_emit(ctx, skb, ipft_kprobe_probe(ctx), IPFT_F_REASON, PT_REGS_PARM3(ctx), false);
+	return ipft_emit(ctx, skb, ipft_kprobe_probe(ctx), IPFT_F_REASON, ipft_kprobe_arg(ctx, 2), false);
 }
 
 /* kprobe: skb in argument 0, drop reason in argument 2 */
@@ -1106,7 +1106,7 @@ int ipft_k0_r2(struct pt_regs *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)PT_REGS_PARM1(ctx);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 0);
 	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
 		return 0;
 	if (CONFIG.graph) {
@@ -1117,7 +1117,7 @@ int ipft_k0_r2(struct pt_regs *ctx)
 
 		ipft_stash_push(&key, (__u64)(unsigned long)skb);
 	}
-	return ipft_emit(ctx, skb, ipft_kprobe_probe(ctx), IPFT_F_REASON, PT_REGS_PARM3(ctx), false);
+	return ipft_emit(ctx, skb, ipft_kprobe_probe(ctx), IPFT_F_REASON, ipft_kprobe_arg(ctx, 2), false);
 }
 
 /* kprobe: skb in argument 0; the skb is freed here */
@@ -1128,7 +1128,7 @@ int ipft_k0_e(struct pt_regs *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)PT_REGS_PARM1(ctx);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 0);
 	/* A traced skb ends here, marked or not any more. */
 	if (!ipft_live_del(ipft_skb_addr(skb)) && !ipft_selected(skb, BPF_CORE_READ(skb, mark), false))
 		return 0;
@@ -1143,7 +1143,7 @@ int ipft_m0(struct pt_regs *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)PT_REGS_PARM1(ctx);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 0);
 	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
 		return 0;
 	if (CONFIG.graph) {
@@ -1165,7 +1165,7 @@ int ipft_m1(struct pt_regs *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)PT_REGS_PARM2(ctx);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 1);
 	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
 		return 0;
 	if (CONFIG.graph) {
@@ -1187,7 +1187,7 @@ int ipft_m2(struct pt_regs *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)PT_REGS_PARM3(ctx);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 2);
 	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
 		return 0;
 	if (CONFIG.graph) {
@@ -1209,7 +1209,7 @@ int ipft_m3(struct pt_regs *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)PT_REGS_PARM4(ctx);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 3);
 	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
 		return 0;
 	if (CONFIG.graph) {
@@ -1231,7 +1231,7 @@ int ipft_m4(struct pt_regs *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)PT_REGS_PARM5(ctx);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 4);
 	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
 		return 0;
 	if (CONFIG.graph) {
@@ -1253,7 +1253,7 @@ int ipft_m5(struct pt_regs *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)PT_REGS_PARM6(ctx);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 5);
 	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
 		return 0;
 	if (CONFIG.graph) {
@@ -1297,7 +1297,7 @@ int ipft_m0_e(struct pt_regs *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)PT_REGS_PARM1(ctx);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 0);
 	/* A traced skb ends here, marked or not any more. */
 	if (!ipft_live_del(ipft_skb_addr(skb)) && !ipft_selected(skb, BPF_CORE_READ(skb, mark), false))
 		return 0;

@@ -29,7 +29,7 @@ static __always_inline __u64 ipft_stack_arg(struct pt_regs *ctx, int n)
 	return v;
 }
 
-/* Argument n, known only at run time (kprobe.multi: from the cookie). */
+/* Argument n of a kprobe'd function (a constant, or kprobe.multi's cookie). */
 static __always_inline __u64 ipft_kprobe_arg(struct pt_regs *ctx, __u32 n)
 {
 	switch (n) {

@@ -29,7 +29,7 @@ static __always_inline __u64 ipft_stack_arg(struct pt_regs *ctx, int n)
 	return v;
 }
 
-/* Argument n, known only at run time (kprobe.multi: from the cookie). */
+/* Argument n of a kprobe'd function (a constant, or kprobe.multi's cookie). */
 static __always_inline __u64 ipft_kprobe_arg(struct pt_regs *ctx, __u32 n)
 {
 	switch (n) {
@@ -798,7 +798,7 @@ int ipft_m0(struct pt_regs *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)PT_REGS_PARM1(ctx);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 0);
 	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
 		return 0;
 	if (CONFIG.graph) {
@@ -820,7 +820,7 @@ int ipft_m1(struct pt_regs *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)PT_REGS_PARM2(ctx);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 1);
 	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
 		return 0;
 	if (CONFIG.graph) {
@@ -842,7 +842,7 @@ int ipft_m2(struct pt_regs *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)PT_REGS_PARM3(ctx);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 2);
 	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
 		return 0;
 	if (CONFIG.graph) {
@@ -864,7 +864,7 @@ int ipft_m5(struct pt_regs *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)PT_REGS_PARM6(ctx);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 5);
 	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
 		return 0;
 	if (CONFIG.graph) {

@@ -29,7 +29,7 @@ static __always_inline __u64 ipft_stack_arg(struct pt_regs *ctx, int n)
 	return v;
 }
 
-/* Argument n, known only at run time (kprobe.multi: from the cookie). */
+/* Argument n of a kprobe'd function (a constant, or kprobe.multi's cookie). */
 static __always_inline __u64 ipft_kprobe_arg(struct pt_regs *ctx, __u32 n)
 {
 	switch (n) {
@@ -798,7 +798,7 @@ int ipft_k0(struct pt_regs *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)PT_REGS_PARM1(ctx);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 0);
 	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
 		return 0;
 	if (CONFIG.graph) {
@@ -820,7 +820,7 @@ int ipft_k0_r1(struct pt_regs *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)PT_REGS_PARM1(ctx);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 0);
 	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
 		return 0;
 	if (CONFIG.graph) {
@@ -831,7 +831,7 @@ int ipft_k0_r1(struct pt_regs *ctx)
 
 		ipft_stash_push(&key, (__u64)(unsigned long)skb);
 	}
-	return ipft_emit(ctx, skb, ipft_kprobe_probe(ctx), IPFT_F_REASON, PT_REGS_PARM2(ctx), false);
+	return ipft_emit(ctx, skb, ipft_kprobe_probe(ctx), IPFT_F_REASON, ipft_kprobe_arg(ctx, 1), false);
 }
 
 /* kprobe: skb in argument 1 */
@@ -842,7 +842,7 @@ int ipft_k1(struct pt_regs *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)PT_REGS_PARM2(ctx);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 1);
 	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
 		return 0;
 	if (CONFIG.graph) {
@@ -864,7 +864,7 @@ int ipft_k2(struct pt_regs *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)PT_REGS_PARM3(ctx);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 2);
 	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
 		return 0;
 	if (CONFIG.graph) {
@@ -886,7 +886,7 @@ int ipft_k5(struct pt_regs *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)PT_REGS_PARM6(ctx);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 5);
 	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
 		return 0;
 	if (CONFIG.graph) {
