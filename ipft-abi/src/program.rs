@@ -8,6 +8,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::probe::{Backend, ProbeShape};
+use crate::table::ProbeEntry;
 
 /// Programs that read their arguments from BTF (typed context).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -314,15 +315,17 @@ pub const COOKIE_REASON_SHIFT: u32 = 32;
 /// See [`COOKIE_REASON_SHIFT`].
 pub const COOKIE_SKB_SHIFT: u32 = 40;
 
-/// The cookie of table row `index` on its kprobe.multi link.
-pub fn kprobe_multi_cookie(index: usize, shape: &ProbeShape, end: bool) -> u64 {
-    let reason = match (end, shape.reason_pos) {
+/// The cookie of table row `index` on its kprobe.multi link (a
+/// journey-ending program reports no reason).
+pub fn kprobe_multi_cookie(index: usize, row: &ProbeEntry) -> u64 {
+    let end = matches!(row.program, ProgramId::Kprobe { end: true, .. });
+    let reason = match (end, row.shape.reason_pos) {
         (false, Some(r)) => u64::from(r) + 1,
         _ => 0,
     };
     (index as u64 & 0xffff_ffff)
         | reason << COOKIE_REASON_SHIFT
-        | (u64::from(shape.skb_pos) + 1) << COOKIE_SKB_SHIFT
+        | (u64::from(row.shape.skb_pos) + 1) << COOKIE_SKB_SHIFT
 }
 
 /// The C macros reading [`kprobe_multi_cookie`] back.
@@ -537,12 +540,30 @@ mod tests {
             generic_entry(&stack, Backend::Kprobe, false).map(|p| p.to_string()),
             Some("ipft_k8".into())
         );
-        let c = kprobe_multi_cookie(7, &drop, false);
+        let row = |program| ProbeEntry {
+            shape: drop,
+            ..ProbeEntry::tracepoint("f", 1, 3, program)
+        };
+        let c = kprobe_multi_cookie(
+            7,
+            &row(ProgramId::Kprobe {
+                multi: true,
+                skb: 1,
+                reason: None,
+                end: false,
+            }),
+        );
         assert_eq!(c as u32, 7);
         assert_eq!((c >> COOKIE_REASON_SHIFT) & 0xff, 3);
         assert_eq!((c >> COOKIE_SKB_SHIFT) & 0xff, 2);
+        let end = row(ProgramId::Kprobe {
+            multi: true,
+            skb: 0,
+            reason: None,
+            end: true,
+        });
         assert_eq!(
-            (kprobe_multi_cookie(7, &drop, true) >> COOKIE_REASON_SHIFT) & 0xff,
+            (kprobe_multi_cookie(7, &end) >> COOKIE_REASON_SHIFT) & 0xff,
             0
         );
         let far = ProbeShape {

@@ -301,10 +301,7 @@ impl Session {
                 symbols: ids.iter().map(|&i| table[i].name.to_string()).collect(),
                 cookies: ids
                     .iter()
-                    .map(|&i| {
-                        let end = matches!(table[i].program, ProgramId::Kprobe { end: true, .. });
-                        kprobe_multi_cookie(i, &table[i].shape, end)
-                    })
+                    .map(|&i| kprobe_multi_cookie(i, &table[i]))
                     .collect(),
                 retprobe,
                 ..Default::default()
