@@ -56,16 +56,8 @@ pub(crate) fn ipft_table() -> Vec<ProbeEntry> {
 /// A tracepoint row as discovery makes it: with its `btf_trace_<name>` id,
 /// which a generic program reloaded for it is aimed at (Linux 6.10+).
 fn tracepoint(name: &'static str, skb_pos: u8, nargs: u8, program: ProgramId) -> ProbeEntry {
-    let btf_id = ipft_runtime::kernel::running_btf()
-        .and_then(|k| {
-            k.base
-                .resolve_ids_by_name(&format!("btf_trace_{name}"))
-                .ok()
-        })
-        .and_then(|ids| ids.first().copied())
-        .unwrap_or(0);
     ProbeEntry {
-        btf_id,
+        btf_id: ipft_runtime::kernel::tracepoint_btf_id(name).unwrap_or(0),
         ..ProbeEntry::tracepoint(name, skb_pos, nargs, program)
     }
 }

@@ -153,9 +153,15 @@ pub fn cookies() -> Cookies {
 
 /// BTF id of the netif_receive_skb tracepoint, where feature probes aim tp_btf.
 fn tracepoint_target() -> Option<u32> {
+    tracepoint_btf_id("netif_receive_skb")
+}
+
+/// BTF id of tracepoint `name` in the running kernel (its `btf_trace_<name>`
+/// typedef, which a tp_btf program is aimed at).
+pub fn tracepoint_btf_id(name: &str) -> Option<u32> {
     running_btf()?
         .base
-        .resolve_ids_by_name("btf_trace_netif_receive_skb")
+        .resolve_ids_by_name(&format!("btf_trace_{name}"))
         .ok()?
         .first()
         .copied()
