@@ -403,8 +403,9 @@ pub(crate) fn per_hit(seconds: u32, count: u32, rounds: usize) -> Result<String>
 }
 
 /// The ring buffer of `s`, and its programs (named `name`, if given) for
-/// `group`: one per bench tracepoint, and the template that copies with
-/// link cookies are loaded from (attached nowhere: it adds no runs).
+/// `group`: one per bench tracepoint and, for ipft's generic object on a
+/// kernel with tp_btf link cookies, the template the copies are loaded
+/// from (attached nowhere: it adds no runs).
 fn claim<'s>(
     s: &'s Session,
     group: Group,
@@ -425,12 +426,13 @@ fn claim<'s>(
             ids.insert(info.id, group);
         }
     }
-    if ids.len() - before < TRACEPOINTS.len() {
+    let template = group != Group::Generated && ipft_runtime::kernel::cookies().raw_tp;
+    let want = TRACEPOINTS.len() + usize::from(template);
+    if ids.len() - before != want {
         bail!(
-            "{}: found {} programs, expected at least {}",
+            "{}: found {} programs, expected {want}",
             group.label(),
             ids.len() - before,
-            TRACEPOINTS.len()
         );
     }
     Ok(ring)
