@@ -1,6 +1,7 @@
 //! Backend feature probes: load a two-instruction program and create (then
-//! drop) a real link. The kernel's BTF says what it was built with; only an attach says what this host allows (sandboxes refuse fentry
-//! with EPERM even where it is compiled in).
+//! drop) a real link. The kernel's BTF says what it was built with; only an
+//! attach says what this host allows (sandboxes refuse fentry with EPERM
+//! even where it is compiled in).
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
