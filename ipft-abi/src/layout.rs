@@ -159,16 +159,18 @@ layout! {
         /// wake the reader once this many bytes are queued (0: never,
         /// the reader drains on its timer)
         wakeup_bytes: u64,
-        /// generic tp_btf copies: which probe this copy is
+        /// generic typed copies that are objects of their own: which
+        /// probe this copy is
         probe: u32,
         /// -t function_graph: kprobes keep the skb for kretprobes
         graph: u32,
         /// kprobe links carry cookies (Linux 5.15); without, the probe is
         /// found from the address the kprobe fired at
         kprobe_cookies: u32,
-        /// fentry/fexit links carry cookies (Linux 6.0); without, each
-        /// generic copy reads `probe`
-        tracing_cookies: u32,
+        /// generic fentry/fexit copies are made from the template's
+        /// instructions, each with its probe index written in (where their
+        /// links carry cookies, Linux 6.0); else each copy reads `probe`
+        tracing_patched: u32,
         /// an extension's module() is linked in: each event carries
         /// IPFT_EXT_LEN bytes of payload
         ext: u32,
@@ -203,10 +205,10 @@ layout! {
         /// the lab's overhead floor (`--bench-empty`): every program
         /// returns at once, so only entering the probe is measured
         empty: u32,
-        /// tp_btf links carry cookies (Linux 6.10): one generic tracepoint
-        /// program's instructions serve every tracepoint; without, each
-        /// copy reads `probe`
-        tp_cookies: u32,
+        /// generic tp_btf copies are made from the template's
+        /// instructions, each with its probe index written in (where their
+        /// links carry cookies, Linux 6.10); else each copy reads `probe`
+        tp_patched: u32,
         /// zero (keeps the struct free of padding)
         spare: u32,
     }
@@ -331,7 +333,7 @@ mod tests {
         assert!(c.contains("__u64 ifname_lo;\t/* @48:"));
         assert!(c.contains("__u32 pcap;\t/* @80:"));
         assert!(c.contains("__u32 snaplen;\t/* @96:"));
-        assert!(c.contains("__u32 tp_cookies;\t/* @104:"));
+        assert!(c.contains("__u32 tp_patched;\t/* @104:"));
         assert_eq!(std::mem::size_of::<Config>(), 112);
     }
 }

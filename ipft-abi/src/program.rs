@@ -328,11 +328,18 @@ pub fn kprobe_multi_cookie(index: usize, row: &ProbeEntry) -> u64 {
         | (u64::from(row.shape.skb_pos) + 1) << COOKIE_SKB_SHIFT
 }
 
-/// The C macros reading [`kprobe_multi_cookie`] back.
-pub fn cookie_macros() -> String {
+/// The immediate a generic typed program loads as its probe index
+/// (`"ipftprob"`): the loader writes each copy's index over it, so a hit
+/// reads a constant instead of its link's cookie, a helper call.
+pub const PROBE_MARKER: u64 = 0x626f_7270_7466_7069;
+
+/// The C macros for how a program learns its probe: reading
+/// [`kprobe_multi_cookie`] back, and [`PROBE_MARKER`].
+pub fn probe_macros() -> String {
     format!(
         "#define IPFT_COOKIE_REASON(c) (((c) >> {COOKIE_REASON_SHIFT}) & 0xff)\n\
-         #define IPFT_COOKIE_SKB(c) (((c) >> {COOKIE_SKB_SHIFT}) & 0xff)"
+         #define IPFT_COOKIE_SKB(c) (((c) >> {COOKIE_SKB_SHIFT}) & 0xff)\n\
+         #define IPFT_PROBE_MARKER \"{PROBE_MARKER:#x}\""
     )
 }
 

@@ -8,6 +8,8 @@
  *   bench_floor_*  the floor of ipft's matching path: the mark test by a
  *                  direct typed load, then the same 32-byte event reserved
  *                  and submitted on a ring buffer, nothing else.
+ *   bench_stamped_* the floor, with the event's fields filled as ipft fills
+ *                  them: the timestamp (bpf_ktime_get_ns) and the CPU.
  *   ipft2_style_*  what ipftrace2 does per hit: mark/mask from an ARRAY
  *                  config map, skb->mark through bpf_probe_read_kernel
  *                  (BPF_CORE_READ), a 128-byte event through a perf buffer
@@ -148,16 +150,22 @@ struct floor_event {
 
 _Static_assert(sizeof(struct floor_event) == 32, "the size of ipft's event");
 
-static __always_inline int floor_trace(struct sk_buff *skb)
+/* `stamped`: the fields every ipft event carries, filled as ipft fills them. */
+static __always_inline int floor_trace(void *ring, struct sk_buff *skb, bool stamped, __u32 probe)
 {
 	struct floor_event *e;
 
 	if (skb->mark != 0xdeadbeef)
 		return 0;
-	e = bpf_ringbuf_reserve(&floor_events, sizeof(*e), 0);
+	e = bpf_ringbuf_reserve(ring, sizeof(*e), 0);
 	if (!e)
 		return 0;
 	e->skb = (__u64)(unsigned long)skb;
+	if (stamped) {
+		e->tstamp = bpf_ktime_get_ns();
+		e->probe = probe;
+		e->cpu = bpf_get_smp_processor_id();
+	}
 	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 	return 0;
 }
@@ -165,11 +173,29 @@ static __always_inline int floor_trace(struct sk_buff *skb)
 SEC("tp_btf/netif_receive_skb")
 int bench_floor_rx(__u64 *ctx)
 {
-	return floor_trace((struct sk_buff *)ctx[0]);
+	return floor_trace(&floor_events, (struct sk_buff *)ctx[0], false, 0);
 }
 
 SEC("tp_btf/net_dev_queue")
 int bench_floor_tx(__u64 *ctx)
 {
-	return floor_trace((struct sk_buff *)ctx[0]);
+	return floor_trace(&floor_events, (struct sk_buff *)ctx[0], false, 1);
+}
+
+/* The floor with the event's timestamp and CPU: its own ring, as every group. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 24);
+} stamped_events SEC(".maps");
+
+SEC("tp_btf/netif_receive_skb")
+int bench_stamped_rx(__u64 *ctx)
+{
+	return floor_trace(&stamped_events, (struct sk_buff *)ctx[0], true, 0);
+}
+
+SEC("tp_btf/net_dev_queue")
+int bench_stamped_tx(__u64 *ctx)
+{
+	return floor_trace(&stamped_events, (struct sk_buff *)ctx[0], true, 1);
 }

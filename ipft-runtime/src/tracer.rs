@@ -128,7 +128,7 @@ fn run(sets: &'static [&'static ProbeSetSpec], args: IpftArgs) -> Result<i32, Ru
                 .filter(|(e, _, _)| !e.hidden)
                 .map(|(entry, _, v)| Listed {
                     entry,
-                    addr: addrs.text.get(entry.name.as_ref()).map_or(0, |t| t.0),
+                    addr: addrs.address(entry.name.as_ref()),
                     verdict: v.map_err(|why| why.to_string()),
                 })
                 .collect();

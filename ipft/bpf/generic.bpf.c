@@ -59,19 +59,21 @@ struct ipft_event {
 #define IPFT_F_END	0x4	/* the skb's memory is released here */
 #define IPFT_F_CLONE	0x8	/* aux holds the address of the skb's clone or copy */
 
-/* kprobe.multi cookies: probe index, drop reason and skb positions (ipft-abi). */
+/* kprobe.multi cookies (probe index, drop reason and skb positions) and the
+ * marker typed copies get their index written over (ipft-abi). */
 #define IPFT_COOKIE_REASON(c) (((c) >> 32) & 0xff)
 #define IPFT_COOKIE_SKB(c) (((c) >> 40) & 0xff)
+#define IPFT_PROBE_MARKER "0x626f727074667069"
 
 /* Everything the loader may tune lives here; the verifier sees constants. */
 struct ipft_config {
 	__u32 mark;	/* @0: skb->mark & mask must equal this */
 	__u32 mask;	/* @4: applied to skb->mark before comparing */
 	__u64 wakeup_bytes;	/* @8: wake the reader once this many bytes are queued (0: never, the reader drains on its timer) */
-	__u32 probe;	/* @16: generic tp_btf copies: which probe this copy is */
+	__u32 probe;	/* @16: generic typed copies that are objects of their own: which probe this copy is */
 	__u32 graph;	/* @20: -t function_graph: kprobes keep the skb for kretprobes */
 	__u32 kprobe_cookies;	/* @24: kprobe links carry cookies (Linux 5.15); without, the probe is found from the address the kprobe fired at */
-	__u32 tracing_cookies;	/* @28: fentry/fexit links carry cookies (Linux 6.0); without, each generic copy reads `probe` */
+	__u32 tracing_patched;	/* @28: generic fentry/fexit copies are made from the template's instructions, each with its probe index written in (where their links carry cookies, Linux 6.0); else each copy reads `probe` */
 	__u32 ext;	/* @32: an extension's module() is linked in: each event carries IPFT_EXT_LEN bytes of payload */
 	__u32 track;	/* @36: --track-skb: an skb with an event is followed until it is freed (its mark and the filters no longer asked), and so are its clones */
 	__u32 netns;	/* @40: --filter-netns: inode of skb->dev's network namespace (0: any) */
@@ -86,7 +88,7 @@ struct ipft_config {
 	__u32 stack;	/* @92: --output-stack: each event carries a `struct ipft_stack` */
 	__u32 snaplen;	/* @96: --output-pcap: each event carries a `struct ipft_snap` and up to this many bytes of the packet (0: none) */
 	__u32 empty;	/* @100: the lab's overhead floor (`--bench-empty`): every program returns at once, so only entering the probe is measured */
-	__u32 tp_cookies;	/* @104: tp_btf links carry cookies (Linux 6.10): one generic tracepoint program's instructions serve every tracepoint; without, each copy reads `probe` */
+	__u32 tp_patched;	/* @104: generic tp_btf copies are made from the template's instructions, each with its probe index written in (where their links carry cookies, Linux 6.10); else each copy reads `probe` */
 	__u32 spare;	/* @108: zero (keeps the struct free of padding) */
 };
 
@@ -178,50 +180,49 @@ static __always_inline __u64 *ipft_live_set(__u64 skb)
 	return ipft_live[((skb >> 6) * 0x9E3779B97F4A7C15ULL) >> (64 - IPFT_LIVE_BITS)];
 }
 
+/* The way of `set` that holds `v` (an skb, or 0 for a free way), or -1. */
+static __always_inline int ipft_live_way(__u64 *set, __u64 v)
+{
+	int way = -1;
+
+#pragma unroll
+	for (int i = 0; i < IPFT_LIVE_WAYS; i++)
+		if (set[i] == v)
+			way = i;
+	return way;
+}
+
 static __always_inline void ipft_live_add(__u64 skb)
 {
 	__u64 *set = ipft_live_set(skb);
-	int free = -1;
+	int way;
 
-#pragma unroll
-	for (int i = 0; i < IPFT_LIVE_WAYS; i++) {
-		if (set[i] == skb)
-			return;
-		if (set[i] == 0 && free < 0)
-			free = i;
-	}
-	if (free < 0) {
-		free = bpf_get_prandom_u32();
+	if (ipft_live_way(set, skb) >= 0)
+		return;
+	way = ipft_live_way(set, 0);
+	if (way < 0) {
+		way = bpf_get_prandom_u32();
 		ipft_count(IPFT_LOST_LIVE);
 	}
-	set[free & (IPFT_LIVE_WAYS - 1)] = skb;
+	set[way & (IPFT_LIVE_WAYS - 1)] = skb;
 }
 
 /* --track-skb: does the skb have an event already? A lookup, no helper. */
 static __always_inline bool ipft_live_has(__u64 skb)
 {
-	__u64 *set = ipft_live_set(skb);
-	bool found = false;
-
-#pragma unroll
-	for (int i = 0; i < IPFT_LIVE_WAYS; i++)
-		found |= set[i] == skb;
-	return found;
+	return ipft_live_way(ipft_live_set(skb), skb) >= 0;
 }
 
 /* The skb's memory is released: was it traced? (It is forgotten either way.) */
 static __always_inline bool ipft_live_del(__u64 skb)
 {
 	__u64 *set = ipft_live_set(skb);
+	int way = ipft_live_way(set, skb);
 
-#pragma unroll
-	for (int i = 0; i < IPFT_LIVE_WAYS; i++) {
-		if (set[i] == skb) {
-			set[i] = 0;
-			return true;
-		}
-	}
-	return false;
+	if (way < 0)
+		return false;
+	set[way & (IPFT_LIVE_WAYS - 1)] = 0;
+	return true;
 }
 
 /*
@@ -428,21 +429,25 @@ static __always_inline __u32 ipft_kprobe_probe(struct pt_regs *ctx)
 	return probe ? *probe : IPFT_PROBE_UNKNOWN;
 }
 
-/* Generic fentry/fexit: the link's cookie (Linux 6.0), else this copy's index. */
-static __always_inline __u32 ipft_tracing_probe(void *ctx)
+/*
+ * Which probe a generic typed program's copy serves. A copy made from the
+ * template's instructions (`patched`) has its index written by the loader
+ * over this load's immediate: a constant, where reading the link's cookie
+ * would be a helper call on every event. A copy that is an object of its
+ * own reads its rodata.
+ */
+static __always_inline __u32 ipft_copy_probe(bool patched)
 {
-	if (CONFIG.tracing_cookies)
-		return bpf_get_attach_cookie(ctx);
-	return CONFIG.probe;
+	__u64 probe;
+
+	if (!patched)
+		return CONFIG.probe;
+	asm volatile("%0 = " IPFT_PROBE_MARKER " ll" : "=r"(probe));
+	return probe;
 }
 
-/* Generic tp_btf: the link's cookie (Linux 6.10), else this copy's index. */
-static __always_inline __u32 ipft_tp_probe(void *ctx)
-{
-	if (CONFIG.tp_cookies)
-		return bpf_get_attach_cookie(ctx);
-	return CONFIG.probe;
-}
+#define ipft_tracing_probe() ipft_copy_probe(CONFIG.tracing_patched)
+#define ipft_tp_probe() ipft_copy_probe(CONFIG.tp_patched)
 
 /*
  * Extensions (ipftrace2's API): module() fills IPFT_EXT_LEN bytes after the
@@ -1356,7 +1361,7 @@ int ipft_gt0(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tp_probe(ctx), 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tp_probe(), 0, 0);
 }
 
 /* generic tp_btf: skb in argument 1; target set at load */
@@ -1375,7 +1380,7 @@ int ipft_gt1(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tp_probe(ctx), 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tp_probe(), 0, 0);
 }
 
 /* generic tp_btf: skb in argument 2; target set at load */
@@ -1394,7 +1399,7 @@ int ipft_gt2(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tp_probe(ctx), 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tp_probe(), 0, 0);
 }
 
 /* generic tp_btf: skb in argument 3; target set at load */
@@ -1413,7 +1418,7 @@ int ipft_gt3(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tp_probe(ctx), 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tp_probe(), 0, 0);
 }
 
 /* generic tp_btf: skb in argument 4; target set at load */
@@ -1432,7 +1437,7 @@ int ipft_gt4(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tp_probe(ctx), 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tp_probe(), 0, 0);
 }
 
 /* generic tp_btf: skb in argument 5; target set at load */
@@ -1451,7 +1456,7 @@ int ipft_gt5(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tp_probe(ctx), 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tp_probe(), 0, 0);
 }
 
 /* generic tp_btf: skb in argument 6; target set at load */
@@ -1470,7 +1475,7 @@ int ipft_gt6(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tp_probe(ctx), 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tp_probe(), 0, 0);
 }
 
 /* generic tp_btf: skb in argument 7; target set at load */
@@ -1489,7 +1494,7 @@ int ipft_gt7(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tp_probe(ctx), 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tp_probe(), 0, 0);
 }
 
 /* generic tp_btf: skb in argument 8; target set at load */
@@ -1508,7 +1513,7 @@ int ipft_gt8(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tp_probe(ctx), 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tp_probe(), 0, 0);
 }
 
 /* generic tp_btf: skb in argument 9; target set at load */
@@ -1527,7 +1532,7 @@ int ipft_gt9(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tp_probe(ctx), 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tp_probe(), 0, 0);
 }
 
 /* generic tp_btf: skb in argument 10; target set at load */
@@ -1546,7 +1551,7 @@ int ipft_gt10(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tp_probe(ctx), 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tp_probe(), 0, 0);
 }
 
 /* generic tp_btf: skb in argument 11; target set at load */
@@ -1565,7 +1570,7 @@ int ipft_gt11(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tp_probe(ctx), 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tp_probe(), 0, 0);
 }
 
 /* generic tp_btf: skb in argument 0; target set at load */
@@ -1584,7 +1589,7 @@ int ipft_gt0_r1(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tp_probe(ctx), IPFT_F_REASON, ctx[1]);
+	return ipft_typed_hit(ctx, skb, ipft_tp_probe(), IPFT_F_REASON, ctx[1]);
 }
 
 /* generic tp_btf: skb in argument 1; target set at load */
@@ -1603,7 +1608,7 @@ int ipft_gt1_r2(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tp_probe(ctx), IPFT_F_REASON, ctx[2]);
+	return ipft_typed_hit(ctx, skb, ipft_tp_probe(), IPFT_F_REASON, ctx[2]);
 }
 
 /* generic tp_btf: skb in argument 0; target set at load */
@@ -1622,7 +1627,7 @@ int ipft_gt0_r2(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tp_probe(ctx), IPFT_F_REASON, ctx[2]);
+	return ipft_typed_hit(ctx, skb, ipft_tp_probe(), IPFT_F_REASON, ctx[2]);
 }
 
 /* generic tp_btf: skb in argument 0; target set at load */
@@ -1641,7 +1646,7 @@ int ipft_gt0_e(__u64 *ctx)
 	/* A traced skb ends here, marked or not any more. */
 	if (!ipft_live_del(ipft_skb_addr(skb)) && !ipft_selected(skb, skb->mark, true))
 		return 0;
-	return ipft_emit(ctx, skb, ipft_tp_probe(ctx), IPFT_F_END, 0, true);
+	return ipft_emit(ctx, skb, ipft_tp_probe(), IPFT_F_END, 0, true);
 }
 
 /* generic tp_btf: skb in argument 0; target set at load */
@@ -1660,7 +1665,7 @@ int ipft_gt0_r2_e(__u64 *ctx)
 	/* A traced skb ends here, marked or not any more. */
 	if (!ipft_live_del(ipft_skb_addr(skb)) && !ipft_selected(skb, skb->mark, true))
 		return 0;
-	return ipft_emit(ctx, skb, ipft_tp_probe(ctx), IPFT_F_END | IPFT_F_REASON, ctx[2], true);
+	return ipft_emit(ctx, skb, ipft_tp_probe(), IPFT_F_END | IPFT_F_REASON, ctx[2], true);
 }
 
 /* generic fentry: skb in argument 0; target set at load */
@@ -1679,7 +1684,7 @@ int ipft_gf0(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(ctx), 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(), 0, 0);
 }
 
 /* generic fentry: skb in argument 1; target set at load */
@@ -1698,7 +1703,7 @@ int ipft_gf1(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(ctx), 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(), 0, 0);
 }
 
 /* generic fentry: skb in argument 2; target set at load */
@@ -1717,7 +1722,7 @@ int ipft_gf2(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(ctx), 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(), 0, 0);
 }
 
 /* generic fentry: skb in argument 3; target set at load */
@@ -1736,7 +1741,7 @@ int ipft_gf3(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(ctx), 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(), 0, 0);
 }
 
 /* generic fentry: skb in argument 4; target set at load */
@@ -1755,7 +1760,7 @@ int ipft_gf4(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(ctx), 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(), 0, 0);
 }
 
 /* generic fentry: skb in argument 5; target set at load */
@@ -1774,7 +1779,7 @@ int ipft_gf5(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(ctx), 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(), 0, 0);
 }
 
 /* generic fentry: skb in argument 6; target set at load */
@@ -1793,7 +1798,7 @@ int ipft_gf6(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(ctx), 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(), 0, 0);
 }
 
 /* generic fentry: skb in argument 7; target set at load */
@@ -1812,7 +1817,7 @@ int ipft_gf7(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(ctx), 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(), 0, 0);
 }
 
 /* generic fentry: skb in argument 8; target set at load */
@@ -1831,7 +1836,7 @@ int ipft_gf8(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(ctx), 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(), 0, 0);
 }
 
 /* generic fentry: skb in argument 9; target set at load */
@@ -1850,7 +1855,7 @@ int ipft_gf9(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(ctx), 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(), 0, 0);
 }
 
 /* generic fentry: skb in argument 10; target set at load */
@@ -1869,7 +1874,7 @@ int ipft_gf10(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(ctx), 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(), 0, 0);
 }
 
 /* generic fentry: skb in argument 11; target set at load */
@@ -1888,7 +1893,7 @@ int ipft_gf11(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(ctx), 0, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(), 0, 0);
 }
 
 /* generic fentry: skb in argument 0; target set at load */
@@ -1907,7 +1912,7 @@ int ipft_gf0_r1(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_REASON, ctx[1]);
+	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(), IPFT_F_REASON, ctx[1]);
 }
 
 /* generic fentry: skb in argument 1; target set at load */
@@ -1926,7 +1931,7 @@ int ipft_gf1_r2(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_REASON, ctx[2]);
+	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(), IPFT_F_REASON, ctx[2]);
 }
 
 /* generic fentry: skb in argument 0; target set at load */
@@ -1945,7 +1950,7 @@ int ipft_gf0_r2(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_REASON, ctx[2]);
+	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(), IPFT_F_REASON, ctx[2]);
 }
 
 /* generic fentry: skb in argument 0; target set at load */
@@ -1964,7 +1969,7 @@ int ipft_gf0_e(__u64 *ctx)
 	/* A traced skb ends here, marked or not any more. */
 	if (!ipft_live_del(ipft_skb_addr(skb)) && !ipft_selected(skb, skb->mark, true))
 		return 0;
-	return ipft_emit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_END, 0, true);
+	return ipft_emit(ctx, skb, ipft_tracing_probe(), IPFT_F_END, 0, true);
 }
 
 /* generic fexit: skb in argument 0; target set at load */
@@ -1983,7 +1988,7 @@ int ipft_gx0(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_RETURN, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(), IPFT_F_RETURN, 0);
 }
 
 /* generic fexit: skb in argument 1; target set at load */
@@ -2002,7 +2007,7 @@ int ipft_gx1(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_RETURN, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(), IPFT_F_RETURN, 0);
 }
 
 /* generic fexit: skb in argument 2; target set at load */
@@ -2021,7 +2026,7 @@ int ipft_gx2(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_RETURN, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(), IPFT_F_RETURN, 0);
 }
 
 /* generic fexit: skb in argument 3; target set at load */
@@ -2040,7 +2045,7 @@ int ipft_gx3(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_RETURN, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(), IPFT_F_RETURN, 0);
 }
 
 /* generic fexit: skb in argument 4; target set at load */
@@ -2059,7 +2064,7 @@ int ipft_gx4(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_RETURN, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(), IPFT_F_RETURN, 0);
 }
 
 /* generic fexit: skb in argument 5; target set at load */
@@ -2078,7 +2083,7 @@ int ipft_gx5(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_RETURN, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(), IPFT_F_RETURN, 0);
 }
 
 /* generic fexit: skb in argument 6; target set at load */
@@ -2097,7 +2102,7 @@ int ipft_gx6(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_RETURN, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(), IPFT_F_RETURN, 0);
 }
 
 /* generic fexit: skb in argument 7; target set at load */
@@ -2116,7 +2121,7 @@ int ipft_gx7(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_RETURN, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(), IPFT_F_RETURN, 0);
 }
 
 /* generic fexit: skb in argument 8; target set at load */
@@ -2135,7 +2140,7 @@ int ipft_gx8(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_RETURN, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(), IPFT_F_RETURN, 0);
 }
 
 /* generic fexit: skb in argument 9; target set at load */
@@ -2154,7 +2159,7 @@ int ipft_gx9(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_RETURN, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(), IPFT_F_RETURN, 0);
 }
 
 /* generic fexit: skb in argument 10; target set at load */
@@ -2173,7 +2178,7 @@ int ipft_gx10(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_RETURN, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(), IPFT_F_RETURN, 0);
 }
 
 /* generic fexit: skb in argument 11; target set at load */
@@ -2192,7 +2197,7 @@ int ipft_gx11(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_RETURN, 0);
+	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(), IPFT_F_RETURN, 0);
 }
 
 /* generic fexit: skb in argument 0; target set at load */
@@ -2211,7 +2216,7 @@ int ipft_gx0_r1(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_RETURN | IPFT_F_REASON, ctx[1]);
+	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(), IPFT_F_RETURN | IPFT_F_REASON, ctx[1]);
 }
 
 /* generic fexit: skb in argument 1; target set at load */
@@ -2230,7 +2235,7 @@ int ipft_gx1_r2(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_RETURN | IPFT_F_REASON, ctx[2]);
+	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(), IPFT_F_RETURN | IPFT_F_REASON, ctx[2]);
 }
 
 /* generic fexit: skb in argument 0; target set at load */
@@ -2249,7 +2254,7 @@ int ipft_gx0_r2(__u64 *ctx)
 	/* The miss path: the mark alone decides (the filters come after it). */
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
-	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(ctx), IPFT_F_RETURN | IPFT_F_REASON, ctx[2]);
+	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(), IPFT_F_RETURN | IPFT_F_REASON, ctx[2]);
 }
 
 /* kprobe: --track-skb, a clone function's skb (argument 0) */
@@ -2342,7 +2347,7 @@ int ipft_gc1(__u64 *ctx)
 
 	if (!skb || !copy)
 		return 0;
-	return ipft_clone(ctx, skb, ipft_skb_addr(copy), ipft_tracing_probe(ctx), true);
+	return ipft_clone(ctx, skb, ipft_skb_addr(copy), ipft_tracing_probe(), true);
 }
 
 /* generic fexit: --track-skb, a clone function of 2 arguments; target set at load */
@@ -2355,7 +2360,7 @@ int ipft_gc2(__u64 *ctx)
 
 	if (!skb || !copy)
 		return 0;
-	return ipft_clone(ctx, skb, ipft_skb_addr(copy), ipft_tracing_probe(ctx), true);
+	return ipft_clone(ctx, skb, ipft_skb_addr(copy), ipft_tracing_probe(), true);
 }
 
 /* generic fexit: --track-skb, a clone function of 3 arguments; target set at load */
@@ -2368,7 +2373,7 @@ int ipft_gc3(__u64 *ctx)
 
 	if (!skb || !copy)
 		return 0;
-	return ipft_clone(ctx, skb, ipft_skb_addr(copy), ipft_tracing_probe(ctx), true);
+	return ipft_clone(ctx, skb, ipft_skb_addr(copy), ipft_tracing_probe(), true);
 }
 
 /* generic fexit: --track-skb, a clone function of 4 arguments; target set at load */
@@ -2381,7 +2386,7 @@ int ipft_gc4(__u64 *ctx)
 
 	if (!skb || !copy)
 		return 0;
-	return ipft_clone(ctx, skb, ipft_skb_addr(copy), ipft_tracing_probe(ctx), true);
+	return ipft_clone(ctx, skb, ipft_skb_addr(copy), ipft_tracing_probe(), true);
 }
 
 /* generic fexit: --track-skb, a clone function of 5 arguments; target set at load */
@@ -2394,7 +2399,7 @@ int ipft_gc5(__u64 *ctx)
 
 	if (!skb || !copy)
 		return 0;
-	return ipft_clone(ctx, skb, ipft_skb_addr(copy), ipft_tracing_probe(ctx), true);
+	return ipft_clone(ctx, skb, ipft_skb_addr(copy), ipft_tracing_probe(), true);
 }
 
 /* generic fexit: --track-skb, a clone function of 6 arguments; target set at load */
@@ -2407,5 +2412,5 @@ int ipft_gc6(__u64 *ctx)
 
 	if (!skb || !copy)
 		return 0;
-	return ipft_clone(ctx, skb, ipft_skb_addr(copy), ipft_tracing_probe(ctx), true);
+	return ipft_clone(ctx, skb, ipft_skb_addr(copy), ipft_tracing_probe(), true);
 }

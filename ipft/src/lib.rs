@@ -250,10 +250,7 @@ fn list(d: &Discovery) -> Result<i32, RunError> {
         )?;
         for p in &d.probes {
             let (name, addr) = match p.kind {
-                ProbeKind::Function => (
-                    p.name.clone(),
-                    syms.and_then(|s| s.text.get(&p.name)).map_or(0, |e| e.0),
-                ),
+                ProbeKind::Function => (p.name.clone(), syms.map_or(0, |s| s.address(&p.name))),
                 ProbeKind::Tracepoint => (format!("tp_btf:{}", p.name), 0),
             };
             writeln!(

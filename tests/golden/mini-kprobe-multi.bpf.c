@@ -59,19 +59,21 @@ struct ipft_event {
 #define IPFT_F_END	0x4	/* the skb's memory is released here */
 #define IPFT_F_CLONE	0x8	/* aux holds the address of the skb's clone or copy */
 
-/* kprobe.multi cookies: probe index, drop reason and skb positions (ipft-abi). */
+/* kprobe.multi cookies (probe index, drop reason and skb positions) and the
+ * marker typed copies get their index written over (ipft-abi). */
 #define IPFT_COOKIE_REASON(c) (((c) >> 32) & 0xff)
 #define IPFT_COOKIE_SKB(c) (((c) >> 40) & 0xff)
+#define IPFT_PROBE_MARKER "0x626f727074667069"
 
 /* Everything the loader may tune lives here; the verifier sees constants. */
 struct ipft_config {
 	__u32 mark;	/* @0: skb->mark & mask must equal this */
 	__u32 mask;	/* @4: applied to skb->mark before comparing */
 	__u64 wakeup_bytes;	/* @8: wake the reader once this many bytes are queued (0: never, the reader drains on its timer) */
-	__u32 probe;	/* @16: generic tp_btf copies: which probe this copy is */
+	__u32 probe;	/* @16: generic typed copies that are objects of their own: which probe this copy is */
 	__u32 graph;	/* @20: -t function_graph: kprobes keep the skb for kretprobes */
 	__u32 kprobe_cookies;	/* @24: kprobe links carry cookies (Linux 5.15); without, the probe is found from the address the kprobe fired at */
-	__u32 tracing_cookies;	/* @28: fentry/fexit links carry cookies (Linux 6.0); without, each generic copy reads `probe` */
+	__u32 tracing_patched;	/* @28: generic fentry/fexit copies are made from the template's instructions, each with its probe index written in (where their links carry cookies, Linux 6.0); else each copy reads `probe` */
 	__u32 ext;	/* @32: an extension's module() is linked in: each event carries IPFT_EXT_LEN bytes of payload */
 	__u32 track;	/* @36: --track-skb: an skb with an event is followed until it is freed (its mark and the filters no longer asked), and so are its clones */
 	__u32 netns;	/* @40: --filter-netns: inode of skb->dev's network namespace (0: any) */
@@ -86,7 +88,7 @@ struct ipft_config {
 	__u32 stack;	/* @92: --output-stack: each event carries a `struct ipft_stack` */
 	__u32 snaplen;	/* @96: --output-pcap: each event carries a `struct ipft_snap` and up to this many bytes of the packet (0: none) */
 	__u32 empty;	/* @100: the lab's overhead floor (`--bench-empty`): every program returns at once, so only entering the probe is measured */
-	__u32 tp_cookies;	/* @104: tp_btf links carry cookies (Linux 6.10): one generic tracepoint program's instructions serve every tracepoint; without, each copy reads `probe` */
+	__u32 tp_patched;	/* @104: generic tp_btf copies are made from the template's instructions, each with its probe index written in (where their links carry cookies, Linux 6.10); else each copy reads `probe` */
 	__u32 spare;	/* @108: zero (keeps the struct free of padding) */
 };
 
@@ -178,50 +180,49 @@ static __always_inline __u64 *ipft_live_set(__u64 skb)
 	return ipft_live[((skb >> 6) * 0x9E3779B97F4A7C15ULL) >> (64 - IPFT_LIVE_BITS)];
 }
 
+/* The way of `set` that holds `v` (an skb, or 0 for a free way), or -1. */
+static __always_inline int ipft_live_way(__u64 *set, __u64 v)
+{
+	int way = -1;
+
+#pragma unroll
+	for (int i = 0; i < IPFT_LIVE_WAYS; i++)
+		if (set[i] == v)
+			way = i;
+	return way;
+}
+
 static __always_inline void ipft_live_add(__u64 skb)
 {
 	__u64 *set = ipft_live_set(skb);
-	int free = -1;
+	int way;
 
-#pragma unroll
-	for (int i = 0; i < IPFT_LIVE_WAYS; i++) {
-		if (set[i] == skb)
-			return;
-		if (set[i] == 0 && free < 0)
-			free = i;
-	}
-	if (free < 0) {
-		free = bpf_get_prandom_u32();
+	if (ipft_live_way(set, skb) >= 0)
+		return;
+	way = ipft_live_way(set, 0);
+	if (way < 0) {
+		way = bpf_get_prandom_u32();
 		ipft_count(IPFT_LOST_LIVE);
 	}
-	set[free & (IPFT_LIVE_WAYS - 1)] = skb;
+	set[way & (IPFT_LIVE_WAYS - 1)] = skb;
 }
 
 /* --track-skb: does the skb have an event already? A lookup, no helper. */
 static __always_inline bool ipft_live_has(__u64 skb)
 {
-	__u64 *set = ipft_live_set(skb);
-	bool found = false;
-
-#pragma unroll
-	for (int i = 0; i < IPFT_LIVE_WAYS; i++)
-		found |= set[i] == skb;
-	return found;
+	return ipft_live_way(ipft_live_set(skb), skb) >= 0;
 }
 
 /* The skb's memory is released: was it traced? (It is forgotten either way.) */
 static __always_inline bool ipft_live_del(__u64 skb)
 {
 	__u64 *set = ipft_live_set(skb);
+	int way = ipft_live_way(set, skb);
 
-#pragma unroll
-	for (int i = 0; i < IPFT_LIVE_WAYS; i++) {
-		if (set[i] == skb) {
-			set[i] = 0;
-			return true;
-		}
-	}
-	return false;
+	if (way < 0)
+		return false;
+	set[way & (IPFT_LIVE_WAYS - 1)] = 0;
+	return true;
 }
 
 /*
@@ -428,21 +429,25 @@ static __always_inline __u32 ipft_kprobe_probe(struct pt_regs *ctx)
 	return probe ? *probe : IPFT_PROBE_UNKNOWN;
 }
 
-/* Generic fentry/fexit: the link's cookie (Linux 6.0), else this copy's index. */
-static __always_inline __u32 ipft_tracing_probe(void *ctx)
+/*
+ * Which probe a generic typed program's copy serves. A copy made from the
+ * template's instructions (`patched`) has its index written by the loader
+ * over this load's immediate: a constant, where reading the link's cookie
+ * would be a helper call on every event. A copy that is an object of its
+ * own reads its rodata.
+ */
+static __always_inline __u32 ipft_copy_probe(bool patched)
 {
-	if (CONFIG.tracing_cookies)
-		return bpf_get_attach_cookie(ctx);
-	return CONFIG.probe;
+	__u64 probe;
+
+	if (!patched)
+		return CONFIG.probe;
+	asm volatile("%0 = " IPFT_PROBE_MARKER " ll" : "=r"(probe));
+	return probe;
 }
 
-/* Generic tp_btf: the link's cookie (Linux 6.10), else this copy's index. */
-static __always_inline __u32 ipft_tp_probe(void *ctx)
-{
-	if (CONFIG.tp_cookies)
-		return bpf_get_attach_cookie(ctx);
-	return CONFIG.probe;
-}
+#define ipft_tracing_probe() ipft_copy_probe(CONFIG.tracing_patched)
+#define ipft_tp_probe() ipft_copy_probe(CONFIG.tp_patched)
 
 /*
  * Extensions (ipftrace2's API): module() fills IPFT_EXT_LEN bytes after the

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use handlebars::Handlebars;
-use ipft_abi::program::{cookie_macros, generic_programs, kprobe_arg, MULTI_STACK_SKB};
+use ipft_abi::program::{generic_programs, kprobe_arg, probe_macros, MULTI_STACK_SKB};
 use ipft_abi::{event_flags, Config, Event, Layout, ProbeEntry, ProgramId, TypedKind};
 use serde::Serialize;
 
@@ -83,7 +83,7 @@ struct Context<'a> {
     core_header: &'a str,
     event_struct: String,
     event_flags: String,
-    cookie_macros: String,
+    probe_macros: String,
     config_struct: String,
     section_structs: String,
     ring_bytes: u32,
@@ -310,7 +310,7 @@ pub fn render_specialised(plan: &Plan<'_>, table: &[ProbeEntry]) -> Result<Strin
         core_header: "vmlinux.h",
         event_struct: Event::c_struct(),
         event_flags: event_flags::c_defines(),
-        cookie_macros: cookie_macros(),
+        probe_macros: probe_macros(),
         config_struct: Config::c_struct(),
         section_structs: ipft_abi::Sections::c_structs(),
         ring_bytes: ipft_abi::layout::DEFAULT_RING_BYTES,
@@ -324,17 +324,18 @@ pub fn render_specialised(plan: &Plan<'_>, table: &[ProbeEntry]) -> Result<Strin
 }
 
 /// The generic object of the `ipft` command: every program of
-/// [`generic_programs`]. tp_btf copies learn their index from rodata (one
-/// object per tracepoint); fentry/fexit programs are loaded once and
-/// attached many times, each link carrying its index as cookie.
+/// [`generic_programs`]. A typed (tp_btf, fentry/fexit) program is loaded
+/// once per target: as copies of its instructions with the probe index
+/// written in where the kernel's links carry cookies, else as an object of
+/// its own reading the index from rodata.
 pub fn render_generic() -> Result<String, TemplateError> {
     let programs = generic_programs().into_iter().map(|id| {
         let (probe, comment) = match id {
-            ProgramId::CloneExit { .. } => ("ipft_tracing_probe(ctx)".to_string(), String::new()),
+            ProgramId::CloneExit { .. } => ("ipft_tracing_probe()".to_string(), String::new()),
             ProgramId::Generic { kind, skb, .. } => (
                 match kind {
-                    TypedKind::Tracepoint => "ipft_tp_probe(ctx)".to_string(),
-                    _ => "ipft_tracing_probe(ctx)".to_string(),
+                    TypedKind::Tracepoint => "ipft_tp_probe()".to_string(),
+                    _ => "ipft_tracing_probe()".to_string(),
                 },
                 format!(
                     "generic {}: skb in argument {skb}; target set at load",
@@ -357,7 +358,7 @@ pub fn render_generic() -> Result<String, TemplateError> {
         core_header: "ipft_core.h",
         event_struct: Event::c_struct(),
         event_flags: event_flags::c_defines(),
-        cookie_macros: cookie_macros(),
+        probe_macros: probe_macros(),
         config_struct: Config::c_struct(),
         section_structs: ipft_abi::Sections::c_structs(),
         ring_bytes: ipft_abi::layout::DEFAULT_RING_BYTES,

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd};
 
+use ipft_abi::program::PROBE_MARKER;
 use ipft_abi::{Backend, Config, ProbeEntry, ProgramId, TypedKind};
 use libbpf_rs::libbpf_sys as sys;
 use libbpf_rs::MapCore;
@@ -49,8 +50,8 @@ impl Session {
         // Each generic fentry/fexit (and tp_btf) program is loaded once in
         // the main object, aimed at the first vmlinux function (tracepoint)
         // that uses it; its relocated instructions are then loaded again for
-        // every other one (a verifier pass each, no object reopen), the probe
-        // index travelling as the link's cookie.
+        // every one (a verifier pass each, no object reopen), each copy with
+        // its probe index written in (and as its link's cookie).
         let mut first_target: BTreeMap<ProgramId, &str> = BTreeMap::new();
         let mut first_backend = Backend::Fentry;
         for e in table.iter().filter(|e| raw(e)) {
@@ -65,7 +66,7 @@ impl Session {
         autoload.extend(first_target.keys());
         let mut s = Session::default();
         let mut open_main = open(object, &opts)?;
-        apply(&mut open_main, &opts, kprobe_rows.len())?;
+        apply(&mut open_main, &opts, kprobe_rows.len(), true)?;
         for mut p in open_main.progs_mut() {
             let Some(id) = program_id(p.name()) else {
                 p.set_autoload(false);
@@ -173,12 +174,15 @@ impl Session {
         }
         let mut links = Vec::new();
         for (prog_id, attach) in progs {
-            let Some(insns) = self.templates.get(&prog_id) else {
+            let Some(template) = self.templates.get(&prog_id) else {
                 return Ok(Err(format!("program {prog_id} missing")));
+            };
+            let Some(insns) = raw::with_imm64(template, PROBE_MARKER, id as u64) else {
+                return Ok(Err(format!("program {prog_id} has no probe marker")));
             };
             let name = prog_id.to_string();
             let prog =
-                match raw::prog_load(sys::BPF_PROG_TYPE_TRACING, &name, insns, attach, e.btf_id) {
+                match raw::prog_load(sys::BPF_PROG_TYPE_TRACING, &name, &insns, attach, e.btf_id) {
                     Ok(p) => p,
                     Err(errno)
                         if matches!(errno, libc::EPERM | libc::EINVAL)
@@ -224,6 +228,7 @@ impl Session {
                 ..opts.clone()
             },
             0,
+            false,
         )?;
         let ret = e.return_attached(graph);
         for mut p in open.progs_mut() {

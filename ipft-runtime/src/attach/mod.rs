@@ -380,16 +380,23 @@ pub struct LoadOptions {
 }
 
 /// Apply [`LoadOptions`] to an opened object before load: the config (with
-/// what the kernel's links carry), the ring buffer's size, and room in
-/// `ipft_probe_ips` for `kprobes` rows where kprobe links carry no cookie.
-fn apply(open: &mut OpenObject, opts: &LoadOptions, kprobes: usize) -> Result<(), LoadError> {
+/// what the kernel's links carry, and whether the object's typed programs
+/// are `templates` for copies with their index written in), the ring
+/// buffer's size, and room in `ipft_probe_ips` for `kprobes` rows where
+/// kprobe links carry no cookie.
+fn apply(
+    open: &mut OpenObject,
+    opts: &LoadOptions,
+    kprobes: usize,
+    templates: bool,
+) -> Result<(), LoadError> {
     let cookies = kernel::cookies();
     set_config(
         open,
         &Config {
             kprobe_cookies: u32::from(cookies.kprobe),
-            tracing_cookies: u32::from(cookies.tracing),
-            tp_cookies: u32::from(cookies.raw_tp),
+            tracing_patched: u32::from(templates && cookies.tracing),
+            tp_patched: u32::from(templates && cookies.raw_tp),
             ..opts.config
         },
     )?;

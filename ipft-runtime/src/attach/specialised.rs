@@ -36,7 +36,7 @@ impl Session {
         let mut refused: BTreeMap<ProgramId, String> = BTreeMap::new();
         let obj = loop {
             let mut open = open(object, &opts)?;
-            apply(&mut open, &opts, kprobe_rows.len())?;
+            apply(&mut open, &opts, kprobe_rows.len(), false)?;
             for mut p in open.progs_mut() {
                 let on = program_id(p.name())
                     .is_some_and(|id| wanted.contains(&id) && !refused.contains_key(&id));

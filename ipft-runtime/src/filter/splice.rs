@@ -15,21 +15,15 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use libbpf_rs::libbpf_sys as sys;
 use libbpf_rs::AsRawLibbpf;
 
+use crate::kernel::raw::{self, LD_IMM64};
+
 /// The stub's first instruction loads this into r0 (`"ipftpcap"`).
 pub const MARKER: u64 = 0x7061_6370_7466_7069;
 
-const LD_IMM64: u8 = 0x18;
 const CALL: u8 = 0x85;
 
 fn is_marker(insns: &[sys::bpf_insn], i: usize) -> bool {
-    let (Some(a), Some(b)) = (insns.get(i), insns.get(i + 1)) else {
-        return false;
-    };
-    a.code == LD_IMM64
-        && a.dst_reg() == 0
-        && a.src_reg() == 0
-        && a.imm as u32 == MARKER as u32
-        && b.imm as u32 == (MARKER >> 32) as u32
+    raw::imm64_at(insns, i) == Some((0, MARKER))
 }
 
 /// The target of a BPF-to-BPF call or a function address load at `i`.

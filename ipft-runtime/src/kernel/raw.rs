@@ -37,6 +37,36 @@ pub fn prog_load(
     owned(fd)
 }
 
+/// The opcode of a 64-bit immediate load (two instruction slots).
+pub const LD_IMM64: u8 = 0x18;
+
+/// The 64-bit constant instruction `i` loads into its register (a plain
+/// `ld_imm64`, not a map or function address), with the register.
+pub fn imm64_at(insns: &[sys::bpf_insn], i: usize) -> Option<(u8, u64)> {
+    let (a, b) = (insns.get(i)?, insns.get(i + 1)?);
+    (a.code == LD_IMM64 && a.src_reg() == 0).then(|| {
+        (
+            a.dst_reg(),
+            u64::from(a.imm as u32) | u64::from(b.imm as u32) << 32,
+        )
+    })
+}
+
+/// `insns` with every load of the constant `marker` loading `value`
+/// instead; None if there is none.
+pub fn with_imm64(insns: &[sys::bpf_insn], marker: u64, value: u64) -> Option<Vec<sys::bpf_insn>> {
+    let mut out = insns.to_vec();
+    let mut found = false;
+    for i in 0..insns.len() {
+        if imm64_at(insns, i).is_some_and(|(_, v)| v == marker) {
+            out[i].imm = value as u32 as i32;
+            out[i + 1].imm = (value >> 32) as u32 as i32;
+            found = true;
+        }
+    }
+    found.then_some(out)
+}
+
 /// A tracing link (fentry/fexit) carrying `cookie`.
 pub fn tracing_link(
     prog_fd: i32,
@@ -72,5 +102,37 @@ pub fn recursion_misses(prog: std::os::fd::BorrowedFd<'_>) -> u64 {
         info.recursion_misses
     } else {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{imm64_at, with_imm64, LD_IMM64};
+    use crate::filter::ebpf::insn;
+
+    const MARK: u64 = 0x626f_7270_7466_7069;
+
+    fn ld(dst: u8, src: u8, v: u64) -> [libbpf_rs::libbpf_sys::bpf_insn; 2] {
+        [
+            insn(LD_IMM64, dst, src, 0, v as u32 as i32),
+            insn(0, 0, 0, 0, (v >> 32) as u32 as i32),
+        ]
+    }
+
+    #[test]
+    fn every_load_of_the_marker_gets_the_value() {
+        let exit = insn(0x95, 0, 0, 0, 0);
+        let mut p = Vec::new();
+        p.extend(ld(3, 0, MARK));
+        p.extend(ld(1, 1, MARK)); // a map's address: not a constant
+        p.extend(ld(5, 0, MARK));
+        p.push(exit);
+        let out = with_imm64(&p, MARK, 7).unwrap();
+        assert_eq!(imm64_at(&out, 0), Some((3, 7)));
+        assert_eq!(imm64_at(&out, 2), None);
+        assert_eq!(out[2].imm, MARK as u32 as i32);
+        assert_eq!(imm64_at(&out, 4), Some((5, 7)));
+        assert!(with_imm64(&[exit], MARK, 7).is_none());
+        assert_eq!(imm64_at(&p, 6), None);
     }
 }

@@ -45,6 +45,12 @@ impl KernelSymbols {
         Ok(Self::parse_kallsyms(&fs::read_to_string("/proc/kallsyms")?))
     }
 
+    /// `name`'s address, as `-l` lists it: 0 where unknown (or hidden, or
+    /// read from the filter list, which has none).
+    pub fn address(&self, name: &str) -> u64 {
+        self.text.get(name).map_or(0, |t| t.0)
+    }
+
     /// Parse kallsyms text (`addr type name [module]`), keeping text symbols.
     pub fn parse_kallsyms(text: &str) -> Self {
         let mut s = Self::default();
