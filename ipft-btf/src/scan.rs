@@ -46,11 +46,13 @@ pub fn scan(k: &KernelBtf) -> Result<(Vec<Probe>, ScanStats), super::BtfError> {
     let path = std::path::PathBuf::from(&k.identity.source);
     super::quiet_catch_unwind(|| {
         let (lo, hi) = k.base.base().type_id_range();
-        scan_one(&k.base, None, lo, hi, &mut probes, &mut stats);
+        let wanted = candidates(&k.candidates, lo, hi, &mut stats);
+        scan_one(&k.base, None, wanted, &mut probes, &mut stats);
         for m in &k.modules {
             if let Some(split) = m.btf.split() {
                 let (lo, hi) = split.type_id_range();
-                scan_one(&m.btf, Some(&m.name), lo, hi, &mut probes, &mut stats);
+                let wanted = candidates(&m.candidates, lo, hi, &mut stats);
+                scan_one(&m.btf, Some(&m.name), wanted, &mut probes, &mut stats);
             }
         }
     })
@@ -63,17 +65,29 @@ pub fn scan(k: &KernelBtf) -> Result<(Vec<Probe>, ScanStats), super::BtfError> {
     Ok((probes, stats))
 }
 
+/// The ids of types `lo..=hi` worth resolving: the functions and typedefs
+/// where the raw walk found them, else all (every one counts as looked at).
+fn candidates(found: &Option<Vec<u32>>, lo: u32, hi: u32, stats: &mut ScanStats) -> Vec<u32> {
+    stats.types += u64::from(hi - lo) + 1;
+    match found {
+        Some(c) => c
+            .iter()
+            .copied()
+            .filter(|id| (lo..=hi).contains(id))
+            .collect(),
+        None => (lo..=hi).collect(),
+    }
+}
+
 fn scan_one(
     btf: &Btf,
     module: Option<&str>,
-    lo: u32,
-    hi: u32,
+    ids: Vec<u32>,
     out: &mut Vec<Probe>,
     stats: &mut ScanStats,
 ) {
     let mut memo: HashMap<u32, Param> = HashMap::new();
-    for id in lo..=hi {
-        stats.types += 1;
+    for id in ids {
         let Ok(ty) = btf.resolve_type_by_id(id) else {
             continue;
         };
