@@ -23,9 +23,9 @@ fn extra(kind: u32, vlen: usize) -> Option<usize> {
 }
 
 /// The ids of the FUNC and TYPEDEF types in little-endian raw BTF `bytes`,
-/// the first type being `first_id`. None when the type
-/// section does not walk cleanly (a kind newer than this walk): then the
-/// scan asks for every type.
+/// the first type being `first_id`. None when the type section does not
+/// walk cleanly (a kind newer than this walk): then the scan asks for every
+/// type.
 pub(crate) fn funcs_and_typedefs(bytes: &[u8], first_id: u32) -> Option<Vec<u32>> {
     let u32_at = |o: usize| -> Option<u32> {
         Some(u32::from_le_bytes(bytes.get(o..o + 4)?.try_into().ok()?))

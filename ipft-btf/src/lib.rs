@@ -3,7 +3,8 @@
 //!
 //! Parsing is delegated to btf-rs. This module only finds the bytes, checks
 //! the header before handing them over (so truncated input is a clear error,
-//! not a panic deep inside the parser) and records where the BTF came from.
+//! not a panic deep inside the parser), notes which types the scan needs
+//! (`kinds`) and records where the BTF came from.
 
 mod kinds;
 pub mod payload;
@@ -69,7 +70,7 @@ pub struct ModuleBtf {
 pub struct BtfIdentity {
     /// Human description of the source (a path).
     pub source: String,
-    /// FNV-1a 64 checksum of the base BTF bytes, hex.
+    /// [`checksum`] of the base BTF bytes.
     pub checksum: String,
     /// Kernel release, when known (running kernel or a `release` file).
     pub release: Option<String>,
