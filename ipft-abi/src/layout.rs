@@ -209,8 +209,10 @@ layout! {
         /// instructions, each with its probe index written in (where their
         /// links carry cookies, Linux 6.10); else each copy reads `probe`
         tp_patched: u32,
-        /// zero (keeps the struct free of padding)
-        spare: u32,
+        /// kprobe programs read the skb's mark through bpf_rdonly_cast
+        /// (Linux 6.2), which the verifier turns into a move: one load on a
+        /// miss, no helper call; else through bpf_probe_read_kernel
+        kprobe_cast: u32,
     }
 }
 

@@ -333,13 +333,19 @@ pub fn kprobe_multi_cookie(index: usize, row: &ProbeEntry) -> u64 {
 /// reads a constant instead of its link's cookie, a helper call.
 pub const PROBE_MARKER: u64 = 0x626f_7270_7466_7069;
 
-/// The C macros for how a program learns its probe: reading
-/// [`kprobe_multi_cookie`] back, and [`PROBE_MARKER`].
+/// The immediate the pcap-filter stub loads first (`"ipftpcap"`): the
+/// loader finds the stub by it and puts the compiled expression in its place.
+pub const PCAP_MARKER: u64 = 0x7061_6370_7466_7069;
+
+/// The C macros for how a program learns its probe (reading
+/// [`kprobe_multi_cookie`] back, and [`PROBE_MARKER`]) and the
+/// [`PCAP_MARKER`].
 pub fn probe_macros() -> String {
     format!(
         "#define IPFT_COOKIE_REASON(c) (((c) >> {COOKIE_REASON_SHIFT}) & 0xff)\n\
          #define IPFT_COOKIE_SKB(c) (((c) >> {COOKIE_SKB_SHIFT}) & 0xff)\n\
-         #define IPFT_PROBE_MARKER \"{PROBE_MARKER:#x}\""
+         #define IPFT_PROBE_MARKER \"{PROBE_MARKER:#x}\"\n\
+         #define IPFT_PCAP_MARKER \"{PCAP_MARKER:#x}\""
     )
 }
 

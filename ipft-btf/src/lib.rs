@@ -76,6 +76,11 @@ pub struct BtfIdentity {
     pub release: Option<String>,
 }
 
+/// Per name asked of [`KernelBtf::from_file_finding`], the ids of the
+/// functions and typedefs of that name; None where the walk over the types
+/// could not go (ask btf-rs by name then).
+pub type Named = Option<Vec<Vec<u32>>>;
+
 /// A kernel's BTF: vmlinux plus modules.
 pub struct KernelBtf {
     /// vmlinux BTF.
@@ -100,6 +105,16 @@ impl KernelBtf {
 
     /// A single file: raw BTF or an ELF (vmlinux) carrying a `.BTF` section.
     pub fn from_file(path: &Path) -> Result<Self, BtfError> {
+        Self::from_file_finding(path, &[]).map(|(k, _)| k)
+    }
+
+    /// [`KernelBtf::from_file`], and per name in `names` the ids of the
+    /// functions and typedefs of that name, found in the same walk over the
+    /// types (None where the walk could not go: ask `base` by name).
+    pub fn from_file_finding(
+        path: &Path,
+        names: &[&str],
+    ) -> Result<(Self, Named), BtfError> {
         let bytes = read_btf_bytes(path)?;
         let raw_file = bytes.len() >= 2
             && u16::from_le_bytes([bytes[0], bytes[1]]) == BTF_MAGIC
@@ -125,8 +140,12 @@ impl KernelBtf {
         } else {
             parse(path, &bytes, None)?
         };
-        Ok(KernelBtf {
-            candidates: kinds::funcs_and_typedefs(&bytes, 1),
+        let (candidates, named) = match kinds::walk(&bytes, 1, names) {
+            Some(w) => (Some(w.funcs_and_typedefs), Some(w.named)),
+            None => (None, None),
+        };
+        let k = KernelBtf {
+            candidates,
             base,
             modules: Vec::new(),
             identity: BtfIdentity {
@@ -135,7 +154,8 @@ impl KernelBtf {
                 release: None,
             },
             skipped: Vec::new(),
-        })
+        };
+        Ok((k, named))
     }
 
     /// A directory laid out like /sys/kernel/btf: `vmlinux` plus one split
@@ -311,32 +331,7 @@ fn parse(path: &Path, bytes: &[u8], base: Option<&Btf>) -> Result<Btf, BtfError>
 /// The fixed BTF header (struct btf_header): every section must lie inside
 /// the buffer.
 fn check_header(b: &[u8]) -> Result<(), String> {
-    if b.len() < 24 {
-        return Err(format!("{} bytes, shorter than the BTF header", b.len()));
-    }
-    let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]) as u64;
-    if u16::from_le_bytes([b[0], b[1]]) != BTF_MAGIC {
-        return Err("bad magic (big-endian BTF is not supported)".into());
-    }
-    if b[2] != 1 {
-        return Err(format!("unsupported BTF version {}", b[2]));
-    }
-    let hdr_len = u32_at(4);
-    if hdr_len < 24 || hdr_len > b.len() as u64 {
-        return Err(format!("header length {hdr_len} out of range"));
-    }
-    let (type_off, type_len, str_off, str_len) = (u32_at(8), u32_at(12), u32_at(16), u32_at(20));
-    let data = b.len() as u64 - hdr_len;
-    if type_off + type_len > data || str_off + str_len > data {
-        return Err(format!(
-            "truncated: sections need {} bytes, file has {data}",
-            (type_off + type_len).max(str_off + str_len)
-        ));
-    }
-    if type_len % 4 != 0 {
-        return Err("type section length not 4-byte aligned".into());
-    }
-    Ok(())
+    kinds::Header::read(b).map(|_| ())
 }
 
 /// Run a btf-rs call, turning both its errors and any panic on malformed
@@ -451,6 +446,44 @@ mod tests {
             assert!(!all.is_empty());
             assert_eq!(walked, all);
         }
+    }
+
+    /// Names found in the walk are btf-rs's functions and typedefs of
+    /// that name, on the fixture and on the running kernel.
+    #[test]
+    fn names_found_in_the_walk_are_btf_rs_lookups() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/btf/mini.btf");
+        let running = Path::new(SYS_BTF_DIR).join("vmlinux");
+        let names = [
+            "ip_rcv",
+            "kfree_skb_reason",
+            "btf_trace_kfree_skb",
+            "sk_buff",
+            "no_such",
+        ];
+        let mut matched = 0;
+        for path in [fixture.as_path(), running.as_path()] {
+            let Ok((k, found)) = KernelBtf::from_file_finding(path, &names) else {
+                continue;
+            };
+            for (name, ids) in names.iter().zip(found.unwrap()) {
+                matched += ids.len();
+                let want: Vec<u32> = k
+                    .base
+                    .resolve_ids_by_name(name)
+                    .unwrap()
+                    .into_iter()
+                    .filter(|&id| {
+                        matches!(
+                            k.base.resolve_type_by_id(id),
+                            Ok(btf_rs::Type::Func(_) | btf_rs::Type::Typedef(_))
+                        )
+                    })
+                    .collect();
+                assert_eq!(ids, want, "{name} in {}", path.display());
+            }
+        }
+        assert!(matched > 0);
     }
 
     #[test]

@@ -80,22 +80,26 @@ pub fn discover(
         t = std::time::Instant::now();
     };
     // The running kernel's symbols and backend probes need none of the
-    // BTF scan: on a thread of their own, they overlap it.
+    // BTF scan, nor each other: on threads of their own, all three overlap
+    // (the probes wait on the kernel's grace periods, the symbols on
+    // ftrace's filter list).
     let running = matches!(input, BtfInput::Running).then(|| {
-        std::thread::spawn(move || {
+        let syms = std::thread::spawn(|| {
             let t = std::time::Instant::now();
-            let syms = KernelSymbols::running()?;
-            let t_syms = t.elapsed();
-            // Real load + attach probes need root; without it the symbols say.
+            KernelSymbols::running().map(|s| (s, t.elapsed()))
+        });
+        let backend_probes = std::thread::spawn(move || {
+            let t = std::time::Instant::now();
+            // Real load + attach probes need root; without it the BTF says.
             // SAFETY: geteuid has no preconditions.
             let root = unsafe { libc::geteuid() } == 0;
             let wanted: &[ipft_abi::Backend] = match root && backends == Backends::Probe {
                 true => &ipft_abi::Backend::FUNCTIONS,
                 false => &[],
             };
-            let probed = kernel::probe(&syms, wanted);
-            Ok::<_, std::io::Error>((syms, probed, t_syms, t.elapsed() - t_syms))
-        })
+            (kernel::probe(None, wanted), t.elapsed())
+        });
+        (syms, backend_probes)
     });
     let kernel = match input {
         BtfInput::Running => KernelBtf::running()?,
@@ -133,13 +137,14 @@ pub fn discover(
         .collect();
     let (untraceable, probed, symbols) = match input {
         BtfInput::Running => {
-            let (syms, probed, t_syms, t_probes) = running
-                .expect("spawned for the running kernel")
+            let (syms, backend_probes) = running.expect("spawned for the running kernel");
+            let panicked =
+                |_| DiscoverError::Kallsyms(std::io::Error::other("a probe thread panicked"));
+            let (syms, t_syms) = syms
                 .join()
-                .map_err(|_| {
-                    DiscoverError::Kallsyms(std::io::Error::other("symbol thread panicked"))
-                })?
+                .map_err(panicked)?
                 .map_err(DiscoverError::Kallsyms)?;
+            let (probed, t_probes) = backend_probes.join().map_err(panicked)?;
             lap("wait for symbols and backend probes");
             timings.push(("symbols (beside btf)", t_syms));
             timings.push(("backend probes (beside btf)", t_probes));

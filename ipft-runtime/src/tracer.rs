@@ -116,8 +116,19 @@ fn run(sets: &'static [&'static ProbeSetSpec], args: IpftArgs) -> Result<i32, Ru
         ));
     }
     require_root()?;
-    let syms = KernelSymbols::running().map_err(RunError::Kallsyms)?;
-    let mut probed = kernel::probe(&syms, &compiled_backends(spec));
+    // The backend probes need the BTF, not the symbols: both at once.
+    let wanted = compiled_backends(spec);
+    let (syms, mut probed) = std::thread::scope(|sc| {
+        let probes = sc.spawn(|| kernel::probe(None, &wanted));
+        let syms = KernelSymbols::running();
+        (
+            syms,
+            probes
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+        )
+    });
+    let syms = syms.map_err(RunError::Kallsyms)?;
     let attachable = |n: &str| syms.attachable(n);
     if cfg.list {
         // Addresses are kallsyms' alone.

@@ -43,6 +43,7 @@ fn discovered(cfg: &RunConfig, p: &Profile, backends: Backends) -> Result<Discov
 
 /// Run `ipft` with parsed flags; the exit code or why not.
 pub fn run(args: IpftArgs) -> Result<i32, RunError> {
+    let t_run = Instant::now();
     let cfg = flags::validate(&args)?;
     if let Some(g) = cfg.gen {
         print!("{}", flags::gen_text(g));
@@ -71,6 +72,7 @@ pub fn run(args: IpftArgs) -> Result<i32, RunError> {
     let t0 = Instant::now();
     let d = discovered(&cfg, &prof, Backends::Probe)?;
     if cfg.timings {
+        say!("timing: set-up {:.3}s", (t0 - t_run).as_secs_f64());
         for (what, t) in &d.timings {
             say!("timing: {what} {:.3}s", t.as_secs_f64());
         }
@@ -116,6 +118,9 @@ pub fn run(args: IpftArgs) -> Result<i32, RunError> {
             (_, e) => e,
         })?;
     if cfg.timings {
+        for (what, t) in &session.timings {
+            say!("timing: {what} {:.3}s", t.as_secs_f64());
+        }
         say!("timing: load+attach {:.3}s", t_load.elapsed().as_secs_f64());
         say!(
             "timing: discover+load+attach {:.3}s",

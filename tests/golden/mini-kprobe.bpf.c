@@ -17,6 +17,13 @@ char LICENSE[] SEC("license") = "GPL";
 #define PT_REGS_PARM6(x) (((struct pt_regs *)(x))->r9)
 #endif
 
+/* libbpf < 1.4 (bookworm has 1.1) has no bpf_core_cast. */
+#ifndef bpf_core_cast
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
+#define bpf_core_cast(ptr, type) \
+	((typeof(type) *)bpf_rdonly_cast((ptr), bpf_core_type_id_kernel(type)))
+#endif
+
 /*
  * kprobes at a function's entry: x86_64 passes arguments 6 and up on the
  * stack, above the return address that sp points to.
@@ -59,11 +66,13 @@ struct ipft_event {
 #define IPFT_F_END	0x4	/* the skb's memory is released here */
 #define IPFT_F_CLONE	0x8	/* aux holds the address of the skb's clone or copy */
 
-/* kprobe.multi cookies (probe index, drop reason and skb positions) and the
- * marker typed copies get their index written over (ipft-abi). */
+/* kprobe.multi cookies (probe index, drop reason and skb positions), the
+ * marker typed copies get their index written over, and the pcap-filter
+ * stub's (ipft-abi). */
 #define IPFT_COOKIE_REASON(c) (((c) >> 32) & 0xff)
 #define IPFT_COOKIE_SKB(c) (((c) >> 40) & 0xff)
 #define IPFT_PROBE_MARKER "0x626f727074667069"
+#define IPFT_PCAP_MARKER "0x7061637074667069"
 
 /* Everything the loader may tune lives here; the verifier sees constants. */
 struct ipft_config {
@@ -89,7 +98,7 @@ struct ipft_config {
 	__u32 snaplen;	/* @96: --output-pcap: each event carries a `struct ipft_snap` and up to this many bytes of the packet (0: none) */
 	__u32 empty;	/* @100: the lab's overhead floor (`--bench-empty`): every program returns at once, so only entering the probe is measured */
 	__u32 tp_patched;	/* @104: generic tp_btf copies are made from the template's instructions, each with its probe index written in (where their links carry cookies, Linux 6.10); else each copy reads `probe` */
-	__u32 spare;	/* @108: zero (keeps the struct free of padding) */
+	__u32 kprobe_cast;	/* @108: kprobe programs read the skb's mark through bpf_rdonly_cast (Linux 6.2), which the verifier turns into a move: one load on a miss, no helper call; else through bpf_probe_read_kernel */
 };
 
 const volatile struct ipft_config CONFIG = {
@@ -280,6 +289,20 @@ static __always_inline void ipft_stash_push(struct ipft_stash_key *key, __u64 sk
  */
 #define IPFT_LOAD(typed, direct, ...) ((typed) ? (direct) : BPF_CORE_READ(__VA_ARGS__))
 
+/*
+ * A kprobe's skb is a number. Where the kernel has bpf_rdonly_cast (6.2)
+ * the verifier turns the cast into a move and the mark into one guarded
+ * load; elsewhere the call is dead code (libbpf poisons an unresolved weak
+ * kfunc) and the mark costs a helper call. Nearly every hit is a miss that
+ * reads only this.
+ */
+static __always_inline __u32 ipft_kprobe_mark(struct sk_buff *skb)
+{
+	if (CONFIG.kprobe_cast)
+		return bpf_core_cast(skb, struct sk_buff)->mark;
+	return BPF_CORE_READ(skb, mark);
+}
+
 static __always_inline bool ipft_match(__u32 mark)
 {
 	return (mark & CONFIG.mask) == CONFIG.mark;
@@ -366,7 +389,7 @@ static __always_inline bool ipft_pcap_pkt(struct sk_buff *skb, struct ipft_pcap_
  */
 __attribute__((weak)) __noinline __hidden int ipft_pcap_run(__u64 pkt, __u32 caplen, __u32 wirelen, __u32 l2)
 {
-	asm volatile("r0 = 0x7061637074667069 ll" ::: "r0");
+	asm volatile("r0 = " IPFT_PCAP_MARKER " ll" ::: "r0");
 	return 1;
 }
 
@@ -804,7 +827,7 @@ int ipft_k0(struct pt_regs *ctx)
 	if (CONFIG.empty)
 		return 0;
 	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 0);
-	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
+	if (!ipft_wanted(skb, ipft_kprobe_mark(skb), false))
 		return 0;
 	if (CONFIG.graph) {
 		struct ipft_stash_key key = {
@@ -826,7 +849,7 @@ int ipft_k0_r1(struct pt_regs *ctx)
 	if (CONFIG.empty)
 		return 0;
 	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 0);
-	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
+	if (!ipft_wanted(skb, ipft_kprobe_mark(skb), false))
 		return 0;
 	if (CONFIG.graph) {
 		struct ipft_stash_key key = {
@@ -848,7 +871,7 @@ int ipft_k1(struct pt_regs *ctx)
 	if (CONFIG.empty)
 		return 0;
 	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 1);
-	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
+	if (!ipft_wanted(skb, ipft_kprobe_mark(skb), false))
 		return 0;
 	if (CONFIG.graph) {
 		struct ipft_stash_key key = {
@@ -870,7 +893,7 @@ int ipft_k2(struct pt_regs *ctx)
 	if (CONFIG.empty)
 		return 0;
 	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 2);
-	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
+	if (!ipft_wanted(skb, ipft_kprobe_mark(skb), false))
 		return 0;
 	if (CONFIG.graph) {
 		struct ipft_stash_key key = {
@@ -892,7 +915,7 @@ int ipft_k5(struct pt_regs *ctx)
 	if (CONFIG.empty)
 		return 0;
 	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 5);
-	if (!ipft_wanted(skb, BPF_CORE_READ(skb, mark), false))
+	if (!ipft_wanted(skb, ipft_kprobe_mark(skb), false))
 		return 0;
 	if (CONFIG.graph) {
 		struct ipft_stash_key key = {

@@ -65,6 +65,11 @@ impl Session {
         }
         autoload.extend(first_target.keys());
         let mut s = Session::default();
+        let mut t = std::time::Instant::now();
+        let mut lap = |s: &mut Session, what| {
+            s.timings.push((what, t.elapsed()));
+            t = std::time::Instant::now();
+        };
         let mut open_main = open(object, &opts)?;
         apply(&mut open_main, &opts, kprobe_rows.len(), true)?;
         for mut p in open_main.progs_mut() {
@@ -117,6 +122,7 @@ impl Session {
         }
         fill_probe_ips(&main, table, &kprobe_rows)?;
         s.objects.push(main);
+        lap(&mut s, "object load");
         let mut multi: BTreeMap<ProgramId, Vec<usize>> = BTreeMap::new();
         let mut done = 0;
         let mut typed_ok = false;
@@ -154,7 +160,9 @@ impl Session {
                 return Err(LoadError::Interrupted);
             }
         }
+        lap(&mut s, "kprobes and typed copies");
         s.attach_multi_groups(multi, table, graph, &mut done, progress)?;
+        lap(&mut s, "kprobe-multi links");
         Ok(s)
     }
 

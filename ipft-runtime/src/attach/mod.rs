@@ -166,6 +166,8 @@ pub struct Session {
     pub attached: Vec<usize>,
     /// Table rows that failed, with the reason.
     pub failed: Vec<(usize, String)>,
+    /// How long each step of the load took (for --timings).
+    pub timings: Vec<(&'static str, std::time::Duration)>,
 }
 
 impl Session {
@@ -380,7 +382,7 @@ pub struct LoadOptions {
 }
 
 /// Apply [`LoadOptions`] to an opened object before load: the config (with
-/// what the kernel's links carry, and whether the object's typed programs
+/// what the kernel's links carry and kprobes may cast, and whether the object's typed programs
 /// are `templates` for copies with their index written in), the ring
 /// buffer's size, and room in `ipft_probe_ips` for `kprobes` rows where
 /// kprobe links carry no cookie.
@@ -397,6 +399,7 @@ fn apply(
             kprobe_cookies: u32::from(cookies.kprobe),
             tracing_patched: u32::from(templates && cookies.tracing),
             tp_patched: u32::from(templates && cookies.raw_tp),
+            kprobe_cast: u32::from(kernel::rdonly_cast()),
             ..opts.config
         },
     )?;

@@ -17,8 +17,8 @@ use libbpf_rs::AsRawLibbpf;
 
 use crate::kernel::raw::{self, LD_IMM64};
 
-/// The stub's first instruction loads this into r0 (`"ipftpcap"`).
-pub const MARKER: u64 = 0x7061_6370_7466_7069;
+/// The stub's first instruction loads this into r0.
+pub use ipft_abi::program::PCAP_MARKER as MARKER;
 
 const CALL: u8 = 0x85;
 

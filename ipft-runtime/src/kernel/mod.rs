@@ -24,13 +24,51 @@ pub fn running_release() -> Option<String> {
     ipft_btf::running_release()
 }
 
-/// The running kernel's vmlinux BTF, parsed (lazily, mmapped) at most once.
-pub fn running_btf() -> Option<&'static ipft_btf::KernelBtf> {
-    static BTF: OnceLock<Option<ipft_btf::KernelBtf>> = OnceLock::new();
+/// The functions and typedefs the runtime looks up in the running kernel's
+/// BTF: found in the one walk that reads it, where btf-rs would walk every
+/// type once per name (tens of ms each under an emulator).
+const LOOKED_UP: &[&str] = &[
+    "fprobe_register",
+    "register_fprobe",
+    "register_ftrace_direct",
+    "register_ftrace_direct_multi",
+    "bpf_trampoline_link_prog",
+    "bpf_rdonly_cast",
+    "ip_rcv",
+    "btf_trace_netif_receive_skb",
+];
+
+struct Running {
+    btf: ipft_btf::KernelBtf,
+    /// Per LOOKED_UP name, its ids.
+    named: ipft_btf::Named,
+}
+
+fn running() -> Option<&'static Running> {
+    static BTF: OnceLock<Option<Running>> = OnceLock::new();
     BTF.get_or_init(|| {
-        ipft_btf::KernelBtf::from_file(&Path::new(ipft_btf::SYS_BTF_DIR).join("vmlinux")).ok()
+        let path = Path::new(ipft_btf::SYS_BTF_DIR).join("vmlinux");
+        let (btf, named) = ipft_btf::KernelBtf::from_file_finding(&path, LOOKED_UP).ok()?;
+        Some(Running { btf, named })
     })
     .as_ref()
+}
+
+/// The running kernel's vmlinux BTF, parsed (lazily, mmapped) at most once.
+pub fn running_btf() -> Option<&'static ipft_btf::KernelBtf> {
+    running().map(|r| &r.btf)
+}
+
+/// The ids of the functions and typedefs called `name` in the running
+/// kernel's BTF (empty without BTF).
+pub fn btf_ids(name: &str) -> Vec<u32> {
+    let Some(r) = running() else {
+        return Vec::new();
+    };
+    match (&r.named, LOOKED_UP.iter().position(|n| *n == name)) {
+        (Some(named), Some(i)) => named[i].clone(),
+        _ => r.btf.base.resolve_ids_by_name(name).unwrap_or_default(),
+    }
 }
 
 /// The kernel's offer and why backends were turned down.
@@ -61,15 +99,22 @@ impl Probed {
 }
 
 /// What the kernel was built with: functions of its BTF (notrace ones,
-/// such as ftrace's own, included), else of its symbols.
-pub fn offer_from_symbols(syms: &KernelSymbols, release: Option<&str>) -> KernelOffer {
+/// such as ftrace's own, included), else of its symbols (`syms`, read here
+/// if not given: only a kernel without BTF needs them).
+pub fn offer_from_symbols(syms: Option<&KernelSymbols>, release: Option<&str>) -> KernelOffer {
     let btf = running_btf();
-    let has = |s: &str| match btf {
-        Some(k) => k
-            .base
-            .resolve_ids_by_name(s)
-            .is_ok_and(|ids| !ids.is_empty()),
-        None => syms.text.contains_key(s),
+    let read;
+    let syms = match (syms, btf) {
+        (None, None) => {
+            read = KernelSymbols::running().unwrap_or_default();
+            Some(&read)
+        }
+        (s, _) => s,
+    };
+    let has = |s: &str| match (btf, syms) {
+        (Some(_), _) => !btf_ids(s).is_empty(),
+        (None, Some(syms)) => syms.text.contains_key(s),
+        (None, None) => false,
     };
     KernelOffer {
         kprobe: features::kprobe().is_ok(),
@@ -83,10 +128,11 @@ pub fn offer_from_symbols(syms: &KernelSymbols, release: Option<&str>) -> Kernel
     }
 }
 
-/// Probe the running kernel: symbols first, then a real load + attach for
-/// each backend in `wanted` that the symbols promise (needs root). Backends
-/// not wanted are left as the symbols say, unconfirmed.
-pub fn probe(syms: &KernelSymbols, wanted: &[Backend]) -> Probed {
+/// Probe the running kernel: its BTF (or `syms`, see
+/// [`offer_from_symbols`]) first, then a real load + attach for each
+/// backend in `wanted` that they promise (needs root). Backends not wanted
+/// are left as the BTF says, unconfirmed.
+pub fn probe(syms: Option<&KernelSymbols>, wanted: &[Backend]) -> Probed {
     let release = running_release();
     let mut p = Probed {
         offer: offer_from_symbols(syms, release.as_deref()),
@@ -151,6 +197,13 @@ pub fn cookies() -> Cookies {
     })
 }
 
+/// The running kernel has bpf_rdonly_cast (Linux 6.2), which lets kprobe
+/// programs load the skb's fields directly; libbpf resolves the same name.
+pub fn rdonly_cast() -> bool {
+    static C: OnceLock<bool> = OnceLock::new();
+    *C.get_or_init(|| !btf_ids("bpf_rdonly_cast").is_empty())
+}
+
 /// BTF id of the netif_receive_skb tracepoint, where feature probes aim tp_btf.
 fn tracepoint_target() -> Option<u32> {
     tracepoint_btf_id("netif_receive_skb")
@@ -159,22 +212,12 @@ fn tracepoint_target() -> Option<u32> {
 /// BTF id of tracepoint `name` in the running kernel (its `btf_trace_<name>`
 /// typedef, which a tp_btf program is aimed at).
 pub fn tracepoint_btf_id(name: &str) -> Option<u32> {
-    running_btf()?
-        .base
-        .resolve_ids_by_name(&format!("btf_trace_{name}"))
-        .ok()?
-        .first()
-        .copied()
+    btf_ids(&format!("btf_trace_{name}")).first().copied()
 }
 
 /// BTF id of ip_rcv, the function feature probes aim fentry at.
 fn fentry_target() -> Option<u32> {
-    running_btf()?
-        .base
-        .resolve_ids_by_name("ip_rcv")
-        .ok()?
-        .first()
-        .copied()
+    btf_ids("ip_rcv").first().copied()
 }
 
 /// Drop reason names of the running kernel's `enum skb_drop_reason`
