@@ -1,9 +1,12 @@
 //! Which BTF types the scan needs to look at, read from the raw type section
-//! without parsing the types. The scan wants functions and typedefs (a
-//! tracepoint is a `btf_trace_*` typedef); asking btf-rs for every type,
-//! structs with all their members, was most of a scan, seconds under
-//! emulation. Each type's size follows from its kind and vlen alone
-//! (include/uapi/linux/btf.h), so a walk finds them in one pass.
+//! without parsing the types. The scan wants `btf_trace_*` typedefs (the
+//! tracepoints) and functions taking a `struct sk_buff *`; asking btf-rs
+//! for every type, or even every function with its prototype, was most of
+//! a scan, a second under emulation. Each type's size follows from its
+//! kind and vlen alone (include/uapi/linux/btf.h), so one walk finds where
+//! every type starts, and a function's parameters are then a few reads
+//! each. Where the walk cannot tell (a split BTF's parameter of a base
+//! type) the function stays a candidate: btf-rs decides.
 
 const HEADER: usize = 12; // struct btf_type: name_off, info, size/type
 const TYPEDEF: u32 = 8;
@@ -68,14 +71,39 @@ impl Header {
     }
 }
 
-/// What one walk over little-endian raw BTF found: the ids of its FUNC and
-/// TYPEDEF types, and per name asked those of that name (btf-rs walks
-/// every type for each name it is asked).
+/// The types the scan resolves: the `btf_trace_*` typedefs and the
+/// functions that may take a `struct sk_buff *` (all but those whose
+/// parameters the walk saw to be something else).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Candidates {
+    pub ids: Vec<u32>,
+    /// FUNC types seen.
+    pub funcs: u64,
+}
+
+/// What one walk over little-endian raw BTF found.
 #[derive(Debug, PartialEq)]
 pub(crate) struct Walk {
-    pub funcs_and_typedefs: Vec<u32>,
+    pub candidates: Candidates,
+    /// Per name asked, the ids of the functions and typedefs of that name
+    /// (btf-rs walks every type for each name it is asked).
     pub named: Vec<Vec<u32>>,
 }
+
+/// One type's header fields, read in place.
+struct Raw {
+    kind: u32,
+    vlen: usize,
+    /// The size/type field: the next type of a modifier, pointer or function.
+    next: u32,
+    name: usize,
+    /// Where the type starts in the bytes.
+    at: usize,
+}
+
+const PTR: u32 = 2;
+const STRUCT: u32 = 4;
+const FUNC_PROTO: u32 = 13;
 
 /// Walk the types of `bytes` once, the first being `first_id`. None when
 /// the type section does not walk cleanly (a kind newer than this walk):
@@ -95,58 +123,121 @@ pub(crate) fn walk(bytes: &[u8], first_id: u32, names: &[&str]) -> Option<Walk> 
             .get(off..off + n + 1)
             .is_some_and(|b| b[n] == 0 && &b[..n] == name.as_bytes())
     };
+    let starts_with = |off: usize, prefix: &str| {
+        strings
+            .get(off..off + prefix.len())
+            .is_some_and(|b| b == prefix.as_bytes())
+    };
     let mut w = Walk {
-        funcs_and_typedefs: Vec::new(),
+        candidates: Candidates {
+            ids: Vec::new(),
+            funcs: 0,
+        },
         named: vec![Vec::new(); names.len()],
     };
+    // Where each type starts, for the parameter checks after the walk.
+    let mut offsets = Vec::new();
+    let mut funcs = Vec::new();
     let (mut at, mut id) = (start, first_id);
     while at < end {
+        offsets.push(at);
         let info = u32_at(at + 4)?;
         let kind = (info >> 24) & 0x1f;
         if kind == FUNC || kind == TYPEDEF {
-            w.funcs_and_typedefs.push(id);
             let off = u32_at(at)? as usize;
             for (i, name) in names.iter().enumerate() {
                 if is(off, name) {
                     w.named[i].push(id);
                 }
             }
+            if kind == FUNC {
+                w.candidates.funcs += 1;
+                funcs.push((id, u32_at(at + 8)?));
+            } else if starts_with(off, "btf_trace_") {
+                w.candidates.ids.push(id);
+            }
         }
         at += HEADER + extra(kind, (info & 0xffff) as usize)?;
         id += 1;
     }
-    (at == end).then_some(w)
+    if at != end {
+        return None;
+    }
+    // Type `id` as the walk read it; None for void and for a base type of
+    // split BTF, which this walk never saw.
+    let ty = |id: u32| -> Option<Raw> {
+        let at = *offsets.get(id.checked_sub(first_id)? as usize)?;
+        let info = u32_at(at + 4)?;
+        Some(Raw {
+            kind: (info >> 24) & 0x1f,
+            vlen: (info & 0xffff) as usize,
+            next: u32_at(at + 8)?,
+            name: u32_at(at)? as usize,
+            at,
+        })
+    };
+    // Past typedef, const, volatile, restrict and type_tag.
+    let strip = |mut id: u32| {
+        for _ in 0..32 {
+            match ty(id)? {
+                t if matches!(t.kind, 8..=11 | 18) => id = t.next,
+                t => return Some(t),
+            }
+        }
+        None
+    };
+    // Some(true) for `struct sk_buff *`, None where the walk cannot tell.
+    let skb_pointer = |id: u32| -> Option<bool> {
+        if id == 0 {
+            return Some(false);
+        }
+        match strip(id)? {
+            t if t.kind == PTR && t.next != 0 => {
+                let target = strip(t.next)?;
+                Some(target.kind == STRUCT && is(target.name, "sk_buff"))
+            }
+            _ => Some(false),
+        }
+    };
+    let may_take_skb = |proto: u32| match ty(proto) {
+        Some(p) if p.kind == FUNC_PROTO => (0..p.vlen).any(|i| {
+            let param = u32_at(p.at + HEADER + 8 * i + 4);
+            param.is_none_or(|t| skb_pointer(t) != Some(false))
+        }),
+        _ => true,
+    };
+    let skb_funcs = funcs.into_iter().filter(|&(_, proto)| may_take_skb(proto));
+    w.candidates.ids.extend(skb_funcs.map(|(id, _)| id));
+    w.candidates.ids.sort_unstable();
+    Some(w)
 }
 
-/// The ids of the FUNC and TYPEDEF types (see [`walk`]).
-pub(crate) fn funcs_and_typedefs(bytes: &[u8], first_id: u32) -> Option<Vec<u32>> {
-    walk(bytes, first_id, &[]).map(|w| w.funcs_and_typedefs)
+/// The types the scan resolves.
+pub(crate) fn candidates(bytes: &[u8], first_id: u32) -> Option<Candidates> {
+    walk(bytes, first_id, &[]).map(|w| w.candidates)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{funcs_and_typedefs, walk};
+    use super::{candidates, walk, Candidates};
 
-    fn btf(types: &[(u32, u32, &[u8])]) -> Vec<u8> {
-        named_btf(types, &[])
-    }
-
-    /// Raw BTF of `types`, type i named `names[i]` where given.
-    fn named_btf(types: &[(u32, u32, &[u8])], names: &[&str]) -> Vec<u8> {
+    /// Raw BTF of `types`: (kind, vlen, size/type field, bytes after the
+    /// header, name; "" for none).
+    fn btf(types: &[(u32, u32, u32, Vec<u8>, &str)]) -> Vec<u8> {
         let mut strings = vec![0u8];
         let mut t = Vec::new();
-        for (i, &(kind, vlen, extra)) in types.iter().enumerate() {
-            let off = match names.get(i) {
-                Some(n) => {
-                    strings.extend(n.as_bytes());
+        for (kind, vlen, next, extra, name) in types {
+            let off = match name.is_empty() {
+                true => 0,
+                false => {
+                    strings.extend(name.as_bytes());
                     strings.push(0);
-                    (strings.len() - n.len() - 1) as u32
+                    (strings.len() - name.len() - 1) as u32
                 }
-                None => 0,
             };
             t.extend(off.to_le_bytes());
             t.extend((kind << 24 | vlen).to_le_bytes());
-            t.extend(0u32.to_le_bytes());
+            t.extend(next.to_le_bytes());
             t.extend(extra);
         }
         let mut b = vec![0x9f, 0xeb, 1, 0];
@@ -158,41 +249,73 @@ mod tests {
         b
     }
 
-    #[test]
-    fn finds_functions_and_typedefs_by_name_in_the_same_walk() {
-        let b = named_btf(
-            &[
-                (1, 0, &[0; 4]),
-                (12, 0, &[]),
-                (8, 0, &[]),
-                (12, 0, &[]),
-                (12, 0, &[]),
-            ],
-            &["ip_rcv", "ip_rcv", "ip_rcv_core", "ip_rcv", "ip_rc"],
-        );
-        let w = walk(&b, 1, &["ip_rcv", "ip_rc", "absent"]).unwrap();
-        // The INT of that name is no function; a prefix is no match.
-        assert_eq!(w.named, vec![vec![2, 4], vec![5], vec![]]);
-        assert_eq!(w.funcs_and_typedefs, vec![2, 3, 4, 5]);
+    /// FUNC_PROTO parameters: (name_off, type) each.
+    fn params(types: &[u32]) -> Vec<u8> {
+        types
+            .iter()
+            .flat_map(|t| [0u32.to_le_bytes(), t.to_le_bytes()].concat())
+            .collect()
     }
 
     #[test]
-    fn finds_functions_and_typedefs_past_any_kind() {
+    fn walks_past_any_kind() {
         let b = btf(&[
-            (1, 0, &[0; 4]),   // 1 INT
-            (4, 2, &[0; 24]),  // 2 STRUCT, 2 members
-            (13, 1, &[0; 8]),  // 3 FUNC_PROTO, 1 parameter
-            (12, 0, &[]),      // 4 FUNC
-            (8, 0, &[]),       // 5 TYPEDEF
-            (19, 1, &[0; 12]), // 6 ENUM64
-            (12, 1, &[]),      // 7 FUNC (vlen: linkage)
+            (1, 0, 4, vec![0; 4], ""),        // 1 INT
+            (4, 2, 8, vec![0; 24], ""),       // 2 STRUCT, 2 members
+            (13, 1, 0, params(&[1]), ""),     // 3 FUNC_PROTO (int)
+            (12, 0, 0, vec![], "f"),          // 4 FUNC, no prototype to read
+            (8, 0, 1, vec![], "btf_trace_x"), // 5 TYPEDEF
+            (19, 1, 8, vec![0; 12], ""),      // 6 ENUM64
+            (12, 1, 3, vec![], "g"),          // 7 FUNC (int): no skb
         ]);
-        assert_eq!(funcs_and_typedefs(&b, 1), Some(vec![4, 5, 7]));
-        assert_eq!(funcs_and_typedefs(&b, 100), Some(vec![103, 104, 106]));
+        let want = |ids| Some(Candidates { ids, funcs: 2 });
+        assert_eq!(candidates(&b, 1), want(vec![4, 5]));
+        // Split BTF: ids continue the base's, which the walk never saw.
+        assert_eq!(candidates(&b, 100), want(vec![103, 104, 106]));
         // A kind unknown to the walk: no answer rather than a wrong one.
-        assert_eq!(
-            funcs_and_typedefs(&btf(&[(12, 0, &[]), (30, 0, &[])]), 1),
-            None
-        );
+        let unknown = btf(&[(12, 0, 0, vec![], "f"), (30, 0, 0, vec![], "")]);
+        assert_eq!(candidates(&unknown, 1), None);
+    }
+
+    #[test]
+    fn keeps_functions_taking_an_skb_pointer_and_tracepoints() {
+        let b = btf(&[
+            (4, 0, 232, vec![], "sk_buff"),    // 1 struct sk_buff
+            (2, 0, 1, vec![], ""),             // 2 struct sk_buff *
+            (10, 0, 2, vec![], ""),            // 3 struct sk_buff *const
+            (1, 0, 4, vec![0; 4], "int"),      // 4 int
+            (13, 2, 4, params(&[4, 3]), ""),   // 5 (int, struct sk_buff *const)
+            (12, 0, 5, vec![], "a"),           // 6 a: takes an skb
+            (13, 1, 4, params(&[4]), ""),      // 7 (int)
+            (12, 0, 7, vec![], "b"),           // 8 b: no skb
+            (8, 0, 2, vec![], "btf_trace_x"),  // 9 a tracepoint
+            (8, 0, 4, vec![], "other"),        // 10 another typedef
+            (10, 0, 1, vec![], ""),            // 11 const struct sk_buff
+            (2, 0, 11, vec![], ""),            // 12 const struct sk_buff *
+            (8, 0, 12, vec![], "skbp"),        // 13 typedef of it
+            (13, 1, 4, params(&[13]), ""),     // 14 (skbp)
+            (12, 0, 14, vec![], "c"),          // 15 c: takes an skb
+            (4, 0, 8, vec![], "sk_buff_head"), // 16 a struct of another name
+            (2, 0, 16, vec![], ""),            // 17 pointer to it
+            (13, 2, 4, params(&[17, 0]), ""),  // 18 (struct sk_buff_head *, ...)
+            (12, 0, 18, vec![], "d"),          // 19 d: no skb
+        ]);
+        let c = candidates(&b, 1).unwrap();
+        assert_eq!(c.ids, vec![6, 9, 15]);
+        assert_eq!(c.funcs, 4);
+    }
+
+    #[test]
+    fn finds_functions_and_typedefs_by_name_in_the_same_walk() {
+        let b = btf(&[
+            (1, 0, 4, vec![0; 4], "ip_rcv"),
+            (12, 0, 0, vec![], "ip_rcv"),
+            (8, 0, 0, vec![], "ip_rcv_core"),
+            (12, 0, 0, vec![], "ip_rcv"),
+            (12, 0, 0, vec![], "ip_rc"),
+        ]);
+        let w = walk(&b, 1, &["ip_rcv", "ip_rc", "absent"]).unwrap();
+        // The INT of that name is no function; a prefix is no match.
+        assert_eq!(w.named, vec![vec![2, 4], vec![5], vec![]]);
     }
 }

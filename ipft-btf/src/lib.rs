@@ -60,8 +60,8 @@ pub struct ModuleBtf {
     pub name: String,
     /// Split BTF; type ids continue after the base ids.
     pub btf: Btf,
-    /// Its functions and typedefs, what the scan looks at (None: every type).
-    pub(crate) candidates: Option<Vec<u32>>,
+    /// The types the scan looks at (None: every type).
+    pub(crate) candidates: Option<kinds::Candidates>,
 }
 
 /// Identity of the BTF input, carried into generated code so a tracer can
@@ -85,8 +85,8 @@ pub type Named = Option<Vec<Vec<u32>>>;
 pub struct KernelBtf {
     /// vmlinux BTF.
     pub base: Btf,
-    /// Its functions and typedefs, what the scan looks at (None: every type).
-    pub(crate) candidates: Option<Vec<u32>>,
+    /// The types the scan looks at (None: every type).
+    pub(crate) candidates: Option<kinds::Candidates>,
     /// Module BTFs, sorted by name.
     pub modules: Vec<ModuleBtf>,
     /// Where it came from.
@@ -111,10 +111,7 @@ impl KernelBtf {
     /// [`KernelBtf::from_file`], and per name in `names` the ids of the
     /// functions and typedefs of that name, found in the same walk over the
     /// types (None where the walk could not go: ask `base` by name).
-    pub fn from_file_finding(
-        path: &Path,
-        names: &[&str],
-    ) -> Result<(Self, Named), BtfError> {
+    pub fn from_file_finding(path: &Path, names: &[&str]) -> Result<(Self, Named), BtfError> {
         let bytes = read_btf_bytes(path)?;
         let raw_file = bytes.len() >= 2
             && u16::from_le_bytes([bytes[0], bytes[1]]) == BTF_MAGIC
@@ -141,7 +138,7 @@ impl KernelBtf {
             parse(path, &bytes, None)?
         };
         let (candidates, named) = match kinds::walk(&bytes, 1, names) {
-            Some(w) => (Some(w.funcs_and_typedefs), Some(w.named)),
+            Some(w) => (Some(w.candidates), Some(w.named)),
             None => (None, None),
         };
         let k = KernelBtf {
@@ -207,7 +204,7 @@ impl KernelBtf {
         let first = btf.split().map_or(0, |s| s.type_id_range().0);
         Ok(ModuleBtf {
             name: module_name(path),
-            candidates: kinds::funcs_and_typedefs(&bytes, first),
+            candidates: kinds::candidates(&bytes, first),
             btf,
         })
     }
@@ -437,14 +434,16 @@ mod tests {
         for mut k in kernels {
             assert!(k.candidates.is_some());
             assert!(k.modules.iter().all(|m| m.candidates.is_some()));
-            let (walked, _) = scan(&k).unwrap();
+            let (walked, w) = scan(&k).unwrap();
             k.candidates = None;
             for m in &mut k.modules {
                 m.candidates = None;
             }
-            let (all, _) = scan(&k).unwrap();
+            let (all, a) = scan(&k).unwrap();
             assert!(!all.is_empty());
             assert_eq!(walked, all);
+            let counts = |s: ScanStats| (s.types, s.funcs, s.skb_funcs, s.skb_tracepoints);
+            assert_eq!(counts(w), counts(a));
         }
     }
 

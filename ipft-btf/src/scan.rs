@@ -46,13 +46,20 @@ pub fn scan(k: &KernelBtf) -> Result<(Vec<Probe>, ScanStats), super::BtfError> {
     let path = std::path::PathBuf::from(&k.identity.source);
     super::quiet_catch_unwind(|| {
         let (lo, hi) = k.base.base().type_id_range();
-        let wanted = candidates(&k.candidates, lo, hi, &mut stats);
-        scan_one(&k.base, None, wanted, &mut probes, &mut stats);
+        let (wanted, count) = candidates(&k.candidates, lo, hi, &mut stats);
+        scan_one(&k.base, None, wanted, count, &mut probes, &mut stats);
         for m in &k.modules {
             if let Some(split) = m.btf.split() {
                 let (lo, hi) = split.type_id_range();
-                let wanted = candidates(&m.candidates, lo, hi, &mut stats);
-                scan_one(&m.btf, Some(&m.name), wanted, &mut probes, &mut stats);
+                let (wanted, count) = candidates(&m.candidates, lo, hi, &mut stats);
+                scan_one(
+                    &m.btf,
+                    Some(&m.name),
+                    wanted,
+                    count,
+                    &mut probes,
+                    &mut stats,
+                );
             }
         }
     })
@@ -65,17 +72,23 @@ pub fn scan(k: &KernelBtf) -> Result<(Vec<Probe>, ScanStats), super::BtfError> {
     Ok((probes, stats))
 }
 
-/// The ids of types `lo..=hi` worth resolving: the functions and typedefs
-/// where the raw walk found them, else all (every one counts as looked at).
-fn candidates(found: &Option<Vec<u32>>, lo: u32, hi: u32, stats: &mut ScanStats) -> Vec<u32> {
+/// The ids of types `lo..=hi` worth resolving: the raw walk's candidates
+/// where it found them (it counted the functions), else all (every one
+/// counts as looked at, each function as seen when resolved).
+fn candidates(
+    found: &Option<crate::kinds::Candidates>,
+    lo: u32,
+    hi: u32,
+    stats: &mut ScanStats,
+) -> (Vec<u32>, bool) {
     stats.types += u64::from(hi - lo) + 1;
     match found {
-        Some(c) => c
-            .iter()
-            .copied()
-            .filter(|id| (lo..=hi).contains(id))
-            .collect(),
-        None => (lo..=hi).collect(),
+        Some(c) => {
+            stats.funcs += c.funcs;
+            let ids = c.ids.iter().copied().filter(|id| (lo..=hi).contains(id));
+            (ids.collect(), false)
+        }
+        None => ((lo..=hi).collect(), true),
     }
 }
 
@@ -83,6 +96,7 @@ fn scan_one(
     btf: &Btf,
     module: Option<&str>,
     ids: Vec<u32>,
+    count_funcs: bool,
     out: &mut Vec<Probe>,
     stats: &mut ScanStats,
 ) {
@@ -93,7 +107,7 @@ fn scan_one(
         };
         match &ty {
             Type::Func(f) => {
-                stats.funcs += 1;
+                stats.funcs += u64::from(count_funcs);
                 let Ok(Type::FuncProto(proto)) = btf.resolve_chained_type(f) else {
                     continue;
                 };
