@@ -108,6 +108,12 @@ const FUNC_PROTO: u32 = 13;
 /// Walk the types of `bytes` once, the first being `first_id`. None when
 /// the type section does not walk cleanly (a kind newer than this walk):
 /// then the scan asks btf-rs for every type, and lookups ask it by name.
+///
+/// Split BTF (`first_id` > 1, a module's) names its types by offsets that
+/// continue the base's strings, which this walk does not have: there names
+/// are unknown, so every typedef stays a candidate, no name is found, and a
+/// function is dropped only where it has no parameter that may point to a
+/// struct.
 pub(crate) fn walk(bytes: &[u8], first_id: u32, names: &[&str]) -> Option<Walk> {
     let u32_at = |o: usize| -> Option<u32> {
         Some(u32::from_le_bytes(bytes.get(o..o + 4)?.try_into().ok()?))
@@ -116,17 +122,22 @@ pub(crate) fn walk(bytes: &[u8], first_id: u32, names: &[&str]) -> Option<Walk> 
     let start = h.hdr_len + h.type_off;
     let end = start + h.type_len;
     let strings = bytes.get(h.hdr_len + h.str_off..)?;
-    // Whether the NUL-terminated string at `off` is `name`.
+    let split = first_id > 1;
+    // Whether the NUL-terminated string at `off` is `name` (None: unknown).
     let is = |off: usize, name: &str| {
         let n = name.len();
-        strings
-            .get(off..off + n + 1)
-            .is_some_and(|b| b[n] == 0 && &b[..n] == name.as_bytes())
+        (!split).then(|| {
+            strings
+                .get(off..off + n + 1)
+                .is_some_and(|b| b[n] == 0 && &b[..n] == name.as_bytes())
+        })
     };
     let starts_with = |off: usize, prefix: &str| {
-        strings
-            .get(off..off + prefix.len())
-            .is_some_and(|b| b == prefix.as_bytes())
+        (!split).then(|| {
+            strings
+                .get(off..off + prefix.len())
+                .is_some_and(|b| b == prefix.as_bytes())
+        })
     };
     let mut w = Walk {
         candidates: Candidates {
@@ -146,14 +157,14 @@ pub(crate) fn walk(bytes: &[u8], first_id: u32, names: &[&str]) -> Option<Walk> 
         if kind == FUNC || kind == TYPEDEF {
             let off = u32_at(at)? as usize;
             for (i, name) in names.iter().enumerate() {
-                if is(off, name) {
+                if is(off, name) == Some(true) {
                     w.named[i].push(id);
                 }
             }
             if kind == FUNC {
                 w.candidates.funcs += 1;
                 funcs.push((id, u32_at(at + 8)?));
-            } else if starts_with(off, "btf_trace_") {
+            } else if starts_with(off, "btf_trace_") != Some(false) {
                 w.candidates.ids.push(id);
             }
         }
@@ -192,10 +203,10 @@ pub(crate) fn walk(bytes: &[u8], first_id: u32, names: &[&str]) -> Option<Walk> 
             return Some(false);
         }
         match strip(id)? {
-            t if t.kind == PTR && t.next != 0 => {
-                let target = strip(t.next)?;
-                Some(target.kind == STRUCT && is(target.name, "sk_buff"))
-            }
+            t if t.kind == PTR && t.next != 0 => match strip(t.next)? {
+                s if s.kind == STRUCT => is(s.name, "sk_buff"),
+                _ => Some(false),
+            },
             _ => Some(false),
         }
     };
@@ -267,11 +278,13 @@ mod tests {
             (8, 0, 1, vec![], "btf_trace_x"), // 5 TYPEDEF
             (19, 1, 8, vec![0; 12], ""),      // 6 ENUM64
             (12, 1, 3, vec![], "g"),          // 7 FUNC (int): no skb
+            (8, 0, 1, vec![], "other"),       // 8 TYPEDEF, no tracepoint
         ]);
         let want = |ids| Some(Candidates { ids, funcs: 2 });
         assert_eq!(candidates(&b, 1), want(vec![4, 5]));
-        // Split BTF: ids continue the base's, which the walk never saw.
-        assert_eq!(candidates(&b, 100), want(vec![103, 104, 106]));
+        // Split BTF: ids continue the base's, which the walk never saw, and
+        // so do its string offsets: every typedef and function stays.
+        assert_eq!(candidates(&b, 100), want(vec![103, 104, 106, 107]));
         // A kind unknown to the walk: no answer rather than a wrong one.
         let unknown = btf(&[(12, 0, 0, vec![], "f"), (30, 0, 0, vec![], "")]);
         assert_eq!(candidates(&unknown, 1), None);
