@@ -81,10 +81,18 @@ pub(crate) struct Candidates {
     pub funcs: u64,
 }
 
-/// What one walk over little-endian raw BTF found.
-#[derive(Debug, PartialEq)]
-pub(crate) struct Walk {
-    pub candidates: Candidates,
+/// What one walk over little-endian raw BTF found: where each type starts,
+/// the functions with their prototypes, the tracepoints, and the types of
+/// the names asked. The candidates take a second look at each function's
+/// parameters, made only where a scan wants them.
+pub(crate) struct Walk<'a> {
+    bytes: &'a [u8],
+    strings: &'a [u8],
+    first_id: u32,
+    offsets: Vec<usize>,
+    /// (id, prototype id) of each FUNC.
+    funcs: Vec<(u32, u32)>,
+    tracepoints: Vec<u32>,
     /// Per name asked, the ids of the functions and typedefs of that name
     /// (btf-rs walks every type for each name it is asked).
     pub named: Vec<Vec<u32>>,
@@ -105,6 +113,10 @@ const PTR: u32 = 2;
 const STRUCT: u32 = 4;
 const FUNC_PROTO: u32 = 13;
 
+fn u32_at(bytes: &[u8], o: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(bytes.get(o..o + 4)?.try_into().ok()?))
+}
+
 /// Walk the types of `bytes` once, the first being `first_id`. None when
 /// the type section does not walk cleanly (a kind newer than this walk):
 /// then the scan asks btf-rs for every type, and lookups ask it by name.
@@ -114,118 +126,134 @@ const FUNC_PROTO: u32 = 13;
 /// are unknown, so every typedef stays a candidate, no name is found, and a
 /// function is dropped only where it has no parameter that may point to a
 /// struct.
-pub(crate) fn walk(bytes: &[u8], first_id: u32, names: &[&str]) -> Option<Walk> {
-    let u32_at = |o: usize| -> Option<u32> {
-        Some(u32::from_le_bytes(bytes.get(o..o + 4)?.try_into().ok()?))
-    };
+pub(crate) fn walk<'a>(bytes: &'a [u8], first_id: u32, names: &[&str]) -> Option<Walk<'a>> {
     let h = Header::read(bytes).ok()?;
     let start = h.hdr_len + h.type_off;
     let end = start + h.type_len;
-    let strings = bytes.get(h.hdr_len + h.str_off..)?;
-    let split = first_id > 1;
-    // Whether the NUL-terminated string at `off` is `name` (None: unknown).
-    let is = |off: usize, name: &str| {
-        let n = name.len();
-        (!split).then(|| {
-            strings
-                .get(off..off + n + 1)
-                .is_some_and(|b| b[n] == 0 && &b[..n] == name.as_bytes())
-        })
-    };
-    let starts_with = |off: usize, prefix: &str| {
-        (!split).then(|| {
-            strings
-                .get(off..off + prefix.len())
-                .is_some_and(|b| b == prefix.as_bytes())
-        })
-    };
     let mut w = Walk {
-        candidates: Candidates {
-            ids: Vec::new(),
-            funcs: 0,
-        },
+        bytes,
+        strings: bytes.get(h.hdr_len + h.str_off..)?,
+        first_id,
+        offsets: Vec::new(),
+        funcs: Vec::new(),
+        tracepoints: Vec::new(),
         named: vec![Vec::new(); names.len()],
     };
-    // Where each type starts, for the parameter checks after the walk.
-    let mut offsets = Vec::new();
-    let mut funcs = Vec::new();
     let (mut at, mut id) = (start, first_id);
     while at < end {
-        offsets.push(at);
-        let info = u32_at(at + 4)?;
+        w.offsets.push(at);
+        let info = u32_at(bytes, at + 4)?;
         let kind = (info >> 24) & 0x1f;
         if kind == FUNC || kind == TYPEDEF {
-            let off = u32_at(at)? as usize;
+            let off = u32_at(bytes, at)? as usize;
             for (i, name) in names.iter().enumerate() {
-                if is(off, name) == Some(true) {
+                if w.is(off, name) == Some(true) {
                     w.named[i].push(id);
                 }
             }
             if kind == FUNC {
-                w.candidates.funcs += 1;
-                funcs.push((id, u32_at(at + 8)?));
-            } else if starts_with(off, "btf_trace_") != Some(false) {
-                w.candidates.ids.push(id);
+                w.funcs.push((id, u32_at(bytes, at + 8)?));
+            } else if w.starts_with(off, "btf_trace_") != Some(false) {
+                w.tracepoints.push(id);
             }
         }
         at += HEADER + extra(kind, (info & 0xffff) as usize)?;
         id += 1;
     }
-    if at != end {
-        return None;
+    (at == end).then_some(w)
+}
+
+impl Walk<'_> {
+    fn split(&self) -> bool {
+        self.first_id > 1
     }
-    // Type `id` as the walk read it; None for void and for a base type of
-    // split BTF, which this walk never saw.
-    let ty = |id: u32| -> Option<Raw> {
-        let at = *offsets.get(id.checked_sub(first_id)? as usize)?;
-        let info = u32_at(at + 4)?;
+
+    /// Whether the NUL-terminated string at `off` is `name` (None: unknown).
+    fn is(&self, off: usize, name: &str) -> Option<bool> {
+        let n = name.len();
+        (!self.split()).then(|| {
+            self.strings
+                .get(off..off + n + 1)
+                .is_some_and(|b| b[n] == 0 && &b[..n] == name.as_bytes())
+        })
+    }
+
+    fn starts_with(&self, off: usize, prefix: &str) -> Option<bool> {
+        (!self.split()).then(|| {
+            self.strings
+                .get(off..off + prefix.len())
+                .is_some_and(|b| b == prefix.as_bytes())
+        })
+    }
+
+    /// Type `id` as the walk read it; None for void and for a base type of
+    /// split BTF, which this walk never saw.
+    fn ty(&self, id: u32) -> Option<Raw> {
+        let at = *self.offsets.get(id.checked_sub(self.first_id)? as usize)?;
+        let info = u32_at(self.bytes, at + 4)?;
         Some(Raw {
             kind: (info >> 24) & 0x1f,
             vlen: (info & 0xffff) as usize,
-            next: u32_at(at + 8)?,
-            name: u32_at(at)? as usize,
+            next: u32_at(self.bytes, at + 8)?,
+            name: u32_at(self.bytes, at)? as usize,
             at,
         })
-    };
-    // Past typedef, const, volatile, restrict and type_tag.
-    let strip = |mut id: u32| {
+    }
+
+    /// Past typedef, const, volatile, restrict and type_tag.
+    fn strip(&self, mut id: u32) -> Option<Raw> {
         for _ in 0..32 {
-            match ty(id)? {
+            match self.ty(id)? {
                 t if matches!(t.kind, 8..=11 | 18) => id = t.next,
                 t => return Some(t),
             }
         }
         None
-    };
-    // Some(true) for `struct sk_buff *`, None where the walk cannot tell.
-    let skb_pointer = |id: u32| -> Option<bool> {
+    }
+
+    /// Some(true) for `struct sk_buff *`, None where the walk cannot tell.
+    fn skb_pointer(&self, id: u32) -> Option<bool> {
         if id == 0 {
             return Some(false);
         }
-        match strip(id)? {
-            t if t.kind == PTR && t.next != 0 => match strip(t.next)? {
-                s if s.kind == STRUCT => is(s.name, "sk_buff"),
+        match self.strip(id)? {
+            t if t.kind == PTR && t.next != 0 => match self.strip(t.next)? {
+                s if s.kind == STRUCT => self.is(s.name, "sk_buff"),
                 _ => Some(false),
             },
             _ => Some(false),
         }
-    };
-    let may_take_skb = |proto: u32| match ty(proto) {
-        Some(p) if p.kind == FUNC_PROTO => (0..p.vlen).any(|i| {
-            let param = u32_at(p.at + HEADER + 8 * i + 4);
-            param.is_none_or(|t| skb_pointer(t) != Some(false))
-        }),
-        _ => true,
-    };
-    let skb_funcs = funcs.into_iter().filter(|&(_, proto)| may_take_skb(proto));
-    w.candidates.ids.extend(skb_funcs.map(|(id, _)| id));
-    w.candidates.ids.sort_unstable();
-    Some(w)
+    }
+
+    fn may_take_skb(&self, proto: u32) -> bool {
+        match self.ty(proto) {
+            Some(p) if p.kind == FUNC_PROTO => (0..p.vlen).any(|i| {
+                let param = u32_at(self.bytes, p.at + HEADER + 8 * i + 4);
+                param.is_none_or(|t| self.skb_pointer(t) != Some(false))
+            }),
+            _ => true,
+        }
+    }
+
+    /// The types the scan resolves.
+    pub(crate) fn candidates(&self) -> Candidates {
+        let skb_funcs = self
+            .funcs
+            .iter()
+            .filter(|&&(_, proto)| self.may_take_skb(proto));
+        let mut ids: Vec<u32> = skb_funcs.map(|&(id, _)| id).collect();
+        ids.extend(&self.tracepoints);
+        ids.sort_unstable();
+        Candidates {
+            ids,
+            funcs: self.funcs.len() as u64,
+        }
+    }
 }
 
 /// The types the scan resolves.
 pub(crate) fn candidates(bytes: &[u8], first_id: u32) -> Option<Candidates> {
-    walk(bytes, first_id, &[]).map(|w| w.candidates)
+    walk(bytes, first_id, &[]).map(|w| w.candidates())
 }
 
 #[cfg(test)]

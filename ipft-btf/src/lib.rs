@@ -76,7 +76,7 @@ pub struct BtfIdentity {
     pub release: Option<String>,
 }
 
-/// Per name asked of [`KernelBtf::from_file_finding`], the ids of the
+/// Per name asked of [`KernelBtf::for_lookups`], the ids of the
 /// functions and typedefs of that name; None where the walk over the types
 /// could not go (ask btf-rs by name then).
 pub type Named = Option<Vec<Vec<u32>>>;
@@ -105,13 +105,19 @@ impl KernelBtf {
 
     /// A single file: raw BTF or an ELF (vmlinux) carrying a `.BTF` section.
     pub fn from_file(path: &Path) -> Result<Self, BtfError> {
-        Self::from_file_finding(path, &[]).map(|(k, _)| k)
+        Self::read_file(path, &[], true).map(|(k, _)| k)
     }
 
-    /// [`KernelBtf::from_file`], and per name in `names` the ids of the
-    /// functions and typedefs of that name, found in the same walk over the
-    /// types (None where the walk could not go: ask `base` by name).
-    pub fn from_file_finding(path: &Path, names: &[&str]) -> Result<(Self, Named), BtfError> {
+    /// A single file read for name lookups: per name in `names` the ids of
+    /// the functions and typedefs of that name, found in the walk over the
+    /// types (None where the walk could not go: ask `base` by name). The
+    /// scan's candidates are not looked for: a scan of it resolves every
+    /// type.
+    pub fn for_lookups(path: &Path, names: &[&str]) -> Result<(Self, Named), BtfError> {
+        Self::read_file(path, names, false)
+    }
+
+    fn read_file(path: &Path, names: &[&str], scan: bool) -> Result<(Self, Named), BtfError> {
         let bytes = read_btf_bytes(path)?;
         let raw_file = bytes.len() >= 2
             && u16::from_le_bytes([bytes[0], bytes[1]]) == BTF_MAGIC
@@ -137,10 +143,9 @@ impl KernelBtf {
         } else {
             parse(path, &bytes, None)?
         };
-        let (candidates, named) = match kinds::walk(&bytes, 1, names) {
-            Some(w) => (Some(w.candidates), Some(w.named)),
-            None => (None, None),
-        };
+        let walk = kinds::walk(&bytes, 1, names);
+        let candidates = walk.as_ref().filter(|_| scan).map(|w| w.candidates());
+        let named = walk.map(|w| w.named);
         let k = KernelBtf {
             candidates,
             base,
@@ -462,7 +467,7 @@ mod tests {
         ];
         let mut matched = 0;
         for path in [fixture.as_path(), running.as_path()] {
-            let Ok((k, found)) = KernelBtf::from_file_finding(path, &names) else {
+            let Ok((k, found)) = KernelBtf::for_lookups(path, &names) else {
                 continue;
             };
             for (name, ids) in names.iter().zip(found.unwrap()) {

@@ -382,10 +382,10 @@ pub struct LoadOptions {
 }
 
 /// Apply [`LoadOptions`] to an opened object before load: the config (with
-/// what the kernel's links carry and kprobes may cast, and whether the object's typed programs
-/// are `templates` for copies with their index written in), the ring
-/// buffer's size, and room in `ipft_probe_ips` for `kprobes` rows where
-/// kprobe links carry no cookie.
+/// what the kernel's links carry and kprobes may cast, and whether the
+/// object's typed programs are `templates` for copies with their index
+/// written in), the ring buffer's size, and room in `ipft_probe_ips` for
+/// `kprobes` rows where kprobe links carry no cookie.
 fn apply(
     open: &mut OpenObject,
     opts: &LoadOptions,

@@ -48,7 +48,7 @@ fn running() -> Option<&'static Running> {
     static BTF: OnceLock<Option<Running>> = OnceLock::new();
     BTF.get_or_init(|| {
         let path = Path::new(ipft_btf::SYS_BTF_DIR).join("vmlinux");
-        let (btf, named) = ipft_btf::KernelBtf::from_file_finding(&path, LOOKED_UP).ok()?;
+        let (btf, named) = ipft_btf::KernelBtf::for_lookups(&path, LOOKED_UP).ok()?;
         Some(Running { btf, named })
     })
     .as_ref()
@@ -200,8 +200,7 @@ pub fn cookies() -> Cookies {
 /// The running kernel has bpf_rdonly_cast (Linux 6.2), which lets kprobe
 /// programs load the skb's fields directly; libbpf resolves the same name.
 pub fn rdonly_cast() -> bool {
-    static C: OnceLock<bool> = OnceLock::new();
-    *C.get_or_init(|| !btf_ids("bpf_rdonly_cast").is_empty())
+    !btf_ids("bpf_rdonly_cast").is_empty()
 }
 
 /// BTF id of the netif_receive_skb tracepoint, where feature probes aim tp_btf.
