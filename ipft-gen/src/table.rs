@@ -234,7 +234,7 @@ mod tests {
                 "ipft_m0",
                 "ipft_f1",
                 "ipft_t2",
-                "ipft_m6",
+                "ipft_m3",
                 "ipft_f4",
                 "ipft_m0_e",
                 "ipft_f6"

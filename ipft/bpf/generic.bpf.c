@@ -1229,75 +1229,9 @@ int ipft_m2(struct pt_regs *ctx)
 	return ipft_emit_multi(ctx, skb, 0);
 }
 
-/* kprobe.multi: skb in argument 3, a drop reason where the cookie says */
+/* kprobe.multi: skb in argument 3..11 (the cookie says which), a drop reason where the cookie says */
 SEC("kprobe.multi")
 int ipft_m3(struct pt_regs *ctx)
-{
-	struct sk_buff *skb;
-
-	if (CONFIG.empty)
-		return 0;
-	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 3);
-	if (!ipft_wanted(skb, ipft_kprobe_mark(skb), false))
-		return 0;
-	if (CONFIG.graph) {
-		struct ipft_stash_key key = {
-			.pid_tgid = bpf_get_current_pid_tgid(),
-			.probe = ipft_kprobe_probe(ctx),
-		};
-
-		ipft_stash_push(&key, (__u64)(unsigned long)skb);
-	}
-	return ipft_emit_multi(ctx, skb, 0);
-}
-
-/* kprobe.multi: skb in argument 4, a drop reason where the cookie says */
-SEC("kprobe.multi")
-int ipft_m4(struct pt_regs *ctx)
-{
-	struct sk_buff *skb;
-
-	if (CONFIG.empty)
-		return 0;
-	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 4);
-	if (!ipft_wanted(skb, ipft_kprobe_mark(skb), false))
-		return 0;
-	if (CONFIG.graph) {
-		struct ipft_stash_key key = {
-			.pid_tgid = bpf_get_current_pid_tgid(),
-			.probe = ipft_kprobe_probe(ctx),
-		};
-
-		ipft_stash_push(&key, (__u64)(unsigned long)skb);
-	}
-	return ipft_emit_multi(ctx, skb, 0);
-}
-
-/* kprobe.multi: skb in argument 5, a drop reason where the cookie says */
-SEC("kprobe.multi")
-int ipft_m5(struct pt_regs *ctx)
-{
-	struct sk_buff *skb;
-
-	if (CONFIG.empty)
-		return 0;
-	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 5);
-	if (!ipft_wanted(skb, ipft_kprobe_mark(skb), false))
-		return 0;
-	if (CONFIG.graph) {
-		struct ipft_stash_key key = {
-			.pid_tgid = bpf_get_current_pid_tgid(),
-			.probe = ipft_kprobe_probe(ctx),
-		};
-
-		ipft_stash_push(&key, (__u64)(unsigned long)skb);
-	}
-	return ipft_emit_multi(ctx, skb, 0);
-}
-
-/* kprobe.multi: skb in argument 6..11 (the cookie says which), a drop reason where the cookie says */
-SEC("kprobe.multi")
-int ipft_m6(struct pt_regs *ctx)
 {
 	struct sk_buff *skb;
 

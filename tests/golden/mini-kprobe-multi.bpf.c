@@ -884,15 +884,15 @@ int ipft_m2(struct pt_regs *ctx)
 	return ipft_emit_multi(ctx, skb, 0);
 }
 
-/* kprobe.multi: skb in argument 5, a drop reason where the cookie says */
+/* kprobe.multi: skb in argument 3..11 (the cookie says which), a drop reason where the cookie says */
 SEC("kprobe.multi")
-int ipft_m5(struct pt_regs *ctx)
+int ipft_m3(struct pt_regs *ctx)
 {
 	struct sk_buff *skb;
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 5);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, IPFT_COOKIE_SKB(bpf_get_attach_cookie(ctx)) - 1);
 	if (!ipft_wanted(skb, ipft_kprobe_mark(skb), false))
 		return 0;
 	if (CONFIG.graph) {

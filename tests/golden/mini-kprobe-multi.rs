@@ -290,7 +290,7 @@ pub static PROBES: &[::ipft_runtime::ProbeEntry] = &[
         btf_id: 38u32,
         program: ::ipft_runtime::ProgramId::Kprobe {
             multi: true,
-            skb: 5u8,
+            skb: 3u8,
             reason: None,
             end: false,
         },

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use handlebars::Handlebars;
-use ipft_abi::program::{generic_programs, kprobe_arg, probe_macros, MULTI_STACK_SKB};
+use ipft_abi::program::{generic_programs, kprobe_arg, probe_macros, MULTI_COOKIE_SKB};
 use ipft_abi::{event_flags, Config, Event, Layout, ProbeEntry, ProgramId, TypedKind};
 use serde::Serialize;
 
@@ -49,11 +49,12 @@ struct Program {
     skb_pos: u8,
     /// kprobes: the C expression reading the skb argument.
     skb_arg: String,
-    /// kprobe.multi: the reason (and a stack skb's position) come from the
+    /// kprobe.multi: the reason (and a rare skb position) come from the
     /// link's cookie.
     multi: bool,
-    /// kprobe.multi: the skb is on the stack, where the cookie says.
-    stack: bool,
+    /// kprobe.multi: the skb is in argument `skb_pos` or later, where the
+    /// cookie says.
+    from_cookie: bool,
     has_reason: bool,
     reason_pos: u8,
     end: bool,
@@ -121,7 +122,7 @@ fn program(id: ProgramId, probe: String, comment: String) -> Program {
             skb_pos: skb,
             skb_arg: kprobe_arg(skb),
             multi,
-            stack: multi && skb == MULTI_STACK_SKB,
+            from_cookie: multi && skb == MULTI_COOKIE_SKB,
             has_reason: reason.is_some(),
             reason_pos: reason.unwrap_or(0),
             end,
