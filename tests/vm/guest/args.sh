@@ -13,6 +13,6 @@ ip netns exec mark iptables -t raw -A OUTPUT -p udp -j MARK --set-mark "$MARK"
 if ipft_start trace -r '^(ip_finish_output|__udp4_lib_lookup)$'; then
     ip netns exec mark ping -c 1 -W 2 127.0.0.1 >ping-marked.txt 2>&1
     ip netns exec mark timeout 10 nslookup ipft.test 127.0.0.1 >nslookup.txt 2>&1
-    ipft_stop INT
+    tracer_stop INT
 fi
 ip netns exec mark iptables -t raw -L OUTPUT -v -x -n >iptables-raw.txt 2>&1

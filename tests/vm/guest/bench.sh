@@ -10,38 +10,18 @@ READY_WAIT=400 STOP_WAIT=300
 
 SELECTION='^(ip_|icmp_|tcp_)'
 
-# ipftrace2_run NAME ARGS...: ipftrace2 measured as ipft_start/ipft_stop
-# measure ipft (ready = its "Trace ready!" line, polled every 0.2 s).
+# ipftrace2_run NAME ARGS...: ipftrace2 measured as ipft is (ready = its
+# "Trace ready!" line).
 ipftrace2_run() {
     name=$1; shift
-    echo "ipftrace2 -m $MARK $*" >"$name.cmd"
-    t0=$(uptime_ms)
-    ipftrace2 -m "$MARK" "$@" >"$name.stdout" 2>"$name.stderr" &
-    pid=$!
-    echo "$pid" >>/tmp/lab.pids
-    n=0
-    until grep -q 'Trace ready' "$name.stdout" "$name.stderr" 2>/dev/null; do
-        if ! kill -0 "$pid" 2>/dev/null; then echo "exited before ready" >"$name.notready"; return 1; fi
-        n=$((n + 1))
-        if [ $n -ge $((READY_WAIT * 5)) ]; then echo "not ready" >"$name.notready"; kill -9 "$pid"; return 1; fi
-        sleep 0.2
-    done
-    echo $(($(uptime_ms) - t0)) >"$name.attach_ms"
-    sleep 0.5
-    t0=$(uptime_ms)
-    kill -INT "$pid"
-    n=0
-    while kill -0 "$pid" 2>/dev/null && [ $n -lt $((STOP_WAIT * 5)) ]; do sleep 0.2; n=$((n + 1)); done
-    echo $(($(uptime_ms) - t0)) >"$name.detach_ms"
-    if kill -0 "$pid" 2>/dev/null; then echo "still running" >"$name.hung"; kill -9 "$pid"; fi
-    wait "$pid" 2>/dev/null
+    tracer_start "$name" ipftrace2 -m "$MARK" "$@" && tracer_stop INT
 }
 
 ipft_run() { # NAME BACKEND ARGS...
     name=$1 BACKEND=$2; shift 2
     if ipft_start "$name" "$@" --timings; then
         bpftool -j link show >"$name.link-during.json" 2>&1
-        ipft_stop INT
+        tracer_stop INT
     fi
 }
 

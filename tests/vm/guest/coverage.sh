@@ -4,5 +4,5 @@
 . /scenarios/lib.sh
 
 if ipft_start trace -p tcp -v; then
-    ipft_stop INT
+    tracer_stop INT
 fi

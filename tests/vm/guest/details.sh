@@ -14,5 +14,5 @@ ip netns exec a ping -c 1 -W 2 10.97.0.2 >/dev/null 2>&1 # neighbours first
 if ipft_start trace -r '^(ip_output|ip_rcv|icmp_rcv)$' --track-skb \
     --output-meta --output-tuple --output-stack --output-pcap details.pcapng; then
     ip netns exec a ping -c 3 -i 0.2 -W 2 10.97.0.2 >ping-marked.txt 2>&1
-    ipft_stop INT
+    tracer_stop INT
 fi

@@ -13,6 +13,6 @@ if ipft_start trace -r '^(ip_|icmp_|kfree_skb_reason$|sk_skb_reason_drop$|kfree_
     # Two separate pings: busybox ping gives up on the first failed send.
     ip netns exec drop ping -c 1 -W 1 127.0.0.1 >ping-1.txt 2>&1
     ip netns exec drop ping -c 1 -W 1 127.0.0.1 >ping-2.txt 2>&1
-    ipft_stop INT
+    tracer_stop INT
 fi
 ip netns exec drop iptables -L OUTPUT -v -x -n >iptables-filter.txt 2>&1

@@ -7,5 +7,5 @@ ip netns exec mark iptables -t raw -A OUTPUT -p icmp -j MARK --set-mark "$MARK"
 
 if ipft_start trace -t function_graph -r '^(ip_|icmp_)'; then
     ip netns exec mark ping -c 3 -i 0.2 -W 2 127.0.0.1 >ping-marked.txt 2>&1
-    ipft_stop INT
+    tracer_stop INT
 fi

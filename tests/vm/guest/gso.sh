@@ -18,6 +18,6 @@ if ipft_start trace -e "$EXT" -r '^(ip_finish_output2|__dev_queue_xmit|dev_hard_
     echo "$sink" >>/tmp/lab.pids
     ip netns exec a timeout 90 tcpstream 10.99.0.2 5001 262144 >send.txt 2>&1
     wait "$sink"
-    ipft_stop INT
+    tracer_stop INT
 fi
 ip netns exec a iptables -t raw -L OUTPUT -v -x -n >iptables-raw.txt 2>&1

@@ -35,49 +35,73 @@ veth_pair() {
     ip -n "$2" link set "v$2" up
 }
 
-# ipft_start NAME ARGS...: start the tracer in the background with JSON output
-# to NAME.json (stdout/stderr to NAME.stdout/NAME.stderr) and wait until it
-# creates its ready file. Records the command (NAME.cmd) and the attach time
-# in ms (NAME.attach_ms). Returns 1 if it exits or is not ready in time.
-ipft_start() {
-    IPFT_NAME=$1; shift
-    rm -f "/tmp/ready.$IPFT_NAME"
-    echo "$IPFT -m $MARK -b $BACKEND -o json --output-file $IPFT_NAME.json --ready-file /tmp/ready.$IPFT_NAME $*" >"$IPFT_NAME.cmd"
+# tracer_start NAME CMD...: start a tracer (ipft or ipftrace2) in the
+# background, stdout and stderr to NAME.stdout and NAME.stderr, and wait
+# until it is ready: the file $READY_FILE where that is set, else its
+# "Trace ready" line (polled every 0.2 s). Records the command (NAME.cmd)
+# and the attach time in ms (NAME.attach_ms); tracer_stop stops it. Returns
+# 1 if it exits or is not ready in time (then it is killed).
+tracer_start() {
+    TRACER_NAME=$1; shift
+    echo "$*" >"$TRACER_NAME.cmd"
     t0=$(uptime_ms)
-    "$IPFT" -m "$MARK" -b "$BACKEND" -o json --output-file "$IPFT_NAME.json" \
-        --ready-file "/tmp/ready.$IPFT_NAME" "$@" >"$IPFT_NAME.stdout" 2>"$IPFT_NAME.stderr" &
-    IPFT_PID=$!
-    echo "$IPFT_PID" >>/tmp/lab.pids
+    "$@" >"$TRACER_NAME.stdout" 2>"$TRACER_NAME.stderr" &
+    TRACER_PID=$!
+    echo "$TRACER_PID" >>/tmp/lab.pids
     n=0
-    while [ ! -e "/tmp/ready.$IPFT_NAME" ]; do
-        if ! kill -0 "$IPFT_PID" 2>/dev/null; then
-            wait "$IPFT_PID"; echo $? >"$IPFT_NAME.rc"
-            echo "exited before ready" >"$IPFT_NAME.notready"
+    until tracer_ready; do
+        if ! kill -0 "$TRACER_PID" 2>/dev/null; then
+            wait "$TRACER_PID"; echo $? >"$TRACER_NAME.rc"
+            echo "exited before ready" >"$TRACER_NAME.notready"
             return 1
         fi
         n=$((n + 1))
         if [ $n -ge $((READY_WAIT * 5)) ]; then
-            echo "not ready after $READY_WAIT s" >"$IPFT_NAME.notready"
+            echo "not ready after $READY_WAIT s" >"$TRACER_NAME.notready"
+            kill -9 "$TRACER_PID"
             return 1
         fi
         sleep 0.2
     done
-    echo $(($(uptime_ms) - t0)) >"$IPFT_NAME.attach_ms"
+    echo $(($(uptime_ms) - t0)) >"$TRACER_NAME.attach_ms"
 }
 
-# ipft_stop [SIGNAL]: stop the tracer started last (default SIGINT), wait for
+tracer_ready() {
+    if [ -n "$READY_FILE" ]; then
+        [ -e "$READY_FILE" ]
+    else
+        grep -q 'Trace ready' "$TRACER_NAME.stdout" "$TRACER_NAME.stderr" 2>/dev/null
+    fi
+}
+READY_FILE=
+
+# ipft_start NAME ARGS...: tracer_start for ipft with JSON output to
+# NAME.json, ready when it creates its ready file.
+ipft_start() {
+    TRACER_NAME=$1; shift
+    READY_FILE=/tmp/ready.$TRACER_NAME
+    rm -f "$READY_FILE"
+    if ! tracer_start "$TRACER_NAME" "$IPFT" -m "$MARK" -b "$BACKEND" -o json \
+        --output-file "$TRACER_NAME.json" --ready-file "$READY_FILE" "$@"; then
+        READY_FILE=
+        return 1
+    fi
+    READY_FILE=
+}
+
+# tracer_stop [SIGNAL]: stop the tracer started last (default SIGINT), wait for
 # it and record its exit code (NAME.rc) and the detach time (NAME.detach_ms).
-ipft_stop() {
+tracer_stop() {
     # Give the consumer a moment to drain the ring buffer of the last events.
     sleep 0.5
     t0=$(uptime_ms)
-    kill -"${1:-INT}" "$IPFT_PID" 2>/dev/null
+    kill -"${1:-INT}" "$TRACER_PID" 2>/dev/null
     n=0
-    while kill -0 "$IPFT_PID" 2>/dev/null && [ $n -lt $((STOP_WAIT * 5)) ]; do sleep 0.2; n=$((n + 1)); done
-    echo $(($(uptime_ms) - t0)) >"$IPFT_NAME.detach_ms"
-    if kill -0 "$IPFT_PID" 2>/dev/null; then
-        echo "still running $STOP_WAIT s after SIG${1:-INT}" >"$IPFT_NAME.hung"
-        kill -9 "$IPFT_PID"
+    while kill -0 "$TRACER_PID" 2>/dev/null && [ $n -lt $((STOP_WAIT * 5)) ]; do sleep 0.2; n=$((n + 1)); done
+    echo $(($(uptime_ms) - t0)) >"$TRACER_NAME.detach_ms"
+    if kill -0 "$TRACER_PID" 2>/dev/null; then
+        echo "still running $STOP_WAIT s after SIG${1:-INT}" >"$TRACER_NAME.hung"
+        kill -9 "$TRACER_PID"
     fi
-    wait "$IPFT_PID"; echo $? >"$IPFT_NAME.rc"
+    wait "$TRACER_PID"; echo $? >"$TRACER_NAME.rc"
 }

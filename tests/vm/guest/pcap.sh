@@ -18,6 +18,6 @@ traffic() {
 for expr in icmp tcp; do
     if ipft_start "$expr" -r '^(ip_|icmp_|tcp_)' "$expr"; then
         traffic "$expr"
-        ipft_stop INT
+        tracer_stop INT
     fi
 done

@@ -11,5 +11,5 @@ ip netns exec mark iptables -t raw -A OUTPUT -p icmp -j MARK --set-mark "$MARK"
 if ipft_start trace -r '^(ip_|icmp_)'; then
     ip netns exec plain ping -c 2 -i 0.2 -W 2 127.0.0.1 >ping-unmarked.txt 2>&1
     ip netns exec mark ping -c 3 -i 0.2 -W 2 127.0.0.1 >ping-marked.txt 2>&1
-    ipft_stop INT
+    tracer_stop INT
 fi

@@ -16,7 +16,7 @@ for sig in INT TERM HUP KILL; do
         bpftool -j prog show >"$sig.prog-during.json" 2>&1
         bpftool -j link show >"$sig.link-during.json" 2>&1
         bpftool -j perf show >"$sig.perf-during.json" 2>&1
-        ipft_stop "$sig"
+        tracer_stop "$sig"
     fi
     # The kernel releases a killed process's links with its fds.
     sleep 1

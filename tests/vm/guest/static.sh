@@ -11,6 +11,6 @@ for t in ipft ipft-ip; do
     IPFT=/usr/bin/$t
     if ipft_start "$t" -r '^(ip_|icmp_)'; then
         mping "$MARK" 3 127.0.0.1 >"ping-$t.txt" 2>&1
-        ipft_stop INT
+        tracer_stop INT
     fi
 done

@@ -16,13 +16,13 @@ ip netns exec ta ping -c 1 -W 2 10.98.0.2 >/dev/null 2>&1
 
 if ipft_start tracked -r "$TRACK_RE" --track-skb; then
     ip netns exec mark ping -c 3 -i 0.2 -W 2 127.0.0.1 >ping-lo.txt 2>&1
-    ipft_stop INT
+    tracer_stop INT
 fi
 if ipft_start plain -r "$TRACK_RE"; then
     ip netns exec mark ping -c 3 -i 0.2 -W 2 127.0.0.1 >ping-lo-plain.txt 2>&1
-    ipft_stop INT
+    tracer_stop INT
 fi
 if ipft_start tracked-veth -r '^(ip_output|ip_rcv|icmp_rcv)$' --track-skb; then
     ip netns exec ta ping -c 3 -i 0.2 -W 2 10.98.0.2 >ping-veth.txt 2>&1
-    ipft_stop INT
+    tracer_stop INT
 fi

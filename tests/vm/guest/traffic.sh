@@ -36,36 +36,18 @@ traffic() {
     echo $(($(uptime_ms) - t0)) >"$1.stream_ms"
 }
 
-# run NAME CMD...: start a tracer writing text to NAME.out, wait for its
+# run NAME CMD...: start a tracer writing text to NAME.stdout, wait for its
 # "Trace ready", run the traffic, stop it with SIGINT; then count the
 # events it wrote (lines that are neither separators nor headers) and drop
 # the output (it would not fit through the serial console).
 run() {
     name=$1; shift
-    echo "$*" >"$name.cmd"
-    t0=$(uptime_ms)
-    "$@" >"$name.out" 2>"$name.stderr" &
-    pid=$!
-    echo "$pid" >>/tmp/lab.pids
-    n=0
-    until grep -q 'Trace ready' "$name.out" "$name.stderr" 2>/dev/null; do
-        if ! kill -0 "$pid" 2>/dev/null; then echo "exited before ready" >"$name.notready"; return 1; fi
-        n=$((n + 1))
-        if [ $n -ge $((READY_WAIT * 5)) ]; then echo "not ready" >"$name.notready"; kill -9 "$pid"; return 1; fi
-        sleep 0.2
-    done
-    echo $(($(uptime_ms) - t0)) >"$name.attach_ms"
+    tracer_start "$name" "$@" || return 1
     traffic "$name"
-    sleep 1
-    t0=$(uptime_ms)
-    kill -INT "$pid"
-    n=0
-    while kill -0 "$pid" 2>/dev/null && [ $n -lt $((STOP_WAIT * 5)) ]; do sleep 0.2; n=$((n + 1)); done
-    echo $(($(uptime_ms) - t0)) >"$name.detach_ms"
-    if kill -0 "$pid" 2>/dev/null; then echo "still running" >"$name.hung"; kill -9 "$pid"; fi
-    wait "$pid"; echo $? >"$name.rc"
-    grep -v -e '^===' -e '^Timestamp' -e '^Trace ready' -e '^$' "$name.out" | wc -l >"$name.events"
-    rm -f "$name.out"
+    sleep 0.5
+    tracer_stop INT
+    grep -v -e '^===' -e '^Timestamp' -e '^Trace ready' -e '^$' "$name.stdout" | wc -l >"$name.events"
+    rm -f "$name.stdout"
 }
 
 # mark -A|-D: mark everything a sends from here on, or stop.

@@ -9,6 +9,6 @@ ip netns exec udp iptables -t raw -A OUTPUT -p udp -j MARK --set-mark "$MARK"
 
 if ipft_start trace -r '^(ip_|udp_|__udp4_lib_rcv$|kfree_skb_reason$|sk_skb_reason_drop$|kfree_skbmem$|kfree_skb$)'; then
     ip netns exec udp timeout 10 nslookup ipft.test 127.0.0.1 >nslookup.txt 2>&1
-    ipft_stop INT
+    tracer_stop INT
 fi
 ip netns exec udp iptables -t raw -L OUTPUT -v -x -n >iptables-raw.txt 2>&1

@@ -8,5 +8,5 @@ ip netns exec a iptables -t raw -A OUTPUT -p icmp -j MARK --set-mark "$MARK"
 
 if ipft_start trace -r '^veth_xmit$'; then
     ip netns exec a ping -c 3 -i 0.2 -W 2 10.99.0.2 >ping-marked.txt 2>&1
-    ipft_stop INT
+    tracer_stop INT
 fi
