@@ -241,7 +241,9 @@ pub fn run(
             }
             // Woken early only where the BPF side asks (Config::wakeup_bytes):
             // drain on the timer as well.
-            let _ = rb.poll(DRAIN_EVERY);
+            // The ring's epoll fd, or the stop: a Ctrl-C is not left
+            // waiting for the timeout.
+            signals.wait_readable(rb.epoll_fd(), DRAIN_EVERY);
             let _ = rb.consume();
             pipe.keep_tails(std::mem::take(&mut *pending_tails.borrow_mut()));
             pipe.push(std::mem::take(&mut *pending.borrow_mut()));

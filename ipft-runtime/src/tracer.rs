@@ -188,6 +188,9 @@ fn run(sets: &'static [&'static ProbeSetSpec], args: IpftArgs) -> Result<i32, Ru
         &reasons,
         decoder,
     )?;
+    // Released and written: the exit returns the memory; freeing the
+    // symbol table entry by entry would only delay it.
+    std::mem::forget(syms);
     Ok(if outcome.lost > 0 && cfg.strict_loss {
         1
     } else {
