@@ -239,10 +239,9 @@ pub fn run(
             if done {
                 break;
             }
-            // Woken early only where the BPF side asks (Config::wakeup_bytes):
-            // drain on the timer as well.
-            // The ring's epoll fd, or the stop: a Ctrl-C is not left
-            // waiting for the timeout.
+            // Woken by the ring only where the BPF side asks
+            // (Config::wakeup_bytes), and at once by a stop: drain on the
+            // timer as well.
             signals.wait_readable(rb.epoll_fd(), DRAIN_EVERY);
             let _ = rb.consume();
             pipe.keep_tails(std::mem::take(&mut *pending_tails.borrow_mut()));
