@@ -232,36 +232,43 @@ fn list_is_ipftrace2_style() {
 }
 
 /// SIGINT while probes are being attached stops attaching, detaches what
-/// was attached and exits 0. Attach takes a while with every skb tracepoint
-/// (one object load each), so a signal soon after start lands in it.
+/// was attached and exits 0. The signal is sent when `--timings` prints
+/// discovery's last lap, which comes right before the object load: the
+/// load and the copies for every skb tracepoint take far longer than the
+/// signal takes to land, so a sleep's guess at the start time is not needed.
 #[test]
 fn signal_during_attach_detaches_and_exits_cleanly() {
+    use std::io::{BufRead, Read};
     let _g = lock();
     let mut interrupted = 0;
-    for delay_ms in [150u64, 300, 600, 1000] {
-        let child = std::process::Command::new(ipft())
+    for round in 0..3 {
+        let mut child = std::process::Command::new(ipft())
             .args(["-m", "0xdeadbeef", "-b", "tp_btf", "--duration", "30"])
+            .arg("--timings")
             .stderr(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut err = String::new();
+        while !err.contains("timing: backend probes") {
+            if stderr.read_line(&mut err).unwrap() == 0 {
+                panic!("round {round}: no discovery timings: {err}");
+            }
+        }
         // SAFETY: plain kill(2) on our child.
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-        let o = child.wait_with_output().unwrap();
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(0), "after {delay_ms} ms: {err}");
+        stderr.read_to_string(&mut err).unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "round {round}: {err}");
         assert!(!err.contains("panicked"), "{err}");
         if err.contains("interrupted while attaching") {
             interrupted += 1;
         } else {
-            assert!(err.contains("Got 0 traces"), "after {delay_ms} ms: {err}");
+            assert!(err.contains("Got 0 traces"), "round {round}: {err}");
         }
         let left = wait_detached();
-        assert!(
-            left.is_empty(),
-            "after {delay_ms} ms left attached: {left:?}"
-        );
+        assert!(left.is_empty(), "round {round}: left attached: {left:?}");
     }
     assert!(interrupted > 0, "no signal landed during attach");
 }
