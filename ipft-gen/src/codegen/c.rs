@@ -6,7 +6,9 @@
 use std::collections::BTreeSet;
 
 use handlebars::Handlebars;
-use ipft_abi::program::{generic_programs, kprobe_arg, probe_macros, MULTI_COOKIE_SKB};
+use ipft_abi::program::{
+    generic_programs, kprobe_arg, probe_macros, KPROBE_MAX_SKB_POS, MULTI_COOKIE_SKB,
+};
 use ipft_abi::{event_flags, Config, Event, Layout, ProbeEntry, ProgramId, TypedKind};
 use serde::Serialize;
 
@@ -53,8 +55,9 @@ struct Program {
     /// link's cookie.
     multi: bool,
     /// kprobe.multi: the skb is in argument `skb_pos` or later, where the
-    /// cookie says.
+    /// cookie says, up to `max_pos`.
     from_cookie: bool,
+    max_pos: u8,
     has_reason: bool,
     reason_pos: u8,
     end: bool,
@@ -123,6 +126,7 @@ fn program(id: ProgramId, probe: String, comment: String) -> Program {
             skb_arg: kprobe_arg(skb),
             multi,
             from_cookie: multi && skb == MULTI_COOKIE_SKB,
+            max_pos: KPROBE_MAX_SKB_POS,
             has_reason: reason.is_some(),
             reason_pos: reason.unwrap_or(0),
             end,

@@ -81,12 +81,11 @@ ipft_start() {
     TRACER_NAME=$1; shift
     READY_FILE=/tmp/ready.$TRACER_NAME
     rm -f "$READY_FILE"
-    if ! tracer_start "$TRACER_NAME" "$IPFT" -m "$MARK" -b "$BACKEND" -o json \
-        --output-file "$TRACER_NAME.json" --ready-file "$READY_FILE" "$@"; then
-        READY_FILE=
-        return 1
-    fi
+    rc=0
+    tracer_start "$TRACER_NAME" "$IPFT" -m "$MARK" -b "$BACKEND" -o json \
+        --output-file "$TRACER_NAME.json" --ready-file "$READY_FILE" "$@" || rc=1
     READY_FILE=
+    return $rc
 }
 
 # tracer_stop [SIGNAL]: stop the tracer started last (default SIGINT), wait for
