@@ -437,7 +437,7 @@ fn fill_probe_ips(obj: &Object, table: &[ProbeEntry], rows: &[usize]) -> Result<
             reason: "the object has no ipft_probe_ips map (built before Linux 5.10 support)".into(),
         })?;
     for &i in rows {
-        let Some(&(addr, ..)) = syms.text.get(table[i].name.as_ref()) else {
+        let Some(&addr) = syms.text.get(table[i].name.as_ref()) else {
             continue; // the attach fails on its own and says so
         };
         let value = i as u32;
