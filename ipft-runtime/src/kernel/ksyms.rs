@@ -39,18 +39,10 @@ impl Symbolizer {
     pub fn parse(text: &str) -> Self {
         let mut syms: Vec<(u64, String, Option<String>)> = text
             .lines()
-            .filter_map(|l| {
-                let mut it = l.split_whitespace();
-                let addr = u64::from_str_radix(it.next()?, 16).ok()?;
-                let ty = it.next()?;
-                let name = it.next()?;
-                if addr == 0 || !matches!(ty, "t" | "T") {
-                    return None;
-                }
-                let module = it
-                    .next()
-                    .map(|m| m.trim_start_matches('[').trim_end_matches(']').to_string());
-                Some((addr, name.to_string(), module))
+            .filter_map(super::symbols::kallsyms_text)
+            .filter_map(|(addr, name, module)| {
+                let addr = u64::from_str_radix(addr, 16).ok().filter(|&a| a != 0)?;
+                Some((addr, name.to_string(), module.map(str::to_string)))
             })
             .collect();
         syms.sort_unstable_by_key(|s| s.0);

@@ -113,7 +113,7 @@ pub fn offer_from_symbols(syms: Option<&KernelSymbols>, release: Option<&str>) -
     };
     let has = |s: &str| match (btf, syms) {
         (Some(_), _) => !btf_ids(s).is_empty(),
-        (None, Some(syms)) => syms.text.contains_key(s),
+        (None, Some(syms)) => syms.attachable(s),
         (None, None) => false,
     };
     KernelOffer {

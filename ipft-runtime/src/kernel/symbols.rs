@@ -18,8 +18,8 @@ const FILTER_FUNCTIONS: &str = "/sys/kernel/tracing/available_filter_functions";
 #[derive(Debug, Default)]
 pub struct KernelSymbols {
     /// Attachable functions by name -> address (0 where read from the
-    /// filter list). Names only: a module string or a count per name made
-    /// the parse 2.5x slower, and a start under an emulator waits on it.
+    /// filter list). Names only: nothing reads a module or a count per
+    /// name, and keeping them made the parse 2.5x slower natively.
     pub text: HashMap<Box<str>, u64>,
     /// Warning to print once (e.g. fell back to kallsyms).
     pub note: Option<String>,
@@ -55,14 +55,8 @@ impl KernelSymbols {
     /// Parse kallsyms text (`addr type name [module]`), keeping text symbols.
     pub fn parse_kallsyms(text: &str) -> Self {
         let mut s = Self::sized(text.len() / 64);
-        for line in text.lines() {
-            let mut it = line.split_whitespace();
-            let (Some(addr), Some(ty), Some(name)) = (it.next(), it.next(), it.next()) else {
-                continue;
-            };
-            if matches!(ty, "t" | "T") {
-                s.add(name, u64::from_str_radix(addr, 16).unwrap_or(0));
-            }
+        for (addr, name, _) in text.lines().filter_map(kallsyms_text) {
+            s.add(name, u64::from_str_radix(addr, 16).unwrap_or(0));
         }
         s
     }
@@ -100,6 +94,17 @@ impl KernelSymbols {
     pub fn attachable(&self, name: &str) -> bool {
         self.text.contains_key(name)
     }
+}
+
+/// A kallsyms line (`addr type name [module]`) as (address in hex, name,
+/// module without its brackets), if it is a text symbol (type t or T).
+pub(super) fn kallsyms_text(line: &str) -> Option<(&str, &str, Option<&str>)> {
+    let mut it = line.split_whitespace();
+    let (addr, ty, name) = (it.next()?, it.next()?, it.next()?);
+    let module = it
+        .next()
+        .map(|m| m.trim_start_matches('[').trim_end_matches(']'));
+    matches!(ty, "t" | "T").then_some((addr, name, module))
 }
 
 #[cfg(test)]
