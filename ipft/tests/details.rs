@@ -42,6 +42,9 @@ struct Pair {
 
 impl Pair {
     fn new() -> Pair {
+        // The warm-up pings retry for up to 5 s (-w): a veth's queue drops
+        // what is sent before link-watch activates it, so one echo sent at
+        // once can be lost (fresh-clone CI failed so once).
         let (a, b) = (Netns::new("dta"), Netns::new("dtb"));
         must(&format!(
             "ip link add ipftd0 netns {a} type veth peer name ipftd1 netns {b} && \
@@ -49,8 +52,8 @@ impl Pair {
              ip -n {a} addr add fd00:197::1/64 dev ipftd0 nodad && \
              ip -n {b} addr add fd00:197::2/64 dev ipftd1 nodad && \
              ip -n {a} link set ipftd0 up && ip -n {b} link set ipftd1 up && \
-             ip netns exec {a} ping -q -c 1 -W 2 10.197.0.2 >/dev/null && \
-             ip netns exec {a} ping -q -c 1 -W 2 fd00:197::2 >/dev/null",
+             ip netns exec {a} ping -q -c 1 -w 5 10.197.0.2 >/dev/null && \
+             ip netns exec {a} ping -q -c 1 -w 5 fd00:197::2 >/dev/null",
             a = a.0,
             b = b.0
         ));
