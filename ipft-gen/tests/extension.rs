@@ -21,12 +21,21 @@ fn fixture(name: &str) -> String {
     format!("tests/fixtures/extensions/{name}")
 }
 
-/// A dir holding `ipft.h`; `-I` it through CFLAGS.
+/// A dir holding `ipft.h`; `-I` it through CFLAGS. Written once per test
+/// process: rewriting it on each call truncated the file while another
+/// test's clang was reading it (CI: "unknown type name '__hidden'").
 fn header_dir() -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ext-include");
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::write(d.join("ipft.h"), ipft_abi::payload::module_header()).unwrap();
-    d
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ext-include");
+        std::fs::create_dir_all(&d).unwrap();
+        // Into place by rename, so no reader ever sees a partial header.
+        let tmp = d.join(format!("ipft.h.{}", std::process::id()));
+        std::fs::write(&tmp, ipft_abi::payload::module_header()).unwrap();
+        std::fs::rename(&tmp, d.join("ipft.h")).unwrap();
+        d
+    })
+    .clone()
 }
 
 fn have_clang() -> bool {
