@@ -62,8 +62,10 @@ fn check_golden(name: &str, actual: &str) {
 }
 
 /// Compile a fixture to an object with clang directly: the .o input path.
+/// One file per test thread, as tests compile the same fixture at once.
 fn object(name: &str) -> PathBuf {
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.o"));
+    let test = std::thread::current().name().unwrap_or("main").to_string();
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.{test}.o"));
     let o = Command::new("clang")
         .args(["-target", "bpf", "-O2", "-g", "-I"])
         .arg(header_dir())
