@@ -14,7 +14,7 @@ use crate::probe::{Backend, ProbeKind, ProbeShape};
 use crate::program::KPROBE_MAX_SKB_POS;
 
 /// What a kernel offers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KernelOffer {
     /// kprobe PMU (CONFIG_KPROBES).
     pub kprobe: bool,

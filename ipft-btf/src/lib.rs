@@ -66,7 +66,7 @@ pub struct ModuleBtf {
 
 /// Identity of the BTF input, carried into generated code so a tracer can
 /// check it runs on the kernel it was generated for.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct BtfIdentity {
     /// Human description of the source (a path).
     pub source: String,

@@ -26,7 +26,7 @@ enum Param {
 }
 
 /// Counts from one scan.
-#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct ScanStats {
     /// BTF types looked at.
     pub types: u64,

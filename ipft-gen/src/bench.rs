@@ -65,7 +65,7 @@ pub fn run(btf: &Path, runs: u32) -> Result<String> {
         generated = probes.len();
         let plan = Plan {
             profile: "all",
-            identity: &d.kernel.identity,
+            identity: &d.identity,
             probes: &probes,
             hidden_from: probes.len(),
             returns: true,

@@ -251,7 +251,7 @@ fn load(s: &Source, default_profile: Option<&str>) -> Result<(Discovery, Option<
         if let Some(note) = d.symbols.as_ref().and_then(|s| s.note.as_ref()) {
             say!("{note}");
         }
-        for e in &d.kernel.skipped {
+        for e in &d.skipped {
             say!("ipft-gen: warning: module BTF skipped: {e}");
         }
     }
@@ -504,7 +504,7 @@ fn generate_kernel(
     ));
     let plan = Plan {
         profile: &profile.name,
-        identity: &d.kernel.identity,
+        identity: &d.identity,
         probes: &probes,
         hidden_from,
         returns: backends.contains(&Backend::Fentry),
@@ -549,12 +549,12 @@ fn generate_kernel(
             Source { btf_dir, .. } if !btf_dir.is_empty() => btf_dir[0].join("vmlinux"),
             _ => PathBuf::from(ipft_gen::btf::SYS_BTF_DIR).join("vmlinux"),
         };
-        compile::vmlinux_h(&btf_file, &d.kernel.identity.checksum, &out)?;
+        compile::vmlinux_h(&btf_file, &d.identity.checksum, &out)?;
     }
     Ok(KernelSet {
         dir: out,
         profile: profile.name.clone(),
-        identity: d.kernel.identity.clone(),
+        identity: d.identity.clone(),
         probes: hidden_from,
     })
 }

@@ -70,15 +70,16 @@ pub fn run(args: IpftArgs) -> Result<i32, RunError> {
     attach::capture_libbpf_log();
     raise_nofile();
     let t0 = Instant::now();
-    let d = discovered(&cfg, &prof, Backends::Probe)?;
+    let mut d = discovered(&cfg, &prof, Backends::Probe)?;
     if cfg.timings {
         say!("timing: set-up {:.3}s", (t0 - t_run).as_secs_f64());
         for (what, t) in &d.timings {
             say!("timing: {what} {:.3}s", t.as_secs_f64());
         }
+        say!("timing: discovery {:.3}s", t0.elapsed().as_secs_f64());
     }
     let t_load = Instant::now();
-    for e in &d.kernel.skipped {
+    for e in &d.skipped {
         say!("ipft: warning: module BTF skipped: {e}");
     }
     if d.probes.is_empty() {
@@ -134,6 +135,11 @@ pub fn run(args: IpftArgs) -> Result<i32, RunError> {
         true => kernel::drop_reasons(),
         false => Default::default(),
     };
+    // A cold start keeps what it found for the next one in this boot, off
+    // the way to "Trace ready!".
+    if let Some(s) = d.snapshot.take() {
+        std::thread::spawn(move || s.save());
+    }
     let decoder = ext.map(|x| x.decoder);
     let outcome = event_loop::run(&cfg, &signals, output, session, &table, &reasons, decoder)?;
     // Every link is released and the output written: the process exits

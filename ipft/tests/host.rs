@@ -47,6 +47,47 @@ fn loopback_marked_ping_only() {
     assert!(left.is_empty(), "left attached: {left:?}");
 }
 
+/// A start after a cold one in the same boot reads the cold one's
+/// discovery from its snapshot (IPFT_SNAPSHOT) and attaches and traces
+/// exactly what the cold one did.
+#[test]
+fn a_warm_start_traces_as_the_cold_one() {
+    let _g = lock();
+    let ns = Netns::new("warm");
+    let dir = std::env::temp_dir().join(format!("ipft-snapshot-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let file = dir.join("discovery.json");
+    let env = [("IPFT_SNAPSHOT", file.as_path())];
+    let args = [
+        "-m",
+        "0xdeadbeef",
+        "-b",
+        "tp_btf",
+        "-o",
+        "json",
+        "--timings",
+    ];
+    let mut runs = Vec::new();
+    for warm in [false, true] {
+        let t = Tracer::start_env(&ipft(), &args, "warm", &env);
+        ping(&ns, &format!("-m {MARK} 127.0.0.1"));
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let (code, out, err) = t.stop(libc::SIGINT);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(err.contains("timing: snapshot"), warm, "warm {warm}: {err}");
+        let total = err
+            .lines()
+            .find(|l| l.starts_with("Total "))
+            .map(str::to_string);
+        runs.push((journeys(&events(&out)), total.expect("a summary line")));
+        // The cold start saves on a thread of its own as it starts.
+        assert!(file.exists(), "no snapshot after the cold start: {err}");
+    }
+    assert_eq!(runs[0], runs[1]);
+    assert_eq!(runs[1].0, vec![LOOPBACK.to_vec(); 2]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn aggregate_output_groups_per_packet() {
     let _g = lock();
@@ -251,7 +292,7 @@ fn signal_during_attach_detaches_and_exits_cleanly() {
             .unwrap();
         let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
         let mut err = String::new();
-        while !err.contains("timing: backend probes") {
+        while !err.contains("timing: discovery ") {
             if stderr.read_line(&mut err).unwrap() == 0 {
                 panic!("round {round}: no discovery timings: {err}");
             }

@@ -24,7 +24,7 @@ pub enum Compile {
 pub fn target_offer(d: &Discovery) -> KernelOffer {
     match &d.probed {
         Some(p) => p.offer,
-        None => KernelOffer::everything(d.kernel.identity.release.as_deref()),
+        None => KernelOffer::everything(d.identity.release.as_deref()),
     }
 }
 
@@ -67,7 +67,7 @@ pub fn compiled_backends(
 
 /// `ipft-<profile>-<release>` (or the BTF checksum when the release is unknown).
 pub fn default_out(profile: &str, d: &Discovery) -> PathBuf {
-    let id = &d.kernel.identity;
+    let id = &d.identity;
     let kernel = id.release.clone().unwrap_or_else(|| id.checksum.clone());
     let safe: String = kernel
         .chars()

@@ -94,6 +94,11 @@ pub struct Tracer {
 impl Tracer {
     /// Start `bin args...` with --ready-file and --output-file, wait until ready.
     pub fn start(bin: &Path, args: &[&str], tag: &str) -> Tracer {
+        Self::start_env(bin, args, tag, &[])
+    }
+
+    /// [`Tracer::start`] with `env` added to the tracer's environment.
+    pub fn start_env(bin: &Path, args: &[&str], tag: &str, env: &[(&str, &Path)]) -> Tracer {
         let dir = std::env::temp_dir();
         let ready = dir.join(format!("ipft-ready-{tag}-{}", std::process::id()));
         let out = dir.join(format!("ipft-out-{tag}-{}", std::process::id()));
@@ -104,6 +109,7 @@ impl Tracer {
             .arg(&ready)
             .arg("--output-file")
             .arg(&out)
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn tracer");
