@@ -10,7 +10,7 @@ for n in icmp tcp; do
 done
 grep -q '3 packets received' "$DIR/ping-icmp.txt" || fail "marked ping failed: $(excerpt "$DIR/ping-icmp.txt")"
 
-got=$(journeys icmp '^(ip_|icmp_|tcp_)')
+got=$(journeys icmp '^(ip_|icmp_|tcp_v4_)')
 req=$(count_lines "$got" "$ECHO_REQUEST")
 rep=$(count_lines "$got" "$ECHO_REPLY")
 total=$(grep -c . <<<"$got" || true)
@@ -18,7 +18,7 @@ total=$(grep -c . <<<"$got" || true)
     || fail "icmp: want 3 x [$ECHO_REQUEST] + 3 x [$ECHO_REPLY], nothing else" \
             "got $total journeys: $(summarize <<<"$got")"
 
-got=$(journeys tcp '^(ip_|icmp_|tcp_)')
+got=$(journeys tcp '^(ip_|icmp_|tcp_v4_)')
 total=$(grep -c . <<<"$got" || true)
 tcp=$(grep -c 'tcp_v4_rcv' <<<"$got" || true)
 if [ "$total" -ge 2 ] && [ "$tcp" -ge 2 ] && ! grep -q 'icmp_' <<<"$got"; then
