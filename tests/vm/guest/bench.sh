@@ -3,8 +3,9 @@
 # 50-200 function selection and for every skb probe (profile all), with
 # ipft's default (auto) and, when /usr/bin/ipftrace2 is in the image, with
 # ipftrace2's default in the same boot; on kernels with kprobe-multi also
-# each of ipft's function backends for profile all. Each run leaves
-# NAME.attach_ms and NAME.detach_ms (and NAME.stderr).
+# each of ipft's function backends for profile all. ipft starts cold (its
+# discovery read from the kernel) and warm (from this boot's snapshot). Each
+# run leaves NAME.attach_ms and NAME.detach_ms (and NAME.stderr).
 READY_WAIT=400 STOP_WAIT=300
 . /scenarios/lib.sh
 
@@ -26,10 +27,18 @@ ipft_run() { # NAME BACKEND ARGS...
 }
 
 have2=0; [ -x /usr/bin/ipftrace2 ] && have2=1
-# Alternate the two tools so that neither always runs on a warmer kernel.
+# Cold starts read the kernel (IPFT_SNAPSHOT=off, and the first start with a
+# snapshot, which saves one); warm starts read the snapshot the cold all-ipft
+# run left in /run/ipft. Alternate the tools so that neither always runs on a
+# warmer kernel.
 [ $have2 = 1 ] && ipftrace2_run sel-ipftrace2 -r "$SELECTION"
-ipft_run sel-ipft auto -r "$SELECTION"
+export IPFT_SNAPSHOT=off
+ipft_run sel-ipft-cold auto -r "$SELECTION"
+unset IPFT_SNAPSHOT
 [ $have2 = 1 ] && ipftrace2_run all-ipftrace2
+rm -f /run/ipft/discovery.json
+ipft_run all-ipft-cold auto --profile all
+ipft_run sel-ipft auto -r "$SELECTION"
 ipft_run all-ipft auto --profile all
 if [ -d /sys/bus/event_source/devices/kprobe ] && grep -q fprobe /proc/kallsyms; then
     for b in kprobe-multi kprobe fentry; do ipft_run "all-$b" "$b" --profile all; done
