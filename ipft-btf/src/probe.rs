@@ -1,10 +1,10 @@
 //! A traceable place in the kernel, as the BTF scan finds it.
 
 use ipft_abi::{Backend, ProbeKind, ProbeShape};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One traceable place in the kernel.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Probe {
     /// Function or tracepoint name as in BTF.
     pub name: String,

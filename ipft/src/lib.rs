@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use ipft_abi::program::generic_entry;
 use ipft_abi::{policy, Asked, Backend, KernelOffer, ProbeEntry, ProbeKind};
-use ipft_gen::discover::{discover, Backends, BtfInput, Discovery};
+use ipft_gen::discover::{discover, discover_kept, Backends, BtfInput, Discovery};
 use ipft_gen::probe::Profile;
 use ipft_gen::table::{self, Objects};
 use ipft_gen::Probe;
@@ -36,9 +36,16 @@ fn profile(name: &str) -> Result<Profile, RunError> {
     Profile::load(name).map_err(|e| selection(e.to_string()))
 }
 
-fn discovered(cfg: &RunConfig, p: &Profile, backends: Backends) -> Result<Discovery, RunError> {
-    discover(&BtfInput::Running, Some(p), &cfg.filter, backends)
-        .map_err(|e| selection(e.to_string()))
+/// The running kernel's probes for `p`, backends as its BTF says (nothing
+/// loaded): for `-l` and the tracepoint fallback.
+fn discovered(cfg: &RunConfig, p: &Profile) -> Result<Discovery, RunError> {
+    discover(
+        &BtfInput::Running,
+        Some(p),
+        &cfg.filter,
+        Backends::FromSymbols,
+    )
+    .map_err(|e| selection(e.to_string()))
 }
 
 /// Run `ipft` with parsed flags; the exit code or why not.
@@ -52,7 +59,7 @@ pub fn run(args: IpftArgs) -> Result<i32, RunError> {
     let prof = profile(cfg.profile.as_deref().unwrap_or("all"))?;
     require_root()?;
     if cfg.list {
-        return list(&discovered(&cfg, &prof, Backends::FromSymbols)?);
+        return list(&discovered(&cfg, &prof)?);
     }
     // The extension first: a compiler error is reported before anything is
     // attached.
@@ -70,7 +77,7 @@ pub fn run(args: IpftArgs) -> Result<i32, RunError> {
     attach::capture_libbpf_log();
     raise_nofile();
     let t0 = Instant::now();
-    let mut d = discovered(&cfg, &prof, Backends::Probe)?;
+    let mut d = discover_kept(Some(&prof), &cfg.filter).map_err(|e| selection(e.to_string()))?;
     if cfg.timings {
         say!("timing: set-up {:.3}s", (t0 - t_run).as_secs_f64());
         for (what, t) in &d.timings {
@@ -183,7 +190,7 @@ fn plan(
         // else every skb tracepoint) and say why.
         probes.retain(|p| p.kind == ProbeKind::Tracepoint);
         if probes.is_empty() {
-            probes = discovered(cfg, &profile("tracepoints")?, Backends::FromSymbols)?.probes;
+            probes = discovered(cfg, &profile("tracepoints")?)?.probes;
         }
         notes.push(format!(
             "function probes unavailable ({}); tracing {} skb tracepoints with tp_btf",

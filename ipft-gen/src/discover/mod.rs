@@ -78,24 +78,43 @@ pub enum Backends {
     FromSymbols,
 }
 
-/// Read, scan, select, resolve backends. A running kernel's discovery
-/// with backend probes comes from this boot's snapshot where there is one.
+/// Read, scan, select, resolve backends.
 pub fn discover(
     input: &BtfInput,
     profile: Option<&Profile>,
     filter: &Filter,
     backends: Backends,
 ) -> Result<Discovery, DiscoverError> {
-    let kept = matches!(input, BtfInput::Running) && backends == Backends::Probe;
-    if kept {
-        let t = std::time::Instant::now();
-        if let Some(s) = Snapshot::load() {
+    scan_and_select(input, profile, filter, backends, false)
+}
+
+/// The running kernel's discovery, with backend probes, from this boot's
+/// [`Snapshot`] where there is one; else read from the kernel, with the
+/// snapshot to [`Snapshot::save`] in [`Discovery::snapshot`].
+pub fn discover_kept(
+    profile: Option<&Profile>,
+    filter: &Filter,
+) -> Result<Discovery, DiscoverError> {
+    let t = std::time::Instant::now();
+    match Snapshot::load() {
+        Some(s) => {
             let mut d = s.discovery(profile, filter);
             d.timings
                 .push(("snapshot of this boot's discovery", t.elapsed()));
-            return Ok(d);
+            Ok(d)
         }
+        None => scan_and_select(&BtfInput::Running, profile, filter, Backends::Probe, true),
     }
+}
+
+/// [`discover`], and with `kept` the snapshot of a running kernel's scan.
+fn scan_and_select(
+    input: &BtfInput,
+    profile: Option<&Profile>,
+    filter: &Filter,
+    backends: Backends,
+    kept: bool,
+) -> Result<Discovery, DiscoverError> {
     let mut timings = Vec::new();
     let mut t = std::time::Instant::now();
     let mut lap = |what: &'static str| {
@@ -221,22 +240,18 @@ impl Found {
             profile.is_none_or(|pr| pr.keeps(p, release.as_deref()))
                 && filter.keeps(&p.name, p.module.as_deref())
         });
-        let untraceable = match &probed {
-            Some(probed) => {
-                for list in [&mut probes, &mut end_markers, &mut clone_functions] {
-                    resolve(list, &probed.offer);
-                }
-                listed - probes.len()
-            }
-            None => {
-                let offer = KernelOffer::everything(release.as_deref());
-                for list in [&mut probes, &mut end_markers, &mut clone_functions] {
-                    resolve(list, &offer);
-                    list.retain(|p| !p.backends.is_empty());
-                }
-                listed - probes.len()
-            }
+        let offer = match &probed {
+            Some(probed) => probed.offer,
+            None => KernelOffer::everything(release.as_deref()),
         };
+        for list in [&mut probes, &mut end_markers, &mut clone_functions] {
+            resolve(list, &offer);
+            // Without a running kernel, what no backend reaches is left out.
+            if probed.is_none() {
+                list.retain(|p| !p.backends.is_empty());
+            }
+        }
+        let untraceable = listed - probes.len();
         Discovery {
             identity: self.identity,
             skipped: self.skipped,

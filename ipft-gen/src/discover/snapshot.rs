@@ -12,7 +12,6 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use ipft_abi::ProbeKind;
 use ipft_btf::{BtfIdentity, ScanStats};
 use ipft_runtime::kernel::{Facts, Probed};
 use ipft_runtime::select::Filter;
@@ -24,10 +23,11 @@ use crate::probe::{Probe, Profile};
 /// Where snapshots are kept unless `IPFT_SNAPSHOT` says otherwise.
 const DEFAULT_PATH: &str = "/run/ipft/discovery.json";
 
-/// One discovery of the running kernel, before any selection.
+/// One discovery of the running kernel, before any selection. On disk it
+/// follows its [`key`] and a NUL, so that a snapshot kept for another boot,
+/// binary or module set is turned down before it is parsed.
 #[derive(Serialize, Deserialize)]
 pub struct Snapshot {
-    key: String,
     identity: BtfIdentity,
     skipped: Vec<String>,
     stats: ScanStats,
@@ -36,19 +36,13 @@ pub struct Snapshot {
     facts: Facts,
 }
 
-/// A probe as the scan found it, and whether ftrace attaches it by name.
+/// A probe as the scan found it, with the fields its listing leaves out,
+/// and whether ftrace attaches it by name.
 #[derive(Serialize, Deserialize)]
 struct Scanned {
-    name: String,
-    module: Option<String>,
-    kind: ProbeKind,
-    skb_positions: Vec<u8>,
-    nargs: u8,
-    variadic: bool,
-    byval: bool,
-    byval_before_skb: bool,
-    drop_reason_pos: Option<u8>,
+    probe: Probe,
     btf_id: u32,
+    byval_before_skb: bool,
     attachable: bool,
 }
 
@@ -58,21 +52,13 @@ impl Snapshot {
         let probes = all
             .iter()
             .map(|(p, ok)| Scanned {
-                name: p.name.clone(),
-                module: p.module.clone(),
-                kind: p.kind,
-                skb_positions: p.skb_positions.clone(),
-                nargs: p.nargs,
-                variadic: p.variadic,
-                byval: p.byval,
-                byval_before_skb: p.byval_before_skb,
-                drop_reason_pos: p.drop_reason_pos,
+                probe: p.clone(),
                 btf_id: p.btf_id,
+                byval_before_skb: p.byval_before_skb,
                 attachable: *ok,
             })
             .collect();
         Snapshot {
-            key: String::new(),
             identity: found.identity.clone(),
             skipped: found.skipped.clone(),
             stats: found.stats,
@@ -88,10 +74,8 @@ impl Snapshot {
         let path = path()?;
         let key = key()?;
         let bytes = read_trusted(&path)?;
-        let s: Snapshot = serde_json::from_slice(&bytes).ok()?;
-        if s.key != key {
-            return None;
-        }
+        let json = bytes.strip_prefix(key.as_bytes())?.strip_prefix(b"\0")?;
+        let s: Snapshot = serde_json::from_slice(json).ok()?;
         s.facts.clone().seed();
         Some(s)
     }
@@ -102,9 +86,14 @@ impl Snapshot {
         let (Some(path), Some(key)) = (path(), key()) else {
             return;
         };
-        self.key = key;
         self.facts = Facts::learnt();
-        let _ = write_private(&path, &serde_json::to_vec(&self).unwrap_or_default());
+        let Ok(json) = serde_json::to_vec(&self) else {
+            return;
+        };
+        let mut bytes = key.into_bytes();
+        bytes.push(0);
+        bytes.extend(json);
+        let _ = write_private(&path, &bytes);
     }
 
     /// The discovery this snapshot stands for, selected as a cold start
@@ -114,19 +103,9 @@ impl Snapshot {
             .probes
             .into_iter()
             .map(|s| {
-                let p = Probe {
-                    name: s.name,
-                    module: s.module,
-                    kind: s.kind,
-                    skb_positions: s.skb_positions,
-                    nargs: s.nargs,
-                    variadic: s.variadic,
-                    byval: s.byval,
-                    byval_before_skb: s.byval_before_skb,
-                    drop_reason_pos: s.drop_reason_pos,
-                    btf_id: s.btf_id,
-                    backends: Vec::new(),
-                };
+                let mut p = s.probe;
+                p.btf_id = s.btf_id;
+                p.byval_before_skb = s.byval_before_skb;
                 (p, s.attachable)
             })
             .collect();
@@ -214,6 +193,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ipft_abi::ProbeKind;
 
     #[test]
     fn a_snapshot_selects_as_the_scan_did() {
@@ -223,6 +203,7 @@ mod tests {
             skb_positions: vec![0],
             nargs: 1,
             btf_id: 7,
+            byval_before_skb: true,
             ..Default::default()
         };
         let all = vec![
