@@ -8,7 +8,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::probe::{Backend, ProbeShape};
-use crate::table::ProbeEntry;
+use crate::table::{is_end_marker, ProbeEntry};
 
 /// Programs that read their arguments from BTF (typed context).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -19,6 +19,12 @@ pub enum TypedKind {
     Entry,
     /// fexit
     Return,
+    /// raw_tp (generic object only): one program per skb position serves
+    /// every tracepoint, each link carrying its probe index as cookie
+    /// (Linux 6.10), so no tracepoint costs a verifier pass of its own. The
+    /// skb is made a BTF pointer with bpf_rdonly_cast (Linux 6.2): its
+    /// fields are plain loads, as in a tp_btf program.
+    RawTracepoint,
 }
 
 impl TypedKind {
@@ -27,13 +33,19 @@ impl TypedKind {
             TypedKind::Tracepoint => 't',
             TypedKind::Entry => 'f',
             TypedKind::Return => 'x',
+            TypedKind::RawTracepoint => 'p',
         }
     }
 
     fn from_letter(c: char) -> Option<TypedKind> {
-        [TypedKind::Tracepoint, TypedKind::Entry, TypedKind::Return]
-            .into_iter()
-            .find(|k| k.letter() == c)
+        [
+            TypedKind::Tracepoint,
+            TypedKind::Entry,
+            TypedKind::Return,
+            TypedKind::RawTracepoint,
+        ]
+        .into_iter()
+        .find(|k| k.letter() == c)
     }
 
     /// libbpf section prefix.
@@ -42,6 +54,7 @@ impl TypedKind {
             TypedKind::Tracepoint => "tp_btf",
             TypedKind::Entry => "fentry",
             TypedKind::Return => "fexit",
+            TypedKind::RawTracepoint => "raw_tp",
         }
     }
 }
@@ -137,7 +150,7 @@ impl ProgramId {
             },
             ProgramId::CloneExit { .. } => Backend::Fentry,
             ProgramId::Typed { kind, .. } | ProgramId::Generic { kind, .. } => match kind {
-                TypedKind::Tracepoint => Backend::TpBtf,
+                TypedKind::Tracepoint | TypedKind::RawTracepoint => Backend::TpBtf,
                 TypedKind::Entry | TypedKind::Return => Backend::Fentry,
             },
         }
@@ -304,7 +317,9 @@ pub const GENERIC_REASON_PAIRS: &[(u8, u8)] = &[(0, 1), (1, 2), (0, 2)];
 /// reads its position from the cookie (a helper call per hit): each program
 /// is a link, ~0.11 s to attach and to release under the lab's emulator, so
 /// only the first three registers (~95 % of skb functions, all hot ones)
-/// get one each (docs/benchmarks.md).
+/// get one each (docs/benchmarks.md). The journey-ending probe
+/// (kfree_skbmem) runs this program too, told by [`COOKIE_END_SHIFT`]: one
+/// link fewer, for a cookie lookup once per freed skb.
 pub const MULTI_COOKIE_SKB: u8 = 3;
 
 /// Where a kprobe.multi link's cookie carries a probe's shape, above the
@@ -314,11 +329,14 @@ pub const MULTI_COOKIE_SKB: u8 = 3;
 pub const COOKIE_REASON_SHIFT: u32 = 32;
 /// See [`COOKIE_REASON_SHIFT`].
 pub const COOKIE_SKB_SHIFT: u32 = 40;
+/// The cookie bit of a journey-ending probe on the [`MULTI_COOKIE_SKB`]
+/// program: it sees skbs whose mark is gone and frees their live entry.
+pub const COOKIE_END_SHIFT: u32 = 48;
 
 /// The cookie of table row `index` on its kprobe.multi link (a
-/// journey-ending program reports no reason).
+/// journey-ending probe reports no reason).
 pub fn kprobe_multi_cookie(index: usize, row: &ProbeEntry) -> u64 {
-    let end = matches!(row.program, ProgramId::Kprobe { end: true, .. });
+    let end = is_end_marker(&row.name, row.kind());
     let reason = match (end, row.shape.reason_pos) {
         (false, Some(r)) => u64::from(r) + 1,
         _ => 0,
@@ -326,6 +344,7 @@ pub fn kprobe_multi_cookie(index: usize, row: &ProbeEntry) -> u64 {
     (index as u64 & 0xffff_ffff)
         | reason << COOKIE_REASON_SHIFT
         | (u64::from(row.shape.skb_pos) + 1) << COOKIE_SKB_SHIFT
+        | u64::from(end) << COOKIE_END_SHIFT
 }
 
 /// The immediate a generic typed program loads as its probe index
@@ -344,6 +363,7 @@ pub fn probe_macros() -> String {
     format!(
         "#define IPFT_COOKIE_REASON(c) (((c) >> {COOKIE_REASON_SHIFT}) & 0xff)\n\
          #define IPFT_COOKIE_SKB(c) (((c) >> {COOKIE_SKB_SHIFT}) & 0xff)\n\
+         #define IPFT_COOKIE_END(c) (((c) >> {COOKIE_END_SHIFT}) & 1)\n\
          #define IPFT_PROBE_MARKER \"{PROBE_MARKER:#x}\"\n\
          #define IPFT_PCAP_MARKER \"{PCAP_MARKER:#x}\""
     )
@@ -351,13 +371,18 @@ pub fn probe_macros() -> String {
 
 /// The kprobe (or kprobe.multi) entry program for a probe of this shape;
 /// `reason`: the drop reason's position a single kprobe program reads.
+/// kprobe.multi has no journey-ending variant: the cookie program ends
+/// journeys where its cookie says ([`COOKIE_END_SHIFT`]).
 pub fn kprobe_program(shape: &ProbeShape, multi: bool, end: bool, reason: Option<u8>) -> ProgramId {
     match multi {
         true => ProgramId::Kprobe {
             multi,
-            skb: shape.skb_pos.min(MULTI_COOKIE_SKB),
+            skb: match end {
+                true => MULTI_COOKIE_SKB,
+                false => shape.skb_pos.min(MULTI_COOKIE_SKB),
+            },
             reason: None,
-            end,
+            end: false,
         },
         false => ProgramId::Kprobe {
             multi,
@@ -370,8 +395,8 @@ pub fn kprobe_program(shape: &ProbeShape, multi: bool, end: bool, reason: Option
 
 /// Every program of the generic object, in the order the template renders
 /// them: kprobe per argument position (kprobe.multi per register and one for
-/// the stack), typed programs per position, the drop-reason variants and the
-/// journey-ending variants.
+/// the rest, which also ends journeys), typed programs per position, the
+/// drop-reason variants and the journey-ending variants.
 pub fn generic_programs() -> Vec<ProgramId> {
     let mut out = Vec::new();
     for multi in [false, true] {
@@ -398,15 +423,23 @@ pub fn generic_programs() -> Vec<ProgramId> {
             }
         }
         // Every journey-ending probe takes the skb first.
-        out.push(ProgramId::Kprobe {
-            multi,
-            skb: 0,
-            reason: None,
-            end: true,
-        });
+        if !multi {
+            out.push(ProgramId::Kprobe {
+                multi,
+                skb: 0,
+                reason: None,
+                end: true,
+            });
+        }
         out.push(ProgramId::Kretprobe { multi });
     }
-    for kind in [TypedKind::Tracepoint, TypedKind::Entry, TypedKind::Return] {
+    let kinds = [
+        TypedKind::Tracepoint,
+        TypedKind::Entry,
+        TypedKind::Return,
+        TypedKind::RawTracepoint,
+    ];
+    for kind in kinds {
         let generic = |skb, reason, end| ProgramId::Generic {
             kind,
             skb,
@@ -422,7 +455,7 @@ pub fn generic_programs() -> Vec<ProgramId> {
         if kind != TypedKind::Return {
             out.push(generic(0, None, true));
         }
-        if kind == TypedKind::Tracepoint {
+        if matches!(kind, TypedKind::Tracepoint | TypedKind::RawTracepoint) {
             // trace_kfree_skb(skb, location, reason) ends journeys visibly.
             out.push(generic(0, Some(2), true));
         }
@@ -467,9 +500,37 @@ pub fn generic_entry(shape: &ProbeShape, backend: Backend, end: bool) -> Option<
     generic_programs().contains(&id).then_some(id)
 }
 
+/// The raw_tp program of the generic object that serves a tp_btf
+/// program's tracepoints (same skb, reason and end); other programs as they
+/// are.
+pub fn as_raw_tracepoint(id: ProgramId) -> ProgramId {
+    match id {
+        ProgramId::Generic {
+            kind: TypedKind::Tracepoint,
+            skb,
+            reason,
+            end,
+        } => ProgramId::Generic {
+            kind: TypedKind::RawTracepoint,
+            skb,
+            reason,
+            end,
+        },
+        id => id,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn shape(skb_pos: u8, nargs: u8) -> ProbeShape {
+        ProbeShape {
+            skb_pos,
+            nargs,
+            ..Default::default()
+        }
+    }
 
     #[test]
     fn names_round_trip() {
@@ -542,11 +603,7 @@ mod tests {
         // fourth argument on (registers or stack) share one program.
         let id = generic_entry(&drop, Backend::KprobeMulti, false).unwrap();
         assert_eq!(id.to_string(), "ipft_m1");
-        let stack = ProbeShape {
-            skb_pos: 8,
-            nargs: 9,
-            ..Default::default()
-        };
+        let stack = shape(8, 9);
         let id = generic_entry(&stack, Backend::KprobeMulti, false).unwrap();
         assert_eq!(id.to_string(), "ipft_m3");
         let fourth = ProbeShape {
@@ -574,24 +631,28 @@ mod tests {
                 end: false,
             }),
         );
-        assert_eq!(c as u32, 7);
-        assert_eq!((c >> COOKIE_REASON_SHIFT) & 0xff, 3);
-        assert_eq!((c >> COOKIE_SKB_SHIFT) & 0xff, 2);
-        let end = row(ProgramId::Kprobe {
-            multi: true,
-            skb: 0,
-            reason: None,
-            end: true,
-        });
-        assert_eq!(
-            (kprobe_multi_cookie(7, &end) >> COOKIE_REASON_SHIFT) & 0xff,
-            0
-        );
-        let far = ProbeShape {
-            skb_pos: 12,
-            nargs: 13,
-            ..Default::default()
+        // (index, reason + 1, skb + 1, end)
+        let fields = |c: u64| {
+            (
+                c as u32,
+                (c >> COOKIE_REASON_SHIFT) & 0xff,
+                (c >> COOKIE_SKB_SHIFT) & 0xff,
+                (c >> COOKIE_END_SHIFT) & 1,
+            )
         };
+        assert_eq!(fields(c), (7, 3, 2, 0));
+        // kfree_skbmem runs the cookie program, which the cookie tells
+        // that the skb is freed here (no reason, skb first).
+        let free = shape(0, 1);
+        let program = generic_entry(&free, Backend::KprobeMulti, true).unwrap();
+        assert_eq!(program.to_string(), "ipft_m3");
+        let end = ProbeEntry {
+            name: "kfree_skbmem".into(),
+            shape: free,
+            ..row(program)
+        };
+        assert_eq!(fields(kprobe_multi_cookie(7, &end)), (7, 0, 1, 1));
+        let far = shape(12, 13);
         assert_eq!(generic_entry(&far, Backend::Fentry, false), None);
         assert_eq!(generic_entry(&far, Backend::Kprobe, false), None);
     }

@@ -21,6 +21,7 @@ enum Group {
     Floor,
     Stamped,
     Ipft,
+    Copies,
     Track,
     PcapMatch,
     PcapMiss,
@@ -32,11 +33,12 @@ enum Group {
 }
 
 impl Group {
-    const ALL: [Group; 12] = [
+    const ALL: [Group; 13] = [
         Group::Empty,
         Group::Floor,
         Group::Stamped,
         Group::Ipft,
+        Group::Copies,
         Group::Track,
         Group::PcapMatch,
         Group::PcapMiss,
@@ -52,7 +54,8 @@ impl Group {
             Group::Empty => "empty tp_btf (stats overhead)",
             Group::Floor => "floor (mark test + reserve/submit)",
             Group::Stamped => "floor + the event's timestamp",
-            Group::Ipft => "ipft (generic ipft_gt0)",
+            Group::Ipft => "ipft (generic, as ipft runs it)",
+            Group::Copies => "ipft, a tp_btf copy each",
             Group::Track => "ipft --track-skb",
             Group::PcapMatch => "ipft 'icmp' (matching filter)",
             Group::PcapMiss => "ipft 'udp' (non-matching filter)",
@@ -275,7 +278,11 @@ pub(crate) fn per_hit(seconds: u32, count: u32, rounds: usize) -> Result<String>
         );
     }
 
-    let table = sessions::ipft_table();
+    let table = sessions::ipft_table(false);
+    let copies = sessions::ipft_table(true);
+    // ipft_gp0 (raw_tp, every tracepoint) on Linux 6.10+, else ipft_gt0.
+    let prog = table[0].program.to_string();
+    let prog = Some(prog.as_str());
     let cfg = Config {
         mark: MARK,
         mask: u32::MAX,
@@ -300,24 +307,25 @@ pub(crate) fn per_hit(seconds: u32, count: u32, rounds: usize) -> Result<String>
         ..cfg
     };
     let sessions: Vec<(Group, Option<&str>, Session)> = vec![
+        (Group::Ipft, prog, sessions::generic(&table, cfg, None)?),
         (
-            Group::Ipft,
+            Group::Copies,
             Some("ipft_gt0"),
-            sessions::generic(&table, cfg, None)?,
+            sessions::generic(&copies, cfg, None)?,
         ),
         (
             Group::Track,
-            Some("ipft_gt0"),
+            prog,
             sessions::generic(&sessions::with_releases(&table), tracking, None)?,
         ),
         (
             Group::PcapMatch,
-            Some("ipft_gt0"),
+            prog,
             sessions::generic(&table, cfg, Some("icmp"))?,
         ),
         (
             Group::PcapMiss,
-            Some("ipft_gt0"),
+            prog,
             sessions::generic(&table, cfg, Some("udp"))?,
         ),
         (Group::Generated, None, generated::load(cfg)?),
@@ -326,20 +334,18 @@ pub(crate) fn per_hit(seconds: u32, count: u32, rounds: usize) -> Result<String>
             None,
             sessions::with_extension(cfg, &table)?,
         ),
-        (
-            Group::Meta,
-            Some("ipft_gt0"),
-            sessions::generic(&table, meta, None)?,
-        ),
+        (Group::Meta, prog, sessions::generic(&table, meta, None)?),
         (
             Group::Capture,
-            Some("ipft_gt0"),
+            prog,
             sessions::generic(&table, capture, None)?,
         ),
     ];
     let mut rings = Vec::new();
+    let raw = sessions::is_raw(table[0].program);
     for (g, name, s) in &sessions {
-        rings.push((claim(s, *g, *name, &mut ids)?, *g));
+        let raw = raw && !matches!(g, Group::Copies | Group::Generated);
+        rings.push((claim(s, *g, *name, raw, &mut ids)?, *g));
     }
     let perf = bench
         .maps()
@@ -394,11 +400,13 @@ pub(crate) fn per_hit(seconds: u32, count: u32, rounds: usize) -> Result<String>
 /// The ring buffer of `s`, and its programs (named `name`, if given) for
 /// `group`: one per bench tracepoint and, for ipft's generic object on a
 /// kernel with tp_btf link cookies, the template the copies are loaded
-/// from (attached nowhere: it adds no runs).
+/// from (attached nowhere: it adds no runs); with `raw`, the one raw_tp
+/// program linked to every tracepoint.
 fn claim<'s>(
     s: &'s Session,
     group: Group,
     name: Option<&str>,
+    raw: bool,
     ids: &mut HashMap<u32, Group>,
 ) -> Result<libbpf_rs::Map<'s>> {
     let ring = s
@@ -416,7 +424,11 @@ fn claim<'s>(
         }
     }
     let template = group != Group::Generated && ipft_runtime::kernel::cookies().raw_tp;
-    let want = TRACEPOINTS.len() + usize::from(template);
+    // One raw_tp program serves every tracepoint.
+    let want = match raw {
+        true => 1,
+        false => TRACEPOINTS.len() + usize::from(template),
+    };
     if ids.len() - before != want {
         bail!(
             "{}: found {} programs, expected {want}",
@@ -537,6 +549,13 @@ fn report(
         verdict(f > 0.0 && gm / f <= 1.3),
         verdict(gn <= 5.0),
         verdict(lost[&Group::Generated] == 0)
+    );
+    outln!(
+        out,
+        "tracepoints: ipft's program non-matching {n:.1} ns, matching {m:.1} ns; a tp_btf copy \
+         each (kernels before 6.10) non-matching {:.1} ns, matching {:.1} ns",
+        net(0, Group::Copies),
+        net(1, Group::Copies)
     );
     let (tn, tm) = (net(0, Group::Track), net(1, Group::Track));
     outln!(

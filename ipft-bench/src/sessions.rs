@@ -38,15 +38,20 @@ pub(crate) fn generic(table: &[ProbeEntry], config: Config, pcap: Option<&str>) 
     Ok(session)
 }
 
-/// Rows for ipft's generic object: tp_btf, skb is the first argument, so
-/// both map to `ipft_gt0` (one loaded copy per tracepoint).
-pub(crate) fn ipft_table() -> Vec<ProbeEntry> {
-    let program = ProgramId::Generic {
-        kind: TypedKind::Tracepoint,
-        skb: 0,
-        reason: None,
-        end: false,
-    };
+/// Rows for ipft's generic object, skb in the first argument: as `ipft`
+/// attaches them on this kernel (`ipft_gp0` linked to each tracepoint where
+/// it has raw_tp cookies), or with `copies` as before Linux 6.10 (a loaded
+/// `ipft_gt0` copy per tracepoint).
+pub(crate) fn ipft_table(copies: bool) -> Vec<ProbeEntry> {
+    let program = as_ipft(
+        ProgramId::Generic {
+            kind: TypedKind::Tracepoint,
+            skb: 0,
+            reason: None,
+            end: false,
+        },
+        !copies,
+    );
     TRACEPOINTS
         .iter()
         .map(|&tp| tracepoint(tp, 0, 1, program))
@@ -65,11 +70,15 @@ fn tracepoint(name: &'static str, skb_pos: u8, nargs: u8, program: ProgramId) ->
 /// `table` and the journey-ending tracepoints, which take freed skbs out
 /// of the live set (their programs are not among those timed).
 pub(crate) fn with_releases(table: &[ProbeEntry]) -> Vec<ProbeEntry> {
-    let end = |reason| ProgramId::Generic {
-        kind: TypedKind::Tracepoint,
-        skb: 0,
-        reason,
-        end: true,
+    let raw = table.iter().any(|e| is_raw(e.program));
+    let end = |reason| {
+        let tp = ProgramId::Generic {
+            kind: TypedKind::Tracepoint,
+            skb: 0,
+            reason,
+            end: true,
+        };
+        as_ipft(tp, raw)
     };
     let mut t = table.to_vec();
     t.push(tracepoint("consume_skb", 0, 2, end(None)));
@@ -103,4 +112,23 @@ pub(crate) fn with_extension(config: Config, table: &[ProbeEntry]) -> Result<Ses
         );
     }
     Ok(session)
+}
+
+/// A tp_btf program as `ipft` runs it on this kernel when `raw` is asked.
+fn as_ipft(tp: ProgramId, raw: bool) -> ProgramId {
+    match raw && ipft_runtime::kernel::raw_tracepoints() {
+        true => ipft_abi::program::as_raw_tracepoint(tp),
+        false => tp,
+    }
+}
+
+/// Whether `id` is a raw_tp program (one for every tracepoint).
+pub(crate) fn is_raw(id: ProgramId) -> bool {
+    matches!(
+        id,
+        ProgramId::Generic {
+            kind: TypedKind::RawTracepoint,
+            ..
+        }
+    )
 }

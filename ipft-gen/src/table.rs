@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use ipft_abi::program::{generic_entry, kprobe_program, CLONE_MAX_NARGS};
+use ipft_abi::program::{as_raw_tracepoint, generic_entry, kprobe_program, CLONE_MAX_NARGS};
 use ipft_abi::table::{is_clone_function, is_end_marker, mark_journey_ends};
 use ipft_abi::{Backend, ProbeEntry, ProbeKind, ProgramId, TypedKind, Unreached};
 
@@ -20,7 +20,12 @@ pub enum Objects {
         returns: bool,
     },
     /// The generic object built into `ipft`: programs per position.
-    Generic,
+    Generic {
+        /// Tracepoints run the raw_tp programs (one load each, a cookie per
+        /// link) instead of a verified tp_btf copy per tracepoint; for
+        /// kernels with raw_tp cookies and bpf_rdonly_cast.
+        raw_tracepoints: bool,
+    },
 }
 
 /// A probe left out of the table, with the reason.
@@ -94,7 +99,7 @@ fn programs(
             let multi = b == Backend::KprobeMulti;
             let entry = match objects {
                 // Generic end markers take the skb first.
-                Objects::Generic => generic_entry(&shape, b, end && shape.skb_pos == 0)?,
+                Objects::Generic { .. } => generic_entry(&shape, b, end && shape.skb_pos == 0)?,
                 Objects::Specialised { .. } => kprobe_program(&shape, multi, end, shape.reason_pos),
             };
             Some((entry, graph.then_some(ProgramId::Kretprobe { multi })))
@@ -109,8 +114,12 @@ fn programs(
                 ),
             })
         }
-        (Objects::Generic, Backend::Fentry | Backend::TpBtf) => {
+        (Objects::Generic { raw_tracepoints }, Backend::Fentry | Backend::TpBtf) => {
             let entry = generic_entry(&shape, b, end && shape.skb_pos == 0)?;
+            let entry = match raw_tracepoints {
+                true => as_raw_tracepoint(entry),
+                false => entry,
+            };
             let ret = match (b, entry) {
                 (Backend::Fentry, ProgramId::Generic { skb, reason, .. }) if graph => {
                     Some(ProgramId::Generic {
@@ -151,7 +160,7 @@ fn clone_programs(
             },
             None,
         )),
-        (Backend::Fentry, Objects::Generic) => (1..=CLONE_MAX_NARGS)
+        (Backend::Fentry, Objects::Generic { .. }) => (1..=CLONE_MAX_NARGS)
             .contains(&shape.nargs)
             .then_some((ProgramId::CloneExit { nargs: shape.nargs }, None)),
         (Backend::TpBtf, _) => None,
@@ -204,6 +213,12 @@ pub fn pick_end_markers(
 mod tests {
     use super::*;
 
+    use ipft_abi::program::generic_programs;
+
+    const GENERIC: Objects = Objects::Generic {
+        raw_tracepoints: false,
+    };
+
     fn probe(name: &str, kind: ProbeKind, skb: u8) -> Probe {
         Probe {
             name: name.into(),
@@ -231,13 +246,9 @@ mod tests {
         assert_eq!(
             names,
             [
-                "ipft_m0",
-                "ipft_f1",
-                "ipft_t2",
-                "ipft_m3",
-                "ipft_f4",
-                "ipft_m0_e",
-                "ipft_f6"
+                "ipft_m0", "ipft_f1", "ipft_t2", "ipft_m3", "ipft_f4",
+                // kprobe.multi ends journeys in the cookie program.
+                "ipft_m3", "ipft_f6"
             ]
         );
         assert!(left.is_empty());
@@ -247,11 +258,11 @@ mod tests {
         assert_eq!(rows[1].return_program.unwrap().to_string(), "ipft_x1");
 
         // The generic object has no program for an skb in argument 12.
-        let (rows, left) = build(&probes, 3, all, Objects::Generic);
+        let (rows, left) = build(&probes, 3, all, GENERIC);
         let names: Vec<String> = rows.iter().map(|r| r.program.to_string()).collect();
         assert_eq!(
             names,
-            ["ipft_m0", "ipft_gf0", "ipft_gt0", "ipft_m0_e", "ipft_gf0_e"]
+            ["ipft_m0", "ipft_gf0", "ipft_gt0", "ipft_m3", "ipft_gf0_e"]
         );
         assert_eq!(
             left,
@@ -260,6 +271,17 @@ mod tests {
                 Unreached::NoProgram(Backend::KprobeMulti)
             )]
         );
+        // Kernels with raw_tp cookies: tracepoints share raw_tp programs.
+        let raw = Objects::Generic {
+            raw_tracepoints: true,
+        };
+        let (rows, _) = build(&probes, 3, all, raw);
+        let names: Vec<String> = rows.iter().map(|r| r.program.to_string()).collect();
+        assert_eq!(
+            names,
+            ["ipft_m0", "ipft_gf0", "ipft_gp0", "ipft_m3", "ipft_gf0_e"]
+        );
+        assert!(generic_programs().contains(&rows[2].program));
     }
 
     #[test]
@@ -294,11 +316,11 @@ mod tests {
         // Attached at the return with or without function_graph.
         assert_eq!(rows[3].return_attached(false), rows[3].return_program);
         assert_eq!(rows[0].return_attached(false), None);
-        let (rows, _) = build(&probes, 1, all, Objects::Generic);
+        let (rows, _) = build(&probes, 1, all, GENERIC);
         assert_eq!(names(&rows[3..])[2], n("ipft_gc2", None));
         // The copy's source must be the first argument.
         let far = [probe("skb_copy", ProbeKind::Function, 1)];
-        let (rows, left) = build(&far, 0, all, Objects::Generic);
+        let (rows, left) = build(&far, 0, all, GENERIC);
         assert!(rows.is_empty() && left.len() == 1);
     }
 }

@@ -71,6 +71,7 @@ struct ipft_event {
  * stub's (ipft-abi). */
 #define IPFT_COOKIE_REASON(c) (((c) >> 32) & 0xff)
 #define IPFT_COOKIE_SKB(c) (((c) >> 40) & 0xff)
+#define IPFT_COOKIE_END(c) (((c) >> 48) & 1)
 #define IPFT_PROBE_MARKER "0x626f727074667069"
 #define IPFT_PCAP_MARKER "0x7061637074667069"
 
@@ -776,12 +777,13 @@ static __always_inline int ipft_emit(void *ctx, struct sk_buff *skb, __u32 probe
 }
 
 /*
- * A kprobe.multi hit that matched: the cookie (looked up only now) gives the
- * probe index and, where the function has one, its drop reason's position.
+ * A kprobe.multi hit that matched: the cookie (looked up only now, except by
+ * the program that needs it for the skb) gives the probe index and, where the
+ * function has one, its drop reason's position.
  */
-static __always_inline int ipft_emit_multi(struct pt_regs *ctx, struct sk_buff *skb, __u8 flags)
+static __always_inline int ipft_emit_multi(struct pt_regs *ctx, struct sk_buff *skb, __u64 cookie,
+					   __u8 flags)
 {
-	__u64 cookie = bpf_get_attach_cookie(ctx);
 	__u32 reason = IPFT_COOKIE_REASON(cookie);
 
 	if (reason)
@@ -1182,7 +1184,7 @@ int ipft_m0(struct pt_regs *ctx)
 
 		ipft_stash_push(&key, (__u64)(unsigned long)skb);
 	}
-	return ipft_emit_multi(ctx, skb, 0);
+	return ipft_emit_multi(ctx, skb, bpf_get_attach_cookie(ctx), 0);
 }
 
 /* kprobe.multi: skb in argument 1, a drop reason where the cookie says */
@@ -1204,7 +1206,7 @@ int ipft_m1(struct pt_regs *ctx)
 
 		ipft_stash_push(&key, (__u64)(unsigned long)skb);
 	}
-	return ipft_emit_multi(ctx, skb, 0);
+	return ipft_emit_multi(ctx, skb, bpf_get_attach_cookie(ctx), 0);
 }
 
 /* kprobe.multi: skb in argument 2, a drop reason where the cookie says */
@@ -1226,18 +1228,26 @@ int ipft_m2(struct pt_regs *ctx)
 
 		ipft_stash_push(&key, (__u64)(unsigned long)skb);
 	}
-	return ipft_emit_multi(ctx, skb, 0);
+	return ipft_emit_multi(ctx, skb, bpf_get_attach_cookie(ctx), 0);
 }
 
-/* kprobe.multi: skb in argument 3..11 (the cookie says which), a drop reason where the cookie says */
+/* kprobe.multi: skb in argument 3..11 (the cookie says which; it also marks kfree_skbmem, where the skb is freed), a drop reason where the cookie says */
 SEC("kprobe.multi")
 int ipft_m3(struct pt_regs *ctx)
 {
 	struct sk_buff *skb;
+	__u64 cookie;
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, IPFT_COOKIE_SKB(bpf_get_attach_cookie(ctx)) - 1);
+	cookie = bpf_get_attach_cookie(ctx);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, IPFT_COOKIE_SKB(cookie) - 1);
+	if (IPFT_COOKIE_END(cookie)) {
+		/* kfree_skbmem shares this link: a traced skb ends here, marked or not any more. */
+		if (!ipft_live_del(ipft_skb_addr(skb)) && !ipft_selected(skb, ipft_kprobe_mark(skb), false))
+			return 0;
+		return ipft_emit(ctx, skb, (__u32)cookie, IPFT_F_END, 0, false);
+	}
 	if (!ipft_wanted(skb, ipft_kprobe_mark(skb), false))
 		return 0;
 	if (CONFIG.graph) {
@@ -1248,22 +1258,7 @@ int ipft_m3(struct pt_regs *ctx)
 
 		ipft_stash_push(&key, (__u64)(unsigned long)skb);
 	}
-	return ipft_emit_multi(ctx, skb, 0);
-}
-
-/* kprobe.multi: skb in argument 0; the skb is freed here */
-SEC("kprobe.multi")
-int ipft_m0_e(struct pt_regs *ctx)
-{
-	struct sk_buff *skb;
-
-	if (CONFIG.empty)
-		return 0;
-	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, 0);
-	/* A traced skb ends here, marked or not any more. */
-	if (!ipft_live_del(ipft_skb_addr(skb)) && !ipft_selected(skb, ipft_kprobe_mark(skb), false))
-		return 0;
-	return ipft_emit_multi(ctx, skb, IPFT_F_END);
+	return ipft_emit_multi(ctx, skb, cookie, 0);
 }
 
 /* kretprobe: the return of a traced kprobe entry on this thread. */
@@ -1310,7 +1305,7 @@ int ipft_gt0(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1329,7 +1324,7 @@ int ipft_gt1(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[1];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1348,7 +1343,7 @@ int ipft_gt2(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[2];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1367,7 +1362,7 @@ int ipft_gt3(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[3];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1386,7 +1381,7 @@ int ipft_gt4(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[4];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1405,7 +1400,7 @@ int ipft_gt5(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[5];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1424,7 +1419,7 @@ int ipft_gt6(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[6];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1443,7 +1438,7 @@ int ipft_gt7(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[7];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1462,7 +1457,7 @@ int ipft_gt8(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[8];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1481,7 +1476,7 @@ int ipft_gt9(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[9];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1500,7 +1495,7 @@ int ipft_gt10(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[10];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1519,7 +1514,7 @@ int ipft_gt11(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[11];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1538,7 +1533,7 @@ int ipft_gt0_r1(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1557,7 +1552,7 @@ int ipft_gt1_r2(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[1];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1576,7 +1571,7 @@ int ipft_gt0_r2(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1595,7 +1590,7 @@ int ipft_gt0_e(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1614,7 +1609,7 @@ int ipft_gt0_r2_e(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1633,7 +1628,7 @@ int ipft_gf0(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1652,7 +1647,7 @@ int ipft_gf1(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[1];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1671,7 +1666,7 @@ int ipft_gf2(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[2];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1690,7 +1685,7 @@ int ipft_gf3(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[3];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1709,7 +1704,7 @@ int ipft_gf4(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[4];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1728,7 +1723,7 @@ int ipft_gf5(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[5];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1747,7 +1742,7 @@ int ipft_gf6(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[6];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1766,7 +1761,7 @@ int ipft_gf7(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[7];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1785,7 +1780,7 @@ int ipft_gf8(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[8];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1804,7 +1799,7 @@ int ipft_gf9(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[9];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1823,7 +1818,7 @@ int ipft_gf10(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[10];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1842,7 +1837,7 @@ int ipft_gf11(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[11];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1861,7 +1856,7 @@ int ipft_gf0_r1(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1880,7 +1875,7 @@ int ipft_gf1_r2(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[1];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1899,7 +1894,7 @@ int ipft_gf0_r2(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1918,7 +1913,7 @@ int ipft_gf0_e(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1937,7 +1932,7 @@ int ipft_gx0(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1956,7 +1951,7 @@ int ipft_gx1(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[1];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1975,7 +1970,7 @@ int ipft_gx2(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[2];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1994,7 +1989,7 @@ int ipft_gx3(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[3];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -2013,7 +2008,7 @@ int ipft_gx4(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[4];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -2032,7 +2027,7 @@ int ipft_gx5(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[5];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -2051,7 +2046,7 @@ int ipft_gx6(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[6];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -2070,7 +2065,7 @@ int ipft_gx7(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[7];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -2089,7 +2084,7 @@ int ipft_gx8(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[8];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -2108,7 +2103,7 @@ int ipft_gx9(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[9];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -2127,7 +2122,7 @@ int ipft_gx10(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[10];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -2146,7 +2141,7 @@ int ipft_gx11(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[11];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -2165,7 +2160,7 @@ int ipft_gx0_r1(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -2184,7 +2179,7 @@ int ipft_gx1_r2(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[1];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -2203,7 +2198,7 @@ int ipft_gx0_r2(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -2212,6 +2207,329 @@ int ipft_gx0_r2(__u64 *ctx)
 	if (!ipft_match(skb->mark) && !CONFIG.track)
 		return 0;
 	return ipft_typed_hit(ctx, skb, ipft_tracing_probe(), IPFT_F_RETURN | IPFT_F_REASON, ctx[2]);
+}
+
+/* generic raw_tp: skb in argument 0; one link per tracepoint, the probe index as cookie */
+SEC("raw_tp")
+int ipft_gp0(__u64 *ctx)
+{
+	struct sk_buff *skb;
+
+	if (CONFIG.empty)
+		return 0;
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
+	skb = (struct sk_buff *)bpf_core_cast((void *)ctx[0], struct sk_buff);
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb)
+		return 0;
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
+		return 0;
+	return ipft_typed_hit(ctx, skb, bpf_get_attach_cookie(ctx), 0, 0);
+}
+
+/* generic raw_tp: skb in argument 1; one link per tracepoint, the probe index as cookie */
+SEC("raw_tp")
+int ipft_gp1(__u64 *ctx)
+{
+	struct sk_buff *skb;
+
+	if (CONFIG.empty)
+		return 0;
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
+	skb = (struct sk_buff *)bpf_core_cast((void *)ctx[1], struct sk_buff);
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb)
+		return 0;
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
+		return 0;
+	return ipft_typed_hit(ctx, skb, bpf_get_attach_cookie(ctx), 0, 0);
+}
+
+/* generic raw_tp: skb in argument 2; one link per tracepoint, the probe index as cookie */
+SEC("raw_tp")
+int ipft_gp2(__u64 *ctx)
+{
+	struct sk_buff *skb;
+
+	if (CONFIG.empty)
+		return 0;
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
+	skb = (struct sk_buff *)bpf_core_cast((void *)ctx[2], struct sk_buff);
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb)
+		return 0;
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
+		return 0;
+	return ipft_typed_hit(ctx, skb, bpf_get_attach_cookie(ctx), 0, 0);
+}
+
+/* generic raw_tp: skb in argument 3; one link per tracepoint, the probe index as cookie */
+SEC("raw_tp")
+int ipft_gp3(__u64 *ctx)
+{
+	struct sk_buff *skb;
+
+	if (CONFIG.empty)
+		return 0;
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
+	skb = (struct sk_buff *)bpf_core_cast((void *)ctx[3], struct sk_buff);
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb)
+		return 0;
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
+		return 0;
+	return ipft_typed_hit(ctx, skb, bpf_get_attach_cookie(ctx), 0, 0);
+}
+
+/* generic raw_tp: skb in argument 4; one link per tracepoint, the probe index as cookie */
+SEC("raw_tp")
+int ipft_gp4(__u64 *ctx)
+{
+	struct sk_buff *skb;
+
+	if (CONFIG.empty)
+		return 0;
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
+	skb = (struct sk_buff *)bpf_core_cast((void *)ctx[4], struct sk_buff);
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb)
+		return 0;
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
+		return 0;
+	return ipft_typed_hit(ctx, skb, bpf_get_attach_cookie(ctx), 0, 0);
+}
+
+/* generic raw_tp: skb in argument 5; one link per tracepoint, the probe index as cookie */
+SEC("raw_tp")
+int ipft_gp5(__u64 *ctx)
+{
+	struct sk_buff *skb;
+
+	if (CONFIG.empty)
+		return 0;
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
+	skb = (struct sk_buff *)bpf_core_cast((void *)ctx[5], struct sk_buff);
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb)
+		return 0;
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
+		return 0;
+	return ipft_typed_hit(ctx, skb, bpf_get_attach_cookie(ctx), 0, 0);
+}
+
+/* generic raw_tp: skb in argument 6; one link per tracepoint, the probe index as cookie */
+SEC("raw_tp")
+int ipft_gp6(__u64 *ctx)
+{
+	struct sk_buff *skb;
+
+	if (CONFIG.empty)
+		return 0;
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
+	skb = (struct sk_buff *)bpf_core_cast((void *)ctx[6], struct sk_buff);
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb)
+		return 0;
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
+		return 0;
+	return ipft_typed_hit(ctx, skb, bpf_get_attach_cookie(ctx), 0, 0);
+}
+
+/* generic raw_tp: skb in argument 7; one link per tracepoint, the probe index as cookie */
+SEC("raw_tp")
+int ipft_gp7(__u64 *ctx)
+{
+	struct sk_buff *skb;
+
+	if (CONFIG.empty)
+		return 0;
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
+	skb = (struct sk_buff *)bpf_core_cast((void *)ctx[7], struct sk_buff);
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb)
+		return 0;
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
+		return 0;
+	return ipft_typed_hit(ctx, skb, bpf_get_attach_cookie(ctx), 0, 0);
+}
+
+/* generic raw_tp: skb in argument 8; one link per tracepoint, the probe index as cookie */
+SEC("raw_tp")
+int ipft_gp8(__u64 *ctx)
+{
+	struct sk_buff *skb;
+
+	if (CONFIG.empty)
+		return 0;
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
+	skb = (struct sk_buff *)bpf_core_cast((void *)ctx[8], struct sk_buff);
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb)
+		return 0;
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
+		return 0;
+	return ipft_typed_hit(ctx, skb, bpf_get_attach_cookie(ctx), 0, 0);
+}
+
+/* generic raw_tp: skb in argument 9; one link per tracepoint, the probe index as cookie */
+SEC("raw_tp")
+int ipft_gp9(__u64 *ctx)
+{
+	struct sk_buff *skb;
+
+	if (CONFIG.empty)
+		return 0;
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
+	skb = (struct sk_buff *)bpf_core_cast((void *)ctx[9], struct sk_buff);
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb)
+		return 0;
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
+		return 0;
+	return ipft_typed_hit(ctx, skb, bpf_get_attach_cookie(ctx), 0, 0);
+}
+
+/* generic raw_tp: skb in argument 10; one link per tracepoint, the probe index as cookie */
+SEC("raw_tp")
+int ipft_gp10(__u64 *ctx)
+{
+	struct sk_buff *skb;
+
+	if (CONFIG.empty)
+		return 0;
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
+	skb = (struct sk_buff *)bpf_core_cast((void *)ctx[10], struct sk_buff);
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb)
+		return 0;
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
+		return 0;
+	return ipft_typed_hit(ctx, skb, bpf_get_attach_cookie(ctx), 0, 0);
+}
+
+/* generic raw_tp: skb in argument 11; one link per tracepoint, the probe index as cookie */
+SEC("raw_tp")
+int ipft_gp11(__u64 *ctx)
+{
+	struct sk_buff *skb;
+
+	if (CONFIG.empty)
+		return 0;
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
+	skb = (struct sk_buff *)bpf_core_cast((void *)ctx[11], struct sk_buff);
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb)
+		return 0;
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
+		return 0;
+	return ipft_typed_hit(ctx, skb, bpf_get_attach_cookie(ctx), 0, 0);
+}
+
+/* generic raw_tp: skb in argument 0; one link per tracepoint, the probe index as cookie */
+SEC("raw_tp")
+int ipft_gp0_r1(__u64 *ctx)
+{
+	struct sk_buff *skb;
+
+	if (CONFIG.empty)
+		return 0;
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
+	skb = (struct sk_buff *)bpf_core_cast((void *)ctx[0], struct sk_buff);
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb)
+		return 0;
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
+		return 0;
+	return ipft_typed_hit(ctx, skb, bpf_get_attach_cookie(ctx), IPFT_F_REASON, ctx[1]);
+}
+
+/* generic raw_tp: skb in argument 1; one link per tracepoint, the probe index as cookie */
+SEC("raw_tp")
+int ipft_gp1_r2(__u64 *ctx)
+{
+	struct sk_buff *skb;
+
+	if (CONFIG.empty)
+		return 0;
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
+	skb = (struct sk_buff *)bpf_core_cast((void *)ctx[1], struct sk_buff);
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb)
+		return 0;
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
+		return 0;
+	return ipft_typed_hit(ctx, skb, bpf_get_attach_cookie(ctx), IPFT_F_REASON, ctx[2]);
+}
+
+/* generic raw_tp: skb in argument 0; one link per tracepoint, the probe index as cookie */
+SEC("raw_tp")
+int ipft_gp0_r2(__u64 *ctx)
+{
+	struct sk_buff *skb;
+
+	if (CONFIG.empty)
+		return 0;
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
+	skb = (struct sk_buff *)bpf_core_cast((void *)ctx[0], struct sk_buff);
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb)
+		return 0;
+	/* The miss path: the mark alone decides (the filters come after it). */
+	if (!ipft_match(skb->mark) && !CONFIG.track)
+		return 0;
+	return ipft_typed_hit(ctx, skb, bpf_get_attach_cookie(ctx), IPFT_F_REASON, ctx[2]);
+}
+
+/* generic raw_tp: skb in argument 0; one link per tracepoint, the probe index as cookie */
+SEC("raw_tp")
+int ipft_gp0_e(__u64 *ctx)
+{
+	struct sk_buff *skb;
+
+	if (CONFIG.empty)
+		return 0;
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
+	skb = (struct sk_buff *)bpf_core_cast((void *)ctx[0], struct sk_buff);
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb)
+		return 0;
+	/* A traced skb ends here, marked or not any more. */
+	if (!ipft_live_del(ipft_skb_addr(skb)) && !ipft_selected(skb, skb->mark, true))
+		return 0;
+	return ipft_emit(ctx, skb, bpf_get_attach_cookie(ctx), IPFT_F_END, 0, true);
+}
+
+/* generic raw_tp: skb in argument 0; one link per tracepoint, the probe index as cookie */
+SEC("raw_tp")
+int ipft_gp0_r2_e(__u64 *ctx)
+{
+	struct sk_buff *skb;
+
+	if (CONFIG.empty)
+		return 0;
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
+	skb = (struct sk_buff *)bpf_core_cast((void *)ctx[0], struct sk_buff);
+	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
+	if (!skb)
+		return 0;
+	/* A traced skb ends here, marked or not any more. */
+	if (!ipft_live_del(ipft_skb_addr(skb)) && !ipft_selected(skb, skb->mark, true))
+		return 0;
+	return ipft_emit(ctx, skb, bpf_get_attach_cookie(ctx), IPFT_F_END | IPFT_F_REASON, ctx[2], true);
 }
 
 /* kprobe: --track-skb, a clone function's skb (argument 0) */

@@ -250,7 +250,9 @@ fn plan(
         &probes,
         hidden_from,
         |p| p.backends.clone(),
-        Objects::Generic,
+        Objects::Generic {
+            raw_tracepoints: ipft_runtime::kernel::raw_tracepoints(),
+        },
     );
     left_out.extend(missing.into_iter().map(|(n, w)| (n, w.to_string())));
     Ok(Plan { table, left_out })

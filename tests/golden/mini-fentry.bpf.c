@@ -71,6 +71,7 @@ struct ipft_event {
  * stub's (ipft-abi). */
 #define IPFT_COOKIE_REASON(c) (((c) >> 32) & 0xff)
 #define IPFT_COOKIE_SKB(c) (((c) >> 40) & 0xff)
+#define IPFT_COOKIE_END(c) (((c) >> 48) & 1)
 #define IPFT_PROBE_MARKER "0x626f727074667069"
 #define IPFT_PCAP_MARKER "0x7061637074667069"
 
@@ -776,12 +777,13 @@ static __always_inline int ipft_emit(void *ctx, struct sk_buff *skb, __u32 probe
 }
 
 /*
- * A kprobe.multi hit that matched: the cookie (looked up only now) gives the
- * probe index and, where the function has one, its drop reason's position.
+ * A kprobe.multi hit that matched: the cookie (looked up only now, except by
+ * the program that needs it for the skb) gives the probe index and, where the
+ * function has one, its drop reason's position.
  */
-static __always_inline int ipft_emit_multi(struct pt_regs *ctx, struct sk_buff *skb, __u8 flags)
+static __always_inline int ipft_emit_multi(struct pt_regs *ctx, struct sk_buff *skb, __u64 cookie,
+					   __u8 flags)
 {
-	__u64 cookie = bpf_get_attach_cookie(ctx);
 	__u32 reason = IPFT_COOKIE_REASON(cookie);
 
 	if (reason)
@@ -826,7 +828,7 @@ int ipft_f0(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -845,7 +847,7 @@ int ipft_x0(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -864,7 +866,7 @@ int ipft_f1(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -883,7 +885,7 @@ int ipft_x1(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -902,7 +904,7 @@ int ipft_f2(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -921,7 +923,7 @@ int ipft_x2(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -940,7 +942,7 @@ int ipft_f3(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -959,7 +961,7 @@ int ipft_x3(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -978,7 +980,7 @@ int ipft_f4(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -997,7 +999,7 @@ int ipft_x4(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1016,7 +1018,7 @@ int ipft_f5(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[2];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1035,7 +1037,7 @@ int ipft_x5(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[2];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1054,7 +1056,7 @@ int ipft_f6(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1073,7 +1075,7 @@ int ipft_x6(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1092,7 +1094,7 @@ int ipft_f7(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1111,7 +1113,7 @@ int ipft_x7(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1130,7 +1132,7 @@ int ipft_f8(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1149,7 +1151,7 @@ int ipft_x8(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1168,7 +1170,7 @@ int ipft_f9(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1187,7 +1189,7 @@ int ipft_x9(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1206,7 +1208,7 @@ int ipft_f10(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[5];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1225,7 +1227,7 @@ int ipft_x10(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[5];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1244,7 +1246,7 @@ int ipft_f11(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1263,7 +1265,7 @@ int ipft_x11(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1282,7 +1284,7 @@ int ipft_f12(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[1];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1301,7 +1303,7 @@ int ipft_x12(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[1];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1320,7 +1322,7 @@ int ipft_t13(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -1339,7 +1341,7 @@ int ipft_t14(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)

@@ -71,6 +71,7 @@ struct ipft_event {
  * stub's (ipft-abi). */
 #define IPFT_COOKIE_REASON(c) (((c) >> 32) & 0xff)
 #define IPFT_COOKIE_SKB(c) (((c) >> 40) & 0xff)
+#define IPFT_COOKIE_END(c) (((c) >> 48) & 1)
 #define IPFT_PROBE_MARKER "0x626f727074667069"
 #define IPFT_PCAP_MARKER "0x7061637074667069"
 
@@ -776,12 +777,13 @@ static __always_inline int ipft_emit(void *ctx, struct sk_buff *skb, __u32 probe
 }
 
 /*
- * A kprobe.multi hit that matched: the cookie (looked up only now) gives the
- * probe index and, where the function has one, its drop reason's position.
+ * A kprobe.multi hit that matched: the cookie (looked up only now, except by
+ * the program that needs it for the skb) gives the probe index and, where the
+ * function has one, its drop reason's position.
  */
-static __always_inline int ipft_emit_multi(struct pt_regs *ctx, struct sk_buff *skb, __u8 flags)
+static __always_inline int ipft_emit_multi(struct pt_regs *ctx, struct sk_buff *skb, __u64 cookie,
+					   __u8 flags)
 {
-	__u64 cookie = bpf_get_attach_cookie(ctx);
 	__u32 reason = IPFT_COOKIE_REASON(cookie);
 
 	if (reason)
@@ -837,7 +839,7 @@ int ipft_m0(struct pt_regs *ctx)
 
 		ipft_stash_push(&key, (__u64)(unsigned long)skb);
 	}
-	return ipft_emit_multi(ctx, skb, 0);
+	return ipft_emit_multi(ctx, skb, bpf_get_attach_cookie(ctx), 0);
 }
 
 /* kprobe.multi: skb in argument 1, a drop reason where the cookie says */
@@ -859,7 +861,7 @@ int ipft_m1(struct pt_regs *ctx)
 
 		ipft_stash_push(&key, (__u64)(unsigned long)skb);
 	}
-	return ipft_emit_multi(ctx, skb, 0);
+	return ipft_emit_multi(ctx, skb, bpf_get_attach_cookie(ctx), 0);
 }
 
 /* kprobe.multi: skb in argument 2, a drop reason where the cookie says */
@@ -881,18 +883,26 @@ int ipft_m2(struct pt_regs *ctx)
 
 		ipft_stash_push(&key, (__u64)(unsigned long)skb);
 	}
-	return ipft_emit_multi(ctx, skb, 0);
+	return ipft_emit_multi(ctx, skb, bpf_get_attach_cookie(ctx), 0);
 }
 
-/* kprobe.multi: skb in argument 3..11 (the cookie says which), a drop reason where the cookie says */
+/* kprobe.multi: skb in argument 3..11 (the cookie says which; it also marks kfree_skbmem, where the skb is freed), a drop reason where the cookie says */
 SEC("kprobe.multi")
 int ipft_m3(struct pt_regs *ctx)
 {
 	struct sk_buff *skb;
+	__u64 cookie;
 
 	if (CONFIG.empty)
 		return 0;
-	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, IPFT_COOKIE_SKB(bpf_get_attach_cookie(ctx)) - 1);
+	cookie = bpf_get_attach_cookie(ctx);
+	skb = (struct sk_buff *)ipft_kprobe_arg(ctx, IPFT_COOKIE_SKB(cookie) - 1);
+	if (IPFT_COOKIE_END(cookie)) {
+		/* kfree_skbmem shares this link: a traced skb ends here, marked or not any more. */
+		if (!ipft_live_del(ipft_skb_addr(skb)) && !ipft_selected(skb, ipft_kprobe_mark(skb), false))
+			return 0;
+		return ipft_emit(ctx, skb, (__u32)cookie, IPFT_F_END, 0, false);
+	}
 	if (!ipft_wanted(skb, ipft_kprobe_mark(skb), false))
 		return 0;
 	if (CONFIG.graph) {
@@ -903,7 +913,7 @@ int ipft_m3(struct pt_regs *ctx)
 
 		ipft_stash_push(&key, (__u64)(unsigned long)skb);
 	}
-	return ipft_emit_multi(ctx, skb, 0);
+	return ipft_emit_multi(ctx, skb, cookie, 0);
 }
 
 /* kretprobe.multi: the return of a traced kprobe entry on this thread. */
@@ -932,7 +942,7 @@ int ipft_t14(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -951,7 +961,7 @@ int ipft_t15(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)

@@ -71,6 +71,7 @@ struct ipft_event {
  * stub's (ipft-abi). */
 #define IPFT_COOKIE_REASON(c) (((c) >> 32) & 0xff)
 #define IPFT_COOKIE_SKB(c) (((c) >> 40) & 0xff)
+#define IPFT_COOKIE_END(c) (((c) >> 48) & 1)
 #define IPFT_PROBE_MARKER "0x626f727074667069"
 #define IPFT_PCAP_MARKER "0x7061637074667069"
 
@@ -776,12 +777,13 @@ static __always_inline int ipft_emit(void *ctx, struct sk_buff *skb, __u32 probe
 }
 
 /*
- * A kprobe.multi hit that matched: the cookie (looked up only now) gives the
- * probe index and, where the function has one, its drop reason's position.
+ * A kprobe.multi hit that matched: the cookie (looked up only now, except by
+ * the program that needs it for the skb) gives the probe index and, where the
+ * function has one, its drop reason's position.
  */
-static __always_inline int ipft_emit_multi(struct pt_regs *ctx, struct sk_buff *skb, __u8 flags)
+static __always_inline int ipft_emit_multi(struct pt_regs *ctx, struct sk_buff *skb, __u64 cookie,
+					   __u8 flags)
 {
-	__u64 cookie = bpf_get_attach_cookie(ctx);
 	__u32 reason = IPFT_COOKIE_REASON(cookie);
 
 	if (reason)
@@ -954,7 +956,7 @@ int ipft_t14(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)
@@ -973,7 +975,7 @@ int ipft_t15(__u64 *ctx)
 
 	if (CONFIG.empty)
 		return 0;
-	/* Typed BTF argument: a direct load, no helper call on the miss path. */
+	/* A BTF pointer: its fields are direct loads, no helper call on the miss path. */
 	skb = (struct sk_buff *)ctx[0];
 	/* Some tracepoint arguments are nullable (qdisc_dequeue): the verifier insists. */
 	if (!skb)

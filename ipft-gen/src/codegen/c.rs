@@ -168,6 +168,13 @@ fn program(id: ProgramId, probe: String, comment: String) -> Program {
                 section,
                 prog,
                 skb_pos: skb,
+                skb_arg: match kind {
+                    // raw_tp arguments are plain numbers to the verifier.
+                    TypedKind::RawTracepoint => {
+                        format!("bpf_core_cast((void *)ctx[{skb}], struct sk_buff)")
+                    }
+                    _ => format!("ctx[{skb}]"),
+                },
                 has_reason: reason.is_some(),
                 reason_pos: reason.unwrap_or(0),
                 end,
@@ -337,6 +344,14 @@ pub fn render_generic() -> Result<String, TemplateError> {
     let programs = generic_programs().into_iter().map(|id| {
         let (probe, comment) = match id {
             ProgramId::CloneExit { .. } => ("ipft_tracing_probe()".to_string(), String::new()),
+            ProgramId::Generic {
+                kind: TypedKind::RawTracepoint,
+                skb,
+                ..
+            } => (
+                "bpf_get_attach_cookie(ctx)".to_string(),
+                format!("generic raw_tp: skb in argument {skb}; one link per tracepoint, the probe index as cookie"),
+            ),
             ProgramId::Generic { kind, skb, .. } => (
                 match kind {
                     TypedKind::Tracepoint => "ipft_tp_probe()".to_string(),

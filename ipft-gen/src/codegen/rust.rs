@@ -35,6 +35,7 @@ fn typed_kind(k: TypedKind) -> TokenStream {
         TypedKind::Tracepoint => quote! { ::ipft_runtime::TypedKind::Tracepoint },
         TypedKind::Entry => quote! { ::ipft_runtime::TypedKind::Entry },
         TypedKind::Return => quote! { ::ipft_runtime::TypedKind::Return },
+        TypedKind::RawTracepoint => quote! { ::ipft_runtime::TypedKind::RawTracepoint },
     }
 }
 

@@ -33,6 +33,7 @@ impl Session {
         let raw_tp = kernel::cookies().raw_tp;
         let raw = |e: &ProbeEntry| {
             e.module.is_none()
+                && !is_raw_tracepoint(e.program)
                 && match e.backend {
                     Backend::Fentry => raw_fentry,
                     Backend::TpBtf => raw_tp,
@@ -47,6 +48,13 @@ impl Session {
             autoload.insert(e.program);
             autoload.extend(e.return_attached(graph));
         }
+        // raw_tp programs are loaded once and linked to each tracepoint.
+        autoload.extend(
+            table
+                .iter()
+                .map(|e| e.program)
+                .filter(|&p| is_raw_tracepoint(p)),
+        );
         // Each generic fentry/fexit (and tp_btf) program is loaded once in
         // the main object, aimed at the first vmlinux function (tracepoint)
         // that uses it; its relocated instructions are then loaded again for
@@ -133,6 +141,7 @@ impl Session {
                     multi.entry(e.program).or_default().push(i);
                     continue;
                 }
+                Backend::TpBtf if is_raw_tracepoint(e.program) => Ok(s.attach_raw_tracepoint(e, i)),
                 Backend::Fentry | Backend::TpBtf if raw(e) => s.attach_typed_raw(e, i, graph),
                 Backend::TpBtf | Backend::Fentry => s.load_typed_copy(object, e, i, &opts),
             };
@@ -164,6 +173,18 @@ impl Session {
         s.attach_multi_groups(multi, table, graph, &mut done, progress)?;
         lap(&mut s, "kprobe-multi links");
         Ok(s)
+    }
+
+    /// Link tracepoint row `id` to the main object's raw_tp program for its
+    /// skb position, the probe index as cookie: no load of its own.
+    fn attach_raw_tracepoint(&mut self, e: &ProbeEntry, id: usize) -> Result<(), String> {
+        let Some(p) = Self::prog(&self.objects[0], e.program) else {
+            return Err(format!("program {} missing", e.program));
+        };
+        let link = raw::raw_tracepoint_link(p.as_fd().as_raw_fd(), &e.name, id as u64)
+            .map_err(errno_text)?;
+        self.raw_links.push(link);
+        Ok(())
     }
 
     /// Load a generic fentry (and fexit) or tp_btf program's instructions
@@ -302,6 +323,16 @@ impl Session {
 /// since the object loads without it: keep the log, no backend fallback.
 fn refused_extension(opts: &LoadOptions, log: &str) -> bool {
     opts.config.ext != 0 && log.contains("processed ")
+}
+
+fn is_raw_tracepoint(id: ProgramId) -> bool {
+    matches!(
+        id,
+        ProgramId::Generic {
+            kind: TypedKind::RawTracepoint,
+            ..
+        }
+    )
 }
 
 /// A tracepoint's program attaches as a raw tracepoint; fexit for the

@@ -103,6 +103,14 @@ pub fn rdonly_cast() -> bool {
     !btf_ids("bpf_rdonly_cast").is_empty()
 }
 
+/// Whether `ipft` runs tracepoints with its raw_tp programs, one load for
+/// all and a cookie per link, rather than a verified tp_btf copy per
+/// tracepoint: with raw_tp cookies (Linux 6.10) and bpf_rdonly_cast, which
+/// keeps the skb's fields plain loads.
+pub fn raw_tracepoints() -> bool {
+    cookies().raw_tp && rdonly_cast()
+}
+
 /// BTF id of the netif_receive_skb tracepoint, where feature probes aim tp_btf.
 fn tracepoint_target() -> Option<u32> {
     tracepoint_btf_id("netif_receive_skb")

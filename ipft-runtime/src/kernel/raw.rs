@@ -1,5 +1,6 @@
 //! Raw BPF calls libbpf-rs does not offer: loading relocated instructions
-//! directly, tracing links with a cookie, a kprobe-multi link by symbol.
+//! directly, tracing and raw tracepoint links with a cookie, a kprobe-multi
+//! link by symbol.
 //! Errors are errnos.
 
 use std::ffi::CString;
@@ -79,6 +80,19 @@ pub fn tracing_link(
     opts.__bindgen_anon_1.tracing.cookie = cookie;
     // SAFETY: valid fd and opts.
     owned(unsafe { sys::bpf_link_create(prog_fd, 0, attach, &opts) })
+}
+
+/// A raw tracepoint link of `prog_fd` (a raw_tp program) to tracepoint
+/// `name`, carrying `cookie` (Linux 6.10).
+pub fn raw_tracepoint_link(prog_fd: i32, name: &str, cookie: u64) -> Result<OwnedFd, i32> {
+    let name = CString::new(name).map_err(|_| libc::EINVAL)?;
+    let mut opts = sys::bpf_raw_tp_opts {
+        sz: std::mem::size_of::<sys::bpf_raw_tp_opts>() as _,
+        tp_name: name.as_ptr(),
+        cookie,
+    };
+    // SAFETY: valid fd, opts and name for the call.
+    owned(unsafe { sys::bpf_raw_tracepoint_open_opts(prog_fd, &mut opts) })
 }
 
 pub(crate) fn owned(fd: i32) -> Result<OwnedFd, i32> {
