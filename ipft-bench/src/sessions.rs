@@ -70,7 +70,7 @@ fn tracepoint(name: &'static str, skb_pos: u8, nargs: u8, program: ProgramId) ->
 /// `table` and the journey-ending tracepoints, which take freed skbs out
 /// of the live set (their programs are not among those timed).
 pub(crate) fn with_releases(table: &[ProbeEntry]) -> Vec<ProbeEntry> {
-    let raw = table.iter().any(|e| is_raw(e.program));
+    let raw = table.iter().any(|e| e.program.is_raw_tracepoint());
     let end = |reason| {
         let tp = ProgramId::Generic {
             kind: TypedKind::Tracepoint,
@@ -120,15 +120,4 @@ fn as_ipft(tp: ProgramId, raw: bool) -> ProgramId {
         true => ipft_abi::program::as_raw_tracepoint(tp),
         false => tp,
     }
-}
-
-/// Whether `id` is a raw_tp program (one for every tracepoint).
-pub(crate) fn is_raw(id: ProgramId) -> bool {
-    matches!(
-        id,
-        ProgramId::Generic {
-            kind: TypedKind::RawTracepoint,
-            ..
-        }
-    )
 }

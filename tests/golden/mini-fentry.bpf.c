@@ -424,6 +424,16 @@ static __always_inline bool ipft_wanted(struct sk_buff *skb, __u32 mark, bool ty
 }
 
 /*
+ * Where an skb's memory is released: the event is traced if the skb had
+ * one before (it is forgotten here), marked or not any more, or if this hit
+ * selects it.
+ */
+static __always_inline bool ipft_freed_wanted(struct sk_buff *skb, __u32 mark, bool typed)
+{
+	return ipft_live_del(ipft_skb_addr(skb)) || ipft_selected(skb, mark, typed);
+}
+
+/*
  * Kernels before 5.15 give kprobe links no cookie. There the probe is found
  * from the address the kprobe fired at: on x86_64 the saved ip is one past
  * the function's first byte, where the int3 or the ftrace call sits. The
@@ -1328,7 +1338,7 @@ int ipft_t13(__u64 *ctx)
 	if (!skb)
 		return 0;
 	/* A traced skb ends here, marked or not any more. */
-	if (!ipft_live_del(ipft_skb_addr(skb)) && !ipft_selected(skb, skb->mark, true))
+	if (!ipft_freed_wanted(skb, skb->mark, true))
 		return 0;
 	return ipft_emit(ctx, skb, 13, IPFT_F_END | IPFT_F_REASON, ctx[2], true);
 }

@@ -33,7 +33,7 @@ impl Session {
         let raw_tp = kernel::cookies().raw_tp;
         let raw = |e: &ProbeEntry| {
             e.module.is_none()
-                && !is_raw_tracepoint(e.program)
+                && !e.program.is_raw_tracepoint()
                 && match e.backend {
                     Backend::Fentry => raw_fentry,
                     Backend::TpBtf => raw_tp,
@@ -53,7 +53,7 @@ impl Session {
             table
                 .iter()
                 .map(|e| e.program)
-                .filter(|&p| is_raw_tracepoint(p)),
+                .filter(|p| p.is_raw_tracepoint()),
         );
         // Each generic fentry/fexit (and tp_btf) program is loaded once in
         // the main object, aimed at the first vmlinux function (tracepoint)
@@ -141,7 +141,9 @@ impl Session {
                     multi.entry(e.program).or_default().push(i);
                     continue;
                 }
-                Backend::TpBtf if is_raw_tracepoint(e.program) => Ok(s.attach_raw_tracepoint(e, i)),
+                Backend::TpBtf if e.program.is_raw_tracepoint() => {
+                    Ok(s.attach_raw_tracepoint(e, i))
+                }
                 Backend::Fentry | Backend::TpBtf if raw(e) => s.attach_typed_raw(e, i, graph),
                 Backend::TpBtf | Backend::Fentry => s.load_typed_copy(object, e, i, &opts),
             };
@@ -323,16 +325,6 @@ impl Session {
 /// since the object loads without it: keep the log, no backend fallback.
 fn refused_extension(opts: &LoadOptions, log: &str) -> bool {
     opts.config.ext != 0 && log.contains("processed ")
-}
-
-fn is_raw_tracepoint(id: ProgramId) -> bool {
-    matches!(
-        id,
-        ProgramId::Generic {
-            kind: TypedKind::RawTracepoint,
-            ..
-        }
-    )
 }
 
 /// A tracepoint's program attaches as a raw tracepoint; fexit for the
