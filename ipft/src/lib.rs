@@ -10,7 +10,9 @@ use std::time::Instant;
 
 use ipft_abi::program::generic_entry;
 use ipft_abi::{policy, Asked, Backend, KernelOffer, ProbeEntry, ProbeKind};
-use ipft_gen::discover::{discover, discover_kept, Backends, BtfInput, Discovery};
+use ipft_gen::discover::{
+    discover, discover_kept, refresh_snapshot, Backends, BtfInput, Discovery,
+};
 use ipft_gen::probe::Profile;
 use ipft_gen::table::{self, Objects};
 use ipft_gen::Probe;
@@ -131,6 +133,11 @@ pub fn run(args: IpftArgs) -> Result<i32, RunError> {
         }
         say!("timing: load+attach {:.3}s", t_load.elapsed().as_secs_f64());
         say!(
+            "links: kprobe-multi {}, by address {}",
+            session.multi_link_count(),
+            session.multi_by_address
+        );
+        say!(
             "timing: discover+load+attach {:.3}s",
             t0.elapsed().as_secs_f64()
         );
@@ -143,9 +150,11 @@ pub fn run(args: IpftArgs) -> Result<i32, RunError> {
         false => Default::default(),
     };
     // A cold start keeps what it found for the next one in this boot, off
-    // the way to "Trace ready!".
+    // the way to "Trace ready!"; a warm one what it learnt beyond that.
     if let Some(s) = d.snapshot.take() {
         std::thread::spawn(move || s.save());
+    } else if kernel::learnt_new_addrs() {
+        std::thread::spawn(refresh_snapshot);
     }
     let decoder = ext.map(|x| x.decoder);
     let outcome = event_loop::run(&cfg, &signals, output, session, &table, &reasons, decoder)?;

@@ -11,7 +11,7 @@ use ipft_runtime::select::Filter;
 use crate::probe::{Probe, Profile};
 
 mod snapshot;
-pub use snapshot::Snapshot;
+pub use snapshot::{refresh as refresh_snapshot, Snapshot};
 
 /// Where the BTF comes from.
 #[derive(Debug, Clone)]

@@ -87,6 +87,11 @@ impl Snapshot {
             return;
         };
         self.facts = Facts::learnt();
+        // A module's function addresses hold while the key can tell that
+        // the module was not loaded again: only where it shows addresses.
+        if key.contains(" 0x0000000000000000\n") {
+            self.facts.function_addrs.retain(|(f, _)| !f.contains(':'));
+        }
         let Ok(json) = serde_json::to_vec(&self) else {
             return;
         };
@@ -127,9 +132,18 @@ fn path() -> Option<PathBuf> {
     }
 }
 
+/// Keep what this start learnt beyond the snapshot it was seeded from (the
+/// addresses of functions it was the first to attach by name).
+pub fn refresh() {
+    if let Some(s) = Snapshot::load() {
+        s.save();
+    }
+}
+
 /// What a snapshot holds for: this boot, this binary (its size and
-/// modification time) and the modules loaded now (name and size each:
-/// module reference counts change without a module coming or going).
+/// modification time) and the modules loaded now (name, size and address
+/// each: module reference counts change without a module coming or going,
+/// and a module loaded again lands elsewhere).
 fn key() -> Option<String> {
     let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
     let exe = fs::metadata(std::env::current_exe().ok()?).ok()?;
@@ -144,10 +158,8 @@ fn key() -> Option<String> {
     for line in modules.lines() {
         let mut w = line.split_whitespace();
         if let (Some(name), Some(size)) = (w.next(), w.next()) {
-            key.push_str(name);
-            key.push(' ');
-            key.push_str(size);
-            key.push('\n');
+            let addr = w.nth(3).unwrap_or("-");
+            key.push_str(&format!("{name} {size} {addr}\n"));
         }
     }
     Some(key)

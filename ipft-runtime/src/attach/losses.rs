@@ -66,8 +66,9 @@ impl Session {
         for p in &self.raw_progs {
             l.recursion += raw::recursion_misses(p.as_fd());
         }
-        for link in &self.links {
-            l.kprobe += match LinkInfo::from_fd(link.as_fd()).map(|i| i.info) {
+        let links = self.links.iter().map(|l| l.as_fd());
+        for link in links.chain(self.multi_links.iter().map(|l| l.as_fd())) {
+            l.kprobe += match LinkInfo::from_fd(link).map(|i| i.info) {
                 Ok(LinkTypeInfo::KprobeMulti(k)) => k.missed,
                 Ok(LinkTypeInfo::PerfEvent(p)) => match p.event_type {
                     PerfEventType::Kprobe { missed, .. } => missed,

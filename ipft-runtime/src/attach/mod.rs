@@ -18,11 +18,11 @@ use std::sync::Mutex;
 use ipft_abi::program::kprobe_multi_cookie;
 use ipft_abi::{Backend, Config, Layout, ProbeEntry, ProgramId};
 
-use crate::kernel;
+use crate::kernel::{self, raw, raw::MultiTargets};
 use libbpf_rs::{
-    ErrorKind, KprobeMultiOpts, KprobeOpts, Link, MapCore, Object, ObjectBuilder, OpenObject,
-    PrintLevel,
+    ErrorKind, KprobeOpts, Link, MapCore, Object, ObjectBuilder, OpenObject, PrintLevel,
 };
+use std::os::fd::{AsFd, AsRawFd};
 
 /// Setting up failed as a whole (as opposed to one probe failing).
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +158,10 @@ pub struct Session {
     links: Vec<Link>,
     /// Links and programs made with the raw API (generic fentry/fexit).
     raw_links: Vec<OwnedFd>,
+    /// kprobe-multi links.
+    multi_links: Vec<OwnedFd>,
+    /// How many of them were attached by address (for --timings).
+    pub multi_by_address: usize,
     raw_progs: Vec<OwnedFd>,
     objects: Vec<Object>,
     /// Relocated instructions of generic fentry/fexit programs.
@@ -171,6 +175,11 @@ pub struct Session {
 }
 
 impl Session {
+    /// kprobe-multi links attached.
+    pub fn multi_link_count(&self) -> usize {
+        self.multi_links.len()
+    }
+
     /// The object holding the ring buffer and loss counters.
     pub fn main_object(&self) -> &Object {
         &self.objects[0]
@@ -184,11 +193,21 @@ impl Session {
     /// Detach, keeping `releasing` at the number of links still to go.
     pub fn detach_counting(&mut self, releasing: &std::sync::atomic::AtomicUsize) {
         use std::sync::atomic::Ordering;
+        let links = std::mem::take(&mut self.links);
+        let multi = std::mem::take(&mut self.multi_links);
+        let raw = std::mem::take(&mut self.raw_links);
+        releasing.store(links.len() + multi.len() + raw.len(), Ordering::SeqCst);
+        let release = |fd: OwnedFd| {
+            drop(fd);
+            releasing.fetch_sub(1, Ordering::SeqCst);
+        };
+        // kprobe-multi links first, one after the other: the kernel releases
+        // them under ftrace's lock, each waiting for RCU-tasks grace periods,
+        // so threads only contend (two threads took 0.1 s more for four).
+        multi.into_iter().for_each(release);
         // Releasing an fentry/fexit link waits for an RCU-tasks grace period
         // (the trampoline may still be running): close links from several
         // threads so those waits overlap instead of adding up.
-        let links = std::mem::take(&mut self.links);
-        let raw = std::mem::take(&mut self.raw_links);
         let threads = DETACH_THREADS
             .min(links.len().max(raw.len()).div_ceil(16))
             .max(1);
@@ -200,9 +219,6 @@ impl Session {
         for (i, l) in raw.into_iter().enumerate() {
             raw_chunks[i % threads].push(l);
         }
-        let total: usize = link_chunks.iter().map(Vec::len).sum::<usize>()
-            + raw_chunks.iter().map(Vec::len).sum::<usize>();
-        releasing.store(total, Ordering::SeqCst);
         std::thread::scope(|sc| {
             for (l, r) in link_chunks.into_iter().zip(raw_chunks) {
                 sc.spawn(move || {
@@ -210,10 +226,7 @@ impl Session {
                         drop(link);
                         releasing.fetch_sub(1, Ordering::SeqCst);
                     }
-                    for fd in r {
-                        drop(fd);
-                        releasing.fetch_sub(1, Ordering::SeqCst);
-                    }
+                    r.into_iter().for_each(release);
                 });
             }
         });
@@ -278,8 +291,10 @@ impl Session {
         Ok(())
     }
 
-    /// One kprobe-multi link per program for the rows `ids` (symbols and
-    /// cookies in one syscall).
+    /// One kprobe-multi link per program for the rows `ids` (functions and
+    /// cookies in one syscall): by address where an earlier link of this
+    /// boot told them, else by name, learning the addresses the kernel
+    /// resolved for the next start.
     fn attach_multi(
         &mut self,
         o: usize,
@@ -294,23 +309,43 @@ impl Session {
         if let Some(r) = table[ids[0]].return_attached(graph) {
             progs.push((r, true));
         }
+        let funcs = || {
+            ids.iter()
+                .map(|&i| (table[i].module.as_deref(), table[i].name.as_ref()))
+        };
+        let names: Vec<&str> = ids.iter().map(|&i| table[i].name.as_ref()).collect();
+        let cookies: Vec<u64> = ids
+            .iter()
+            .map(|&i| kprobe_multi_cookie(i, &table[i]))
+            .collect();
+        let addrs = kernel::function_addrs(funcs());
         let mut links = Vec::new();
         for (id, retprobe) in progs {
             let Some(p) = Self::prog(obj, id) else {
                 return Err(libbpf_rs::Error::from_raw_os_error(libc::ENOENT));
             };
-            let opts = KprobeMultiOpts {
-                symbols: ids.iter().map(|&i| table[i].name.to_string()).collect(),
-                cookies: ids
-                    .iter()
-                    .map(|&i| kprobe_multi_cookie(i, &table[i]))
-                    .collect(),
-                retprobe,
-                ..Default::default()
+            let fd = p.as_fd().as_raw_fd();
+            // The addresses are this boot's (a snapshot's key holds the
+            // modules' addresses too); should the kernel refuse them, names.
+            let by_addr = addrs.as_ref().and_then(|a| {
+                raw::kprobe_multi_link(fd, MultiTargets::Addrs(a), &cookies, retprobe).ok()
+            });
+            let link = match by_addr {
+                Some(l) => {
+                    self.multi_by_address += 1;
+                    l
+                }
+                None => {
+                    let l =
+                        raw::kprobe_multi_link(fd, MultiTargets::Names(&names), &cookies, retprobe)
+                            .map_err(libbpf_rs::Error::from_raw_os_error)?;
+                    learn_addrs(l.as_fd(), table);
+                    l
+                }
             };
-            links.push(p.attach_kprobe_multi_with_opts(opts)?);
+            links.push(link);
         }
-        self.links.extend(links);
+        self.multi_links.extend(links);
         Ok(())
     }
 
@@ -350,6 +385,18 @@ impl Drop for Session {
     fn drop(&mut self) {
         self.detach();
     }
+}
+
+/// Keep the addresses the kernel resolved a kprobe-multi link's functions
+/// to (each found by its cookie's row index).
+fn learn_addrs(link: std::os::fd::BorrowedFd<'_>, table: &[ProbeEntry]) {
+    let Some(found) = raw::kprobe_multi_addrs(link) else {
+        return;
+    };
+    kernel::learn_function_addrs(found.into_iter().filter_map(|(cookie, addr)| {
+        let e = table.get((cookie & 0xffff_ffff) as usize)?;
+        Some((e.module.as_deref(), e.name.as_ref(), addr))
+    }));
 }
 
 /// The id of an object's program, if it is one of ours.

@@ -6,9 +6,10 @@
 //! boot [`Facts::learnt`], instead of reading the BTF and loading probes
 //! again.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +46,10 @@ fn running() -> Option<&'static Running> {
 }
 
 static NAMED: OnceLock<Option<Vec<Vec<u32>>>> = OnceLock::new();
+/// Entry addresses the kernel resolved for kprobe-multi links, by
+/// [`addr_key`]; and whether this process added any.
+static FUNCTION_ADDRS: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+static NEW_ADDRS: AtomicBool = AtomicBool::new(false);
 static COOKIES: OnceLock<Cookies> = OnceLock::new();
 static REASONS: OnceLock<Vec<(u64, String)>> = OnceLock::new();
 
@@ -127,6 +132,43 @@ pub(super) fn fentry_target() -> Option<u32> {
     btf_ids("ip_rcv").first().copied()
 }
 
+fn addr_key(module: Option<&str>, name: &str) -> String {
+    match module {
+        Some(m) => format!("{m}:{name}"),
+        None => name.to_string(),
+    }
+}
+
+/// The entry address of every function (module, name) of a kprobe-multi
+/// link, if all are known: a link by address spares the kernel its walk
+/// over every symbol for the names.
+pub fn function_addrs<'a>(
+    funcs: impl IntoIterator<Item = (Option<&'a str>, &'a str)>,
+) -> Option<Vec<u64>> {
+    let known = FUNCTION_ADDRS.lock().ok()?;
+    funcs
+        .into_iter()
+        .map(|(m, n)| known.get(&addr_key(m, n)).copied())
+        .collect()
+}
+
+/// Keep the entry addresses a link by name was resolved to.
+pub fn learn_function_addrs<'a>(found: impl IntoIterator<Item = (Option<&'a str>, &'a str, u64)>) {
+    if let Ok(mut known) = FUNCTION_ADDRS.lock() {
+        for (m, n, addr) in found {
+            if known.insert(addr_key(m, n), addr).is_none() {
+                NEW_ADDRS.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Whether this process learnt an address the facts it was seeded with
+/// did not hold.
+pub fn learnt_new_addrs() -> bool {
+    NEW_ADDRS.load(Ordering::Relaxed)
+}
+
 /// Drop reason names of the running kernel's `enum skb_drop_reason`
 /// (without the SKB_DROP_REASON_ prefix).
 pub fn drop_reasons() -> HashMap<u64, String> {
@@ -154,6 +196,9 @@ pub struct Facts {
     pub cookies: Option<Cookies>,
     /// Drop reasons (value, name).
     pub drop_reasons: Option<Vec<(u64, String)>>,
+    /// Functions' entry addresses ("module:name", or "name" in vmlinux).
+    #[serde(default)]
+    pub function_addrs: Vec<(String, u64)>,
 }
 
 impl Facts {
@@ -169,6 +214,10 @@ impl Facts {
             }),
             cookies: COOKIES.get().copied(),
             drop_reasons: REASONS.get().cloned(),
+            function_addrs: FUNCTION_ADDRS
+                .lock()
+                .map(|a| a.iter().map(|(k, v)| (k.clone(), *v)).collect())
+                .unwrap_or_default(),
         }
     }
 
@@ -187,6 +236,9 @@ impl Facts {
         }
         if let Some(r) = self.drop_reasons {
             let _ = REASONS.set(r);
+        }
+        if let Ok(mut known) = FUNCTION_ADDRS.lock() {
+            known.extend(self.function_addrs);
         }
     }
 }
@@ -211,8 +263,28 @@ mod tests {
                 raw_tp: true,
             }),
             drop_reasons: Some(vec![(2, "NOT_SPECIFIED".into())]),
+            function_addrs: vec![("ip_rcv".into(), 0xffff_ffff_8100_0000)],
         };
         let back: Facts = serde_json::from_str(&serde_json::to_string(&f).unwrap()).unwrap();
         assert_eq!(back, f);
+    }
+
+    #[test]
+    fn a_link_goes_by_address_only_when_every_function_has_one() {
+        learn_function_addrs([
+            (None, "t_ip_rcv", 0x10),
+            (Some("veth"), "t_veth_xmit", 0x20),
+        ]);
+        assert!(learnt_new_addrs());
+        let ip = (None, "t_ip_rcv");
+        assert_eq!(
+            function_addrs([ip, (Some("veth"), "t_veth_xmit")]),
+            Some(vec![0x10, 0x20])
+        );
+        // The same name in vmlinux is another function.
+        assert_eq!(function_addrs([ip, (None, "t_veth_xmit")]), None);
+        assert_eq!(function_addrs([ip, (None, "t_unknown")]), None);
+        let kept = Facts::learnt().function_addrs;
+        assert!(kept.contains(&("veth:t_veth_xmit".to_string(), 0x20)));
     }
 }

@@ -9,8 +9,8 @@ pub mod raw;
 mod symbols;
 
 pub use facts::{
-    btf_ids, cookies, drop_reasons, raw_tracepoints, rdonly_cast, running_btf, tracepoint_btf_id,
-    Cookies, Facts,
+    btf_ids, cookies, drop_reasons, function_addrs, learn_function_addrs, learnt_new_addrs,
+    raw_tracepoints, rdonly_cast, running_btf, tracepoint_btf_id, Cookies, Facts,
 };
 use ipft_abi::{policy, Backend, KernelOffer};
 pub use ksyms::Symbolizer;

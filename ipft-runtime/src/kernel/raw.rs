@@ -1,10 +1,10 @@
 //! Raw BPF calls libbpf-rs does not offer: loading relocated instructions
-//! directly, tracing and raw tracepoint links with a cookie, a kprobe-multi
-//! link by symbol.
+//! directly, tracing and raw tracepoint links with a cookie, kprobe-multi
+//! links by address and what the kernel resolved a link's names to.
 //! Errors are errnos.
 
 use std::ffi::CString;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use libbpf_rs::libbpf_sys as sys;
 
@@ -95,6 +95,90 @@ pub fn raw_tracepoint_link(prog_fd: i32, name: &str, cookie: u64) -> Result<Owne
     owned(unsafe { sys::bpf_raw_tracepoint_open_opts(prog_fd, &mut opts) })
 }
 
+/// The functions of a kprobe-multi link.
+pub enum MultiTargets<'a> {
+    /// By name: the kernel looks the names up with one walk over every
+    /// kernel symbol per link (~70 ms a link under the lab's emulator).
+    Names(&'a [&'a str]),
+    /// By address (function entry, as kallsyms has it): no lookup.
+    Addrs(&'a [u64]),
+}
+
+/// A kprobe-multi (`retprobe`: kretprobe-multi) link of `prog_fd` to
+/// `targets`, `cookies[i]` for the i-th.
+pub fn kprobe_multi_link(
+    prog_fd: i32,
+    targets: MultiTargets<'_>,
+    cookies: &[u64],
+    retprobe: bool,
+) -> Result<OwnedFd, i32> {
+    // SAFETY: zeroed opts with sz set; the union member matches the attach type.
+    let mut opts: sys::bpf_link_create_opts = unsafe { std::mem::zeroed() };
+    opts.sz = std::mem::size_of::<sys::bpf_link_create_opts>() as _;
+    // SAFETY: the kprobe_multi member is the one BPF_TRACE_KPROBE_MULTI reads.
+    let multi = unsafe { &mut opts.__bindgen_anon_1.kprobe_multi };
+    multi.flags = u32::from(retprobe) * sys::BPF_F_KPROBE_MULTI_RETURN;
+    multi.cookies = cookies.as_ptr();
+    let names: Vec<CString>;
+    let mut name_ptrs: Vec<*const std::os::raw::c_char>;
+    match targets {
+        MultiTargets::Names(n) => {
+            names = n
+                .iter()
+                .map(|s| CString::new(*s).map_err(|_| libc::EINVAL))
+                .collect::<Result<_, _>>()?;
+            name_ptrs = names.iter().map(|c| c.as_ptr()).collect();
+            multi.syms = name_ptrs.as_mut_ptr();
+            multi.cnt = n.len() as u32;
+        }
+        MultiTargets::Addrs(a) => {
+            multi.addrs = a.as_ptr() as *const std::os::raw::c_ulong;
+            multi.cnt = a.len() as u32;
+        }
+    }
+    if multi.cnt as usize != cookies.len() {
+        return Err(libc::EINVAL);
+    }
+    // SAFETY: valid fd; opts and what it points to outlive the call.
+    owned(unsafe { sys::bpf_link_create(prog_fd, 0, sys::BPF_TRACE_KPROBE_MULTI, &opts) })
+}
+
+/// (cookie, address) of each function of a kprobe-multi link, as the kernel
+/// resolved them; None where it does not say (before Linux 6.9, which added
+/// the cookies, or where kallsyms addresses are hidden).
+pub fn kprobe_multi_addrs(link: BorrowedFd<'_>) -> Option<Vec<(u64, u64)>> {
+    let info = |addrs: &mut [u64], cookies: &mut [u64]| {
+        // SAFETY: bpf_link_info is plain data; zero asks for nothing.
+        let mut info: sys::bpf_link_info = unsafe { std::mem::zeroed() };
+        // SAFETY: the kprobe_multi member is the one the kernel fills.
+        let m = unsafe { &mut info.__bindgen_anon_1.kprobe_multi };
+        // No buffers (null, not an empty slice's dangling pointer): the count.
+        let ptr = |b: &mut [u64]| {
+            if b.is_empty() {
+                0
+            } else {
+                b.as_mut_ptr() as u64
+            }
+        };
+        m.count = addrs.len() as u32;
+        m.addrs = ptr(addrs);
+        m.cookies = ptr(cookies);
+        let mut len = std::mem::size_of::<sys::bpf_link_info>() as u32;
+        // SAFETY: valid fd; the buffers hold `count` entries each.
+        let r = unsafe { sys::bpf_link_get_info_by_fd(link.as_raw_fd(), &mut info, &mut len) };
+        // SAFETY: as above.
+        let count = unsafe { info.__bindgen_anon_1.kprobe_multi.count } as usize;
+        (r == 0 && info.type_ == sys::BPF_LINK_TYPE_KPROBE_MULTI).then_some(count)
+    };
+    let n = info(&mut [], &mut [])?;
+    let (mut addrs, mut cookies) = (vec![0u64; n], vec![0u64; n]);
+    if info(&mut addrs, &mut cookies)? != n || addrs.contains(&0) || cookies.iter().all(|&c| c == 0)
+    {
+        return None;
+    }
+    Some(cookies.into_iter().zip(addrs).collect())
+}
+
 pub(crate) fn owned(fd: i32) -> Result<OwnedFd, i32> {
     if fd < 0 {
         return Err(-fd);
@@ -105,8 +189,7 @@ pub(crate) fn owned(fd: i32) -> Result<OwnedFd, i32> {
 
 /// The program's recursion misses (runs skipped because a BPF program was
 /// already running on that CPU); 0 if the kernel does not say.
-pub fn recursion_misses(prog: std::os::fd::BorrowedFd<'_>) -> u64 {
-    use std::os::fd::AsRawFd;
+pub fn recursion_misses(prog: BorrowedFd<'_>) -> u64 {
     // SAFETY: bpf_prog_info is plain data; all-zero asks for nothing extra.
     let mut info: sys::bpf_prog_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<sys::bpf_prog_info>() as u32;

@@ -95,6 +95,20 @@ case "${KVER:-}" in
 esac
 ECHO_REPLY="$ICMP_PATH"
 
+# three_pings NAME [REGEX]: NAME's journeys through functions matching REGEX
+# (default ip_/icmp_) are exactly 3 echo requests and their 3 replies on the
+# exact path, nothing else.
+three_pings() {
+    local got req rep total
+    got=$(journeys "$1" "${2:-^(ip_|icmp_)}")
+    req=$(count_lines "$got" "$ECHO_REQUEST")
+    rep=$(count_lines "$got" "$ECHO_REPLY")
+    total=$(grep -c . <<<"$got" || true)
+    [ "$req" -eq 3 ] && [ "$rep" -eq 3 ] && [ "$total" -eq 6 ] \
+        || fail "$1: want 3 x [$ECHO_REQUEST] + 3 x [$ECHO_REPLY], nothing else" \
+                "got $total journeys: $(summarize <<<"$got")"
+}
+
 # dropped_packets NAME: for every packet that went through the drop
 # function, "<drop reason> <last entry>"; and one line "lonely N" with the
 # number of packets made of nothing but a release or a tracepoint (each is a

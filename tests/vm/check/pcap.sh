@@ -10,13 +10,7 @@ for n in icmp tcp; do
 done
 grep -q '3 packets received' "$DIR/ping-icmp.txt" || fail "marked ping failed: $(excerpt "$DIR/ping-icmp.txt")"
 
-got=$(journeys icmp '^(ip_|icmp_|tcp_v4_)')
-req=$(count_lines "$got" "$ECHO_REQUEST")
-rep=$(count_lines "$got" "$ECHO_REPLY")
-total=$(grep -c . <<<"$got" || true)
-[ "$req" -eq 3 ] && [ "$rep" -eq 3 ] && [ "$total" -eq 6 ] \
-    || fail "icmp: want 3 x [$ECHO_REQUEST] + 3 x [$ECHO_REPLY], nothing else" \
-            "got $total journeys: $(summarize <<<"$got")"
+three_pings icmp '^(ip_|icmp_|tcp_v4_)'
 
 got=$(journeys tcp '^(ip_|icmp_|tcp_v4_)')
 total=$(grep -c . <<<"$got" || true)

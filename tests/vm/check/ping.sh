@@ -9,13 +9,5 @@ events_valid "$name"
 grep -q '3 packets received' "$DIR/ping-marked.txt" || fail "marked ping failed: $(excerpt "$DIR/ping-marked.txt")"
 grep -q '2 packets received' "$DIR/ping-unmarked.txt" || fail "unmarked ping failed: $(excerpt "$DIR/ping-unmarked.txt")"
 
-got=$(journeys "$name" '^(ip_|icmp_)')
-req=$(count_lines "$got" "$ECHO_REQUEST")
-rep=$(count_lines "$got" "$ECHO_REPLY")
-total=$(grep -c . <<<"$got" || true)
-if [ "$req" -eq 3 ] && [ "$rep" -eq 3 ] && [ "$total" -eq 6 ]; then
-    echo "3 requests + 3 replies on the exact path, unmarked ping silent (attach $(cat "$DIR/$name.attach_ms") ms)"
-    exit 0
-fi
-fail "want 3 x [$ECHO_REQUEST] + 3 x [$ECHO_REPLY], nothing else" \
-     "got $total journeys: $(summarize <<<"$got")"
+three_pings "$name"
+echo "3 requests + 3 replies on the exact path, unmarked ping silent (attach $(cat "$DIR/$name.attach_ms") ms)"

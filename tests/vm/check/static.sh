@@ -11,12 +11,7 @@ for t in ipft ipft-ip; do
     tracer_ran "$t"
     events_valid "$t"
     grep -q '3 packets received' "$DIR/ping-$t.txt" || fail "$t: ping failed: $(excerpt "$DIR/ping-$t.txt")"
-    got=$(journeys "$t" '^(ip_|icmp_)')
-    req=$(count_lines "$got" "$ECHO_REQUEST")
-    rep=$(count_lines "$got" "$ECHO_REPLY")
-    total=$(grep -c . <<<"$got" || true)
-    [ "$req" -eq 3 ] && [ "$rep" -eq 3 ] && [ "$total" -eq 6 ] \
-        || fail "$t: want 3 x [$ECHO_REQUEST] + 3 x [$ECHO_REPLY], nothing else" "got $total journeys: $(summarize <<<"$got")"
+    three_pings "$t"
     seen+=("$t $(cat "$DIR/$t.attach_ms") ms")
 done
 echo "no loader or libraries in the image; 3 requests + 3 replies traced by ${seen[*]}"
