@@ -133,9 +133,10 @@ pub fn run(args: IpftArgs) -> Result<i32, RunError> {
         }
         say!("timing: load+attach {:.3}s", t_load.elapsed().as_secs_f64());
         say!(
-            "links: kprobe-multi {}, by address {}",
+            "links: kprobe-multi {}, by address {}; addresses learnt {}",
             session.multi_link_count(),
-            session.multi_by_address
+            session.multi_by_address,
+            kernel::learnt_new_addrs()
         );
         say!(
             "timing: discover+load+attach {:.3}s",
@@ -153,7 +154,7 @@ pub fn run(args: IpftArgs) -> Result<i32, RunError> {
     // the way to "Trace ready!"; a warm one what it learnt beyond that.
     if let Some(s) = d.snapshot.take() {
         std::thread::spawn(move || s.save());
-    } else if kernel::learnt_new_addrs() {
+    } else if kernel::learnt_new_addrs() > 0 {
         std::thread::spawn(refresh_snapshot);
     }
     let decoder = ext.map(|x| x.decoder);

@@ -358,6 +358,7 @@ impl Session {
         done: &mut usize,
         progress: Progress<'_>,
     ) -> Result<(), LoadError> {
+        let resolver = resolve_unknown_addrs(groups.values(), table);
         for (prog, ids) in groups {
             match self.attach_multi(0, prog, table, &ids, graph) {
                 Ok(()) => self.attached.extend(&ids),
@@ -377,6 +378,9 @@ impl Session {
                 return Err(LoadError::Interrupted);
             }
         }
+        if let Some(link) = resolver {
+            kernel::features::release_later(link);
+        }
         Ok(())
     }
 }
@@ -385,6 +389,40 @@ impl Drop for Session {
     fn drop(&mut self) {
         self.detach();
     }
+}
+
+/// Where two or more kprobe-multi links would go by name (a start whose
+/// functions' addresses are not all known yet), have the kernel resolve
+/// every unknown name at once, so that each link goes by address. Returns
+/// the link that resolved them, to release once the others are in.
+fn resolve_unknown_addrs<'a>(
+    groups: impl Iterator<Item = &'a Vec<usize>>,
+    table: &[ProbeEntry],
+) -> Option<OwnedFd> {
+    let func = |i: usize| (table[i].module.as_deref(), table[i].name.as_ref());
+    let mut by_name = 0;
+    let mut unknown = Vec::new();
+    for ids in groups {
+        let missing: Vec<usize> = ids
+            .iter()
+            .copied()
+            .filter(|&i| kernel::function_addrs([func(i)]).is_none())
+            .collect();
+        by_name += usize::from(!missing.is_empty());
+        unknown.extend(missing);
+    }
+    if by_name < 2 {
+        return None;
+    }
+    let names: Vec<&str> = unknown.iter().map(|&i| table[i].name.as_ref()).collect();
+    let (addrs, link) = kernel::features::resolve_addrs(&names)?;
+    kernel::learn_function_addrs(
+        unknown
+            .iter()
+            .zip(addrs)
+            .map(|(&i, a)| (table[i].module.as_deref(), table[i].name.as_ref(), a)),
+    );
+    Some(link)
 }
 
 /// Keep the addresses the kernel resolved a kprobe-multi link's functions

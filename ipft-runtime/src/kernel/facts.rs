@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
@@ -47,9 +47,9 @@ fn running() -> Option<&'static Running> {
 
 static NAMED: OnceLock<Option<Vec<Vec<u32>>>> = OnceLock::new();
 /// Entry addresses the kernel resolved for kprobe-multi links, by
-/// [`addr_key`]; and whether this process added any.
+/// [`addr_key`]; and how many this process added.
 static FUNCTION_ADDRS: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
-static NEW_ADDRS: AtomicBool = AtomicBool::new(false);
+static NEW_ADDRS: AtomicUsize = AtomicUsize::new(0);
 static COOKIES: OnceLock<Cookies> = OnceLock::new();
 static REASONS: OnceLock<Vec<(u64, String)>> = OnceLock::new();
 
@@ -157,15 +157,15 @@ pub fn learn_function_addrs<'a>(found: impl IntoIterator<Item = (Option<&'a str>
     if let Ok(mut known) = FUNCTION_ADDRS.lock() {
         for (m, n, addr) in found {
             if known.insert(addr_key(m, n), addr).is_none() {
-                NEW_ADDRS.store(true, Ordering::Relaxed);
+                NEW_ADDRS.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 }
 
-/// Whether this process learnt an address the facts it was seeded with
-/// did not hold.
-pub fn learnt_new_addrs() -> bool {
+/// How many addresses this process learnt that the facts it was seeded
+/// with did not hold.
+pub fn learnt_new_addrs() -> usize {
     NEW_ADDRS.load(Ordering::Relaxed)
 }
 
@@ -275,7 +275,7 @@ mod tests {
             (None, "t_ip_rcv", 0x10),
             (Some("veth"), "t_veth_xmit", 0x20),
         ]);
-        assert!(learnt_new_addrs());
+        assert!(learnt_new_addrs() >= 2);
         let ip = (None, "t_ip_rcv");
         assert_eq!(
             function_addrs([ip, (Some("veth"), "t_veth_xmit")]),

@@ -3,12 +3,11 @@
 //! attach says what this host allows (sandboxes refuse fentry with EPERM
 //! even where it is compiled in).
 
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use libbpf_rs::libbpf_sys as sys;
 
-use super::raw::{owned, prog_load, tracing_link};
+use super::raw::{kprobe_multi_addrs, kprobe_multi_link, prog_load, tracing_link, MultiTargets};
 
 /// `r0 = 0; exit`.
 fn insns() -> [sys::bpf_insn; 2] {
@@ -57,7 +56,7 @@ fn probe_prog(
 /// Closing a probe's link waits for the kernel to retire it (an RCU-tasks
 /// grace period for fentry and kprobe-multi, most of a probe's time under an
 /// emulator); no answer depends on it, so it closes on a thread of its own.
-fn release_later(link: OwnedFd) {
+pub fn release_later(link: OwnedFd) {
     std::thread::spawn(move || drop(link));
 }
 
@@ -72,19 +71,49 @@ pub fn fentry(btf_id: u32) -> Result<(), String> {
 /// Can kprobe-multi attach to `symbol`?
 pub fn kprobe_multi(symbol: &str) -> Result<(), String> {
     let prog = probe_prog(sys::BPF_PROG_TYPE_KPROBE, sys::BPF_TRACE_KPROBE_MULTI, 0)?;
-    let sym = CString::new(symbol).map_err(|e| e.to_string())?;
-    let mut syms = [sym.as_ptr()];
-    // SAFETY: zeroed opts with sz set; the union member matches the attach type.
-    let mut opts: sys::bpf_link_create_opts = unsafe { std::mem::zeroed() };
-    opts.sz = std::mem::size_of::<sys::bpf_link_create_opts>() as _;
-    opts.__bindgen_anon_1.kprobe_multi.cnt = 1;
-    opts.__bindgen_anon_1.kprobe_multi.syms = syms.as_mut_ptr();
-    // SAFETY: valid fd and opts; syms outlives the call.
-    let link =
-        unsafe { sys::bpf_link_create(prog.as_raw_fd(), 0, sys::BPF_TRACE_KPROBE_MULTI, &opts) };
-    owned(link)
-        .map(release_later)
-        .map_err(|e| format!("attach: {}", errno_msg(e)))
+    kprobe_multi_link(
+        prog.as_raw_fd(),
+        MultiTargets::Names(&[symbol]),
+        &[0],
+        false,
+    )
+    .map(release_later)
+    .map_err(|e| format!("attach: {}", errno_msg(e)))
+}
+
+/// The entry address of each of `names`, as the kernel resolves them for a
+/// kprobe-multi link: one walk over its symbols for all of them, where a
+/// link by name per group of functions would walk them once each. Also the
+/// link (an empty program): release it with [`release_later`] once the
+/// links that matter are in, as its release holds ftrace's lock through
+/// RCU-tasks grace periods. None where the kernel does not say (see
+/// [`kprobe_multi_addrs`]).
+pub fn resolve_addrs(names: &[&str]) -> Option<(Vec<u64>, OwnedFd)> {
+    let prog = probe_prog(sys::BPF_PROG_TYPE_KPROBE, sys::BPF_TRACE_KPROBE_MULTI, 0).ok()?;
+    // Cookie i + 1 for names[i]: all-zero cookies mean "no cookies".
+    let cookies: Vec<u64> = (1..=names.len() as u64).collect();
+    let link = kprobe_multi_link(
+        prog.as_raw_fd(),
+        MultiTargets::Names(names),
+        &cookies,
+        false,
+    )
+    .ok()?;
+    let found = kprobe_multi_addrs(link.as_fd());
+    let mut addrs = vec![0; names.len()];
+    for (cookie, addr) in found.unwrap_or_default() {
+        if let Some(a) = (cookie as usize)
+            .checked_sub(1)
+            .and_then(|i| addrs.get_mut(i))
+        {
+            *a = addr;
+        }
+    }
+    if addrs.contains(&0) {
+        release_later(link);
+        return None;
+    }
+    Some((addrs, link))
 }
 
 /// Is there a kprobe PMU (CONFIG_KPROBES)?

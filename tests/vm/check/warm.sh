@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # warm: a cold start and the warm starts after it see the same 3 requests
-# and 3 replies on the exact path; with kprobe-multi, the warm start of the
-# same selection attaches every link by address, the wider selection at
-# least one by name, and its warm start again all by address.
+# and 3 replies on the exact path; with kprobe-multi, every start attaches
+# its links by address, the cold one and the wider selection learning the
+# addresses they lack from the kernel, the warm ones from the snapshot.
 . "$(dirname "$0")/lib.sh"
 
-# links NAME: "<kprobe-multi links> <by address>" from --timings.
+# links NAME: "<kprobe-multi links> <by address> <addresses learnt>" from
+# --timings.
 links() {
-    sed -n 's/^links: kprobe-multi \([0-9]*\), by address \([0-9]*\)$/\1 \2/p' "$DIR/$1.stderr"
+    sed -n 's/^links: kprobe-multi \([0-9]*\), by address \([0-9]*\); addresses learnt \([0-9]*\)$/\1 \2 \3/p' "$DIR/$1.stderr"
 }
 
 runs="cold warm"
@@ -22,18 +23,24 @@ done
 grep -q 'snapshot of this boot' "$DIR/cold.stderr" && fail "cold: started from a snapshot"
 grep -q 'snapshot of this boot' "$DIR/warm.stderr" || fail "warm: did not start from the snapshot: $(excerpt "$DIR/warm.stderr")"
 
-read -r cold_n cold_a <<<"$(links cold)"
-read -r warm_n warm_a <<<"$(links warm)"
+read -r cold_n cold_a cold_l <<<"$(links cold)"
+read -r warm_n warm_a warm_l <<<"$(links warm)"
 case "$BACKEND:$KVER" in
     kprobe-multi:* | auto:6.12)
         [ -f "$DIR/wider.cmd" ] || fail "the wider selection did not run (no fprobe in /proc/kallsyms?)"
-        read -r wide_n wide_a <<<"$(links wider)"
-        read -r ww_n ww_a <<<"$(links wider-warm)"
-        [ "$cold_n" -gt 0 ] && [ "$cold_a" -eq 0 ] || fail "cold: want kprobe-multi links by name only, got $cold_n, $cold_a by address"
-        [ "$warm_n" -eq "$cold_n" ] && [ "$warm_a" -eq "$warm_n" ] || fail "warm: want all $cold_n links by address, got $warm_n, $warm_a by address"
-        [ "$wide_a" -lt "$wide_n" ] || fail "wider: want a link by name (new functions), got $wide_n, all by address"
-        [ "$ww_n" -eq "$wide_n" ] && [ "$ww_a" -eq "$ww_n" ] || fail "wider-warm: want all $wide_n links by address, got $ww_n, $ww_a by address"
-        echo "same journeys cold and warm; kprobe-multi links by address: cold 0/$cold_n, warm $warm_a/$warm_n, wider $wide_a/$wide_n, then $ww_a/$ww_n"
+        read -r wide_n wide_a wide_l <<<"$(links wider)"
+        read -r ww_n ww_a ww_l <<<"$(links wider-warm)"
+        # Every link goes by address: a start learns what it does not know
+        # from the kernel first, and keeps it for the next.
+        for r in "cold $cold_n $cold_a" "warm $warm_n $warm_a" "wider $wide_n $wide_a" "wider-warm $ww_n $ww_a"; do
+            set -- $r
+            [ "$2" -gt 0 ] && [ "$3" -eq "$2" ] || fail "$1: want every kprobe-multi link by address, got $3 of $2"
+        done
+        [ "$cold_l" -gt 0 ] || fail "cold: learnt no address"
+        [ "$warm_l" -eq 0 ] || fail "warm: learnt $warm_l addresses, want all from the snapshot"
+        [ "$wide_l" -gt 0 ] || fail "wider: learnt no address for its new functions"
+        [ "$ww_l" -eq 0 ] || fail "wider-warm: learnt $ww_l addresses, want all from the snapshot"
+        echo "same journeys cold and warm; every kprobe-multi link by address; addresses learnt: cold $cold_l, warm 0, wider $wide_l, then 0"
         ;;
     *)
         [ "$cold_n" -eq 0 ] && [ "$warm_n" -eq 0 ] || fail "no kprobe-multi here, got links $cold_n / $warm_n"

@@ -1,9 +1,9 @@
 # Scenario warm: the discovery snapshot across starts in one boot. A cold
-# start (fresh snapshot file) traces a marked ping with -r '^(ip_|icmp_)';
-# a warm start with the same selection traces it again (kprobe-multi links
-# by the addresses the first start learnt); a wider selection then attaches
-# the links holding functions not seen yet by name and keeps their
-# addresses for the next start, which attaches every link by address.
+# start (fresh snapshot file) traces a marked ping with -r '^(ip_|icmp_)',
+# learning its kprobe-multi functions' addresses from the kernel; a warm
+# start with the same selection traces it again with the addresses the
+# snapshot kept; a wider selection learns those of its new functions, and
+# its next start finds them all in the snapshot.
 . /scenarios/lib.sh
 
 export IPFT_SNAPSHOT=/tmp/warm-snapshot.json
