@@ -52,6 +52,12 @@ pub fn kprobe_multi_cookie(index: usize, row: &ProbeEntry) -> u64 {
         | u64::from(end) << COOKIE_END_SHIFT
 }
 
+/// The table row whose [`kprobe_multi_cookie`] this is (what the programs
+/// read as the probe index).
+pub fn kprobe_multi_cookie_row(cookie: u64) -> usize {
+    (cookie & 0xffff_ffff) as usize
+}
+
 /// The immediate a generic typed program loads as its probe index
 /// (`"ipftprob"`): the loader writes each copy's index over it, so a hit
 /// reads a constant instead of its link's cookie, a helper call.

@@ -166,7 +166,8 @@ pub fn as_raw_tracepoint(id: ProgramId) -> ProgramId {
 mod tests {
     use super::*;
     use crate::program::cookie::{
-        kprobe_multi_cookie, COOKIE_END_SHIFT, COOKIE_REASON_SHIFT, COOKIE_SKB_SHIFT,
+        kprobe_multi_cookie, kprobe_multi_cookie_row, COOKIE_END_SHIFT, COOKIE_REASON_SHIFT,
+        COOKIE_SKB_SHIFT,
     };
     use crate::table::ProbeEntry;
 
@@ -230,6 +231,7 @@ mod tests {
             )
         };
         assert_eq!(fields(c), (7, 3, 2, 0));
+        assert_eq!(kprobe_multi_cookie_row(c), 7);
         // kfree_skbmem runs the cookie program, which the cookie tells
         // that the skb is freed here (no reason, skb first).
         let free = shape(0, 1);

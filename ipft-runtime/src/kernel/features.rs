@@ -3,11 +3,11 @@
 //! attach says what this host allows (sandboxes refuse fentry with EPERM
 //! even where it is compiled in).
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use libbpf_rs::libbpf_sys as sys;
 
-use super::raw::{kprobe_multi_addrs, kprobe_multi_link, prog_load, tracing_link, MultiTargets};
+use super::raw::{kprobe_multi_link, prog_load, tracing_link, MultiTargets};
 
 /// `r0 = 0; exit`.
 fn insns() -> [sys::bpf_insn; 2] {
@@ -70,50 +70,18 @@ pub fn fentry(btf_id: u32) -> Result<(), String> {
 
 /// Can kprobe-multi attach to `symbol`?
 pub fn kprobe_multi(symbol: &str) -> Result<(), String> {
-    let prog = probe_prog(sys::BPF_PROG_TYPE_KPROBE, sys::BPF_TRACE_KPROBE_MULTI, 0)?;
-    kprobe_multi_link(
-        prog.as_raw_fd(),
-        MultiTargets::Names(&[symbol]),
-        &[0],
-        false,
-    )
-    .map(release_later)
-    .map_err(|e| format!("attach: {}", errno_msg(e)))
+    idle_kprobe_multi(&[symbol], &[0]).map(release_later)
 }
 
-/// The entry address of each of `names`, as the kernel resolves them for a
-/// kprobe-multi link: one walk over its symbols for all of them, where a
-/// link by name per group of functions would walk them once each. Also the
-/// link (an empty program): release it with [`release_later`] once the
-/// links that matter are in, as its release holds ftrace's lock through
-/// RCU-tasks grace periods. None where the kernel does not say (see
-/// [`kprobe_multi_addrs`]).
-pub fn resolve_addrs(names: &[&str]) -> Option<(Vec<u64>, OwnedFd)> {
-    let prog = probe_prog(sys::BPF_PROG_TYPE_KPROBE, sys::BPF_TRACE_KPROBE_MULTI, 0).ok()?;
-    // Cookie i + 1 for names[i]: all-zero cookies mean "no cookies".
-    let cookies: Vec<u64> = (1..=names.len() as u64).collect();
-    let link = kprobe_multi_link(
-        prog.as_raw_fd(),
-        MultiTargets::Names(names),
-        &cookies,
-        false,
-    )
-    .ok()?;
-    let found = kprobe_multi_addrs(link.as_fd());
-    let mut addrs = vec![0; names.len()];
-    for (cookie, addr) in found.unwrap_or_default() {
-        if let Some(a) = (cookie as usize)
-            .checked_sub(1)
-            .and_then(|i| addrs.get_mut(i))
-        {
-            *a = addr;
-        }
-    }
-    if addrs.contains(&0) {
-        release_later(link);
-        return None;
-    }
-    Some((addrs, link))
+/// A kprobe-multi link of a program that does nothing, on the functions
+/// `names` with `cookies`: the feature probe, and the one walk of the
+/// kernel's symbols that resolves a start's names into addresses (see
+/// `raw::kprobe_multi_addrs`) for the links that matter. Its release holds
+/// ftrace's lock through RCU-tasks grace periods: [`release_later`].
+pub fn idle_kprobe_multi(names: &[&str], cookies: &[u64]) -> Result<OwnedFd, String> {
+    let prog = probe_prog(sys::BPF_PROG_TYPE_KPROBE, sys::BPF_TRACE_KPROBE_MULTI, 0)?;
+    kprobe_multi_link(prog.as_raw_fd(), MultiTargets::Names(names), cookies, false)
+        .map_err(|e| format!("attach: {}", errno_msg(e)))
 }
 
 /// Is there a kprobe PMU (CONFIG_KPROBES)?
