@@ -168,8 +168,8 @@ layout! {
         /// found from the address the kprobe fired at
         kprobe_cookies: u32,
         /// generic fentry/fexit copies are made from the template's
-        /// instructions, each with its probe index written in (where their
-        /// links carry cookies, Linux 6.0); else each copy reads `probe`
+        /// instructions, each with its probe index written in; a module
+        /// function's copy, an object of its own, reads `probe`
         tracing_patched: u32,
         /// an extension's module() is linked in: each event carries
         /// IPFT_EXT_LEN bytes of payload
@@ -206,8 +206,8 @@ layout! {
         /// returns at once, so only entering the probe is measured
         empty: u32,
         /// generic tp_btf copies are made from the template's
-        /// instructions, each with its probe index written in (where their
-        /// links carry cookies, Linux 6.10); else each copy reads `probe`
+        /// instructions, each with its probe index written in; a module
+        /// tracepoint's copy, an object of its own, reads `probe`
         tp_patched: u32,
         /// kprobe programs read the skb's mark through bpf_rdonly_cast
         /// (Linux 6.2), which the verifier turns into a move: one load on a

@@ -83,7 +83,7 @@ struct ipft_config {
 	__u32 probe;	/* @16: generic typed copies that are objects of their own: which probe this copy is */
 	__u32 graph;	/* @20: -t function_graph: kprobes keep the skb for kretprobes */
 	__u32 kprobe_cookies;	/* @24: kprobe links carry cookies (Linux 5.15); without, the probe is found from the address the kprobe fired at */
-	__u32 tracing_patched;	/* @28: generic fentry/fexit copies are made from the template's instructions, each with its probe index written in (where their links carry cookies, Linux 6.0); else each copy reads `probe` */
+	__u32 tracing_patched;	/* @28: generic fentry/fexit copies are made from the template's instructions, each with its probe index written in; a module function's copy, an object of its own, reads `probe` */
 	__u32 ext;	/* @32: an extension's module() is linked in: each event carries IPFT_EXT_LEN bytes of payload */
 	__u32 track;	/* @36: --track-skb: an skb with an event is followed until it is freed (its mark and the filters no longer asked), and so are its clones */
 	__u32 netns;	/* @40: --filter-netns: inode of skb->dev's network namespace (0: any) */
@@ -98,7 +98,7 @@ struct ipft_config {
 	__u32 stack;	/* @92: --output-stack: each event carries a `struct ipft_stack` */
 	__u32 snaplen;	/* @96: --output-pcap: each event carries a `struct ipft_snap` and up to this many bytes of the packet (0: none) */
 	__u32 empty;	/* @100: the lab's overhead floor (`--bench-empty`): every program returns at once, so only entering the probe is measured */
-	__u32 tp_patched;	/* @104: generic tp_btf copies are made from the template's instructions, each with its probe index written in (where their links carry cookies, Linux 6.10); else each copy reads `probe` */
+	__u32 tp_patched;	/* @104: generic tp_btf copies are made from the template's instructions, each with its probe index written in; a module tracepoint's copy, an object of its own, reads `probe` */
 	__u32 kprobe_cast;	/* @108: kprobe programs read the skb's mark through bpf_rdonly_cast (Linux 6.2), which the verifier turns into a move: one load on a miss, no helper call; else through bpf_probe_read_kernel */
 };
 

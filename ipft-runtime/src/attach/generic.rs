@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd};
+use std::time::{Duration, Instant};
 
 use ipft_abi::program::PROBE_MARKER;
 use ipft_abi::{Backend, Config, ProbeEntry, ProgramId, TypedKind};
@@ -26,19 +27,14 @@ impl Session {
     ) -> Result<Session, LoadError> {
         let graph = opts.config.graph != 0;
         let kprobe_rows = kprobe_rows(table, 0..table.len(), graph)?;
-        // Without fentry cookies (before Linux 6.0) every fentry row gets a
-        // copy of the object that knows its index from rodata; so does every
-        // tp_btf row without tp_btf cookies (before 6.10).
-        let raw_fentry = kernel::cookies().tracing;
-        let raw_tp = kernel::cookies().raw_tp;
+        // A vmlinux fentry or tp_btf row gets a copy of its program's
+        // instructions with its index written in (no cookie needed: a
+        // load of its own, not a whole object's); a module's row gets a
+        // copy of the object that knows its index from rodata.
         let raw = |e: &ProbeEntry| {
             e.module.is_none()
                 && !e.program.is_raw_tracepoint()
-                && match e.backend {
-                    Backend::Fentry => raw_fentry,
-                    Backend::TpBtf => raw_tp,
-                    _ => false,
-                }
+                && matches!(e.backend, Backend::Fentry | Backend::TpBtf)
         };
         let mut autoload: HashSet<ProgramId> = HashSet::new();
         for e in table
@@ -73,10 +69,10 @@ impl Session {
         }
         autoload.extend(first_target.keys());
         let mut s = Session::default();
-        let mut t = std::time::Instant::now();
+        let mut t = Instant::now();
         let mut lap = |s: &mut Session, what| {
             s.timings.push((what, t.elapsed()));
-            t = std::time::Instant::now();
+            t = Instant::now();
         };
         let mut open_main = open(object, &opts)?;
         apply(&mut open_main, &opts, kprobe_rows.len(), true)?;
@@ -134,7 +130,10 @@ impl Session {
         let mut multi: BTreeMap<ProgramId, Vec<usize>> = BTreeMap::new();
         let mut done = 0;
         let mut typed_ok = false;
+        // Time spent on perf kprobes and on typed probes, apart (--timings).
+        let (mut kprobes, mut typed) = (Duration::ZERO, Duration::ZERO);
         for (i, e) in table.iter().enumerate() {
+            let started = Instant::now();
             let r = match e.backend {
                 Backend::Kprobe => Ok(s.attach_one(0, e, i, graph)),
                 Backend::KprobeMulti => {
@@ -147,6 +146,10 @@ impl Session {
                 Backend::Fentry | Backend::TpBtf if raw(e) => s.attach_typed_raw(e, i, graph),
                 Backend::TpBtf | Backend::Fentry => s.load_typed_copy(object, e, i, &opts),
             };
+            match e.backend {
+                Backend::Kprobe => kprobes += started.elapsed(),
+                _ => typed += started.elapsed(),
+            }
             match r {
                 Ok(r) => {
                     typed_ok |= r.is_ok();
@@ -171,7 +174,9 @@ impl Session {
                 return Err(LoadError::Interrupted);
             }
         }
-        lap(&mut s, "kprobes and typed copies");
+        s.timings.push(("kprobes", kprobes));
+        s.timings.push(("typed probes", typed));
+        lap(&mut s, "kprobes and typed probes");
         s.attach_multi_groups(multi, table, graph, &mut done, progress)?;
         lap(&mut s, "kprobe-multi links");
         Ok(s)
@@ -226,7 +231,17 @@ impl Session {
                     }
                     Err(errno) => return Ok(Err(format!("load: {}", errno_text(errno)))),
                 };
-            let link = match raw::tracing_link(prog.as_raw_fd(), attach, id as u64) {
+            // The cookie is for bpftool's eyes; kernels that take none for
+            // this kind link the target the program was loaded for.
+            let cookies = kernel::cookies();
+            let linked = if (attach == sys::BPF_TRACE_RAW_TP && cookies.raw_tp)
+                || (attach != sys::BPF_TRACE_RAW_TP && cookies.tracing)
+            {
+                raw::tracing_link(prog.as_raw_fd(), attach, id as u64)
+            } else {
+                raw::tracing_open(prog.as_raw_fd())
+            };
+            let link = match linked {
                 Ok(l) => l,
                 Err(errno) => return Ok(Err(errno_text(errno))),
             };

@@ -342,8 +342,8 @@ fn apply(
         open,
         &Config {
             kprobe_cookies: u32::from(cookies.kprobe),
-            tracing_patched: u32::from(templates && cookies.tracing),
-            tp_patched: u32::from(templates && cookies.raw_tp),
+            tracing_patched: u32::from(templates),
+            tp_patched: u32::from(templates),
             kprobe_cast: u32::from(kernel::rdonly_cast()),
             ..opts.config
         },

@@ -68,6 +68,14 @@ pub fn with_imm64(insns: &[sys::bpf_insn], marker: u64, value: u64) -> Option<Ve
     found.then_some(out)
 }
 
+/// A tracing link (fentry/fexit/tp_btf) to the program's own target,
+/// without a cookie: the way every kernel since 5.5 links them (link_create
+/// takes tp_btf only from 6.10, fentry from 5.11).
+pub fn tracing_open(prog_fd: i32) -> Result<OwnedFd, i32> {
+    // SAFETY: a valid fd; no name, as tracing programs require.
+    owned(unsafe { sys::bpf_raw_tracepoint_open(std::ptr::null(), prog_fd) })
+}
+
 /// A tracing link (fentry/fexit) carrying `cookie`.
 pub fn tracing_link(
     prog_fd: i32,
