@@ -270,7 +270,15 @@ pub fn run(
         let t_detach = Instant::now();
         session.detach_counting(&signals.releasing);
         if cfg.timings {
-            say!("timing: detach {:.3}s", t_detach.elapsed().as_secs_f64());
+            let how = if session.expedited {
+                " (RCU grace periods expedited)"
+            } else {
+                ""
+            };
+            say!(
+                "timing: detach {:.3}s{how}",
+                t_detach.elapsed().as_secs_f64()
+            );
         }
         pipe.finish();
     }

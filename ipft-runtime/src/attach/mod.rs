@@ -161,6 +161,10 @@ pub struct Session {
     multi_links: Vec<OwnedFd>,
     /// How many of them were attached by address (for --timings).
     pub multi_by_address: usize,
+    /// Perf kprobe links, whose release waits for grace periods in turn.
+    kprobe_links: usize,
+    /// Whether the last detach ran with expedited grace periods.
+    pub expedited: bool,
     raw_progs: Vec<OwnedFd>,
     objects: Vec<Object>,
     /// Relocated instructions of generic fentry/fexit programs.
@@ -195,6 +199,13 @@ impl Session {
         let links = std::mem::take(&mut self.links);
         let multi = std::mem::take(&mut self.multi_links);
         let raw = std::mem::take(&mut self.raw_links);
+        let expedited = if kernel::worth_expediting(std::mem::take(&mut self.kprobe_links)) {
+            kernel::Expedited::raise()
+        } else {
+            kernel::Expedited::repair();
+            None
+        };
+        self.expedited = expedited.is_some();
         releasing.store(links.len() + multi.len() + raw.len(), Ordering::SeqCst);
         let release = |fd: OwnedFd| {
             drop(fd);
@@ -229,6 +240,7 @@ impl Session {
                 });
             }
         });
+        drop(expedited);
         self.raw_progs.clear();
         self.objects.clear();
     }
@@ -285,6 +297,9 @@ impl Session {
         if let Some(r) = e.return_attached(graph) {
             let rp = Self::prog(obj, r).ok_or_else(|| format!("program {r} missing"))?;
             links.push(attach(&rp, true)?);
+        }
+        if e.backend == Backend::Kprobe {
+            self.kprobe_links += links.len();
         }
         self.links.extend(links);
         Ok(())

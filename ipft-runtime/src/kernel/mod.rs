@@ -2,12 +2,14 @@
 //! it: which backends work (symbols, then a real load + attach), which
 //! functions attach by name, and the names of drop reasons.
 
+mod expedite;
 mod facts;
 pub mod features;
 mod ksyms;
 pub mod raw;
 mod symbols;
 
+pub use expedite::{worth_expediting, Expedited};
 pub use facts::{
     btf_ids, cookies, drop_reasons, function_addrs, learn_function_addrs, learnt_new_addrs,
     raw_tracepoints, rdonly_cast, running_btf, tracepoint_btf_id, Cookies, Facts,

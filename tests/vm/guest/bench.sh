@@ -3,7 +3,8 @@
 # 50-200 function selection and for every skb probe (profile all), with
 # ipft's default (auto) and, when /usr/bin/ipftrace2 is in the image, with
 # ipftrace2's default in the same boot; on kernels with kprobe-multi also
-# each of ipft's function backends for profile all. ipft starts cold (its
+# each of ipft's function backends for profile all, elsewhere (perf kprobes)
+# ipft again without expedited grace periods. ipft starts cold (its
 # discovery read from the kernel) and warm (from this boot's snapshot). Each
 # run leaves NAME.attach_ms and NAME.detach_ms (and NAME.stderr).
 READY_WAIT=400 STOP_WAIT=300
@@ -42,4 +43,11 @@ ipft_run sel-ipft auto -r "$SELECTION"
 ipft_run all-ipft auto --profile all
 if [ -d /sys/bus/event_source/devices/kprobe ] && grep -q fprobe /proc/kallsyms; then
     for b in kprobe-multi kprobe fentry; do ipft_run "all-$b" "$b" --profile all; done
+else
+    # Perf kprobes by default: the same runs without expedited grace
+    # periods for their release (README: rcu_expedited).
+    export IPFT_RCU_EXPEDITE=off
+    ipft_run sel-ipft-plain auto -r "$SELECTION"
+    ipft_run all-ipft-plain auto --profile all
+    unset IPFT_RCU_EXPEDITE
 fi
