@@ -74,7 +74,9 @@ impl Snapshot {
         let path = path()?;
         let key = key()?;
         let bytes = read_trusted(&path)?;
-        let json = bytes.strip_prefix(key.as_bytes())?.strip_prefix(b"\0")?;
+        let json = bytes
+            .strip_prefix(key.text.as_bytes())?
+            .strip_prefix(b"\0")?;
         let s: Snapshot = serde_json::from_slice(json).ok()?;
         s.facts.clone().seed();
         Some(s)
@@ -89,13 +91,13 @@ impl Snapshot {
         self.facts = Facts::learnt();
         // A module's function addresses hold while the key can tell that
         // the module was not loaded again: only where it shows addresses.
-        if key.contains(" 0x0000000000000000\n") {
+        if !key.modules_placed {
             self.facts.function_addrs.retain(|(f, _)| !f.contains(':'));
         }
         let Ok(json) = serde_json::to_vec(&self) else {
             return;
         };
-        let mut bytes = key.into_bytes();
+        let mut bytes = key.text.into_bytes();
         bytes.push(0);
         bytes.extend(json);
         let _ = write_private(&path, &bytes);
@@ -144,25 +146,38 @@ pub fn refresh() {
 /// modification time) and the modules loaded now (name, size and address
 /// each: module reference counts change without a module coming or going,
 /// and a module loaded again lands elsewhere).
-fn key() -> Option<String> {
+struct Key {
+    text: String,
+    /// Every module's address is shown (not hidden by kptr_restrict), so
+    /// the key tells a module loaded again from the one before.
+    modules_placed: bool,
+}
+
+fn key() -> Option<Key> {
     let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
     let exe = fs::metadata(std::env::current_exe().ok()?).ok()?;
     let modules = fs::read_to_string("/proc/modules").unwrap_or_default();
-    let mut key = format!(
-        "{} {} {}.{}\n",
-        boot.trim(),
-        exe.len(),
-        exe.mtime(),
-        exe.mtime_nsec()
-    );
+    let binary = format!("{} {}.{}", exe.len(), exe.mtime(), exe.mtime_nsec());
+    Some(key_of(boot.trim(), &binary, &modules))
+}
+
+/// The key for a boot id, a binary's identity and /proc/modules' text.
+fn key_of(boot: &str, binary: &str, modules: &str) -> Key {
+    let mut text = format!("{boot} {binary}\n");
+    let mut modules_placed = true;
     for line in modules.lines() {
         let mut w = line.split_whitespace();
         if let (Some(name), Some(size)) = (w.next(), w.next()) {
             let addr = w.nth(3).unwrap_or("-");
-            key.push_str(&format!("{name} {size} {addr}\n"));
+            let shown = u64::from_str_radix(addr.trim_start_matches("0x"), 16);
+            modules_placed &= shown.is_ok_and(|a| a != 0);
+            text.push_str(&format!("{name} {size} {addr}\n"));
         }
     }
-    Some(key)
+    Key {
+        text,
+        modules_placed,
+    }
 }
 
 /// Ours alone to write: owned by this user, writable by no one else.
@@ -206,6 +221,23 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use ipft_abi::ProbeKind;
+
+    #[test]
+    fn the_key_knows_whether_modules_are_placed() {
+        let shown = "veth 40960 0 - Live 0xffffffffc0a1b000\nnf_tables 303104 0 - Live 0xffffffffc09c0000\n";
+        let k = key_of("b00t", "1 2.3", shown);
+        assert!(k.modules_placed);
+        assert_eq!(
+            k.text,
+            "b00t 1 2.3\nveth 40960 0xffffffffc0a1b000\nnf_tables 303104 0xffffffffc09c0000\n"
+        );
+        let hidden = "veth 40960 0 - Live 0x0000000000000000\n";
+        assert!(!key_of("b00t", "1 2.3", hidden).modules_placed);
+        assert!(key_of("b00t", "1 2.3", "").modules_placed);
+        // A module loaded again lands elsewhere: another key.
+        let again = "veth 40960 0 - Live 0xffffffffc0a2b000\nnf_tables 303104 0 - Live 0xffffffffc09c0000\n";
+        assert_ne!(key_of("b00t", "1 2.3", again).text, k.text);
+    }
 
     #[test]
     fn a_snapshot_selects_as_the_scan_did() {
