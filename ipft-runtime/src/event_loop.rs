@@ -268,9 +268,9 @@ pub fn run(
         let now = totals(final_losses, malformed.get());
         report_losses(&mut pipe, &now, &mut reported);
         let t_detach = Instant::now();
-        session.detach_counting(&signals.releasing);
+        let expedited = session.detach_counting(&signals.releasing);
         if cfg.timings {
-            let how = if session.expedited {
+            let how = if expedited {
                 " (RCU grace periods expedited)"
             } else {
                 ""

@@ -163,8 +163,6 @@ pub struct Session {
     pub multi_by_address: usize,
     /// Perf kprobe links, whose release waits for grace periods in turn.
     kprobe_links: usize,
-    /// Whether the last detach ran with expedited grace periods.
-    pub expedited: bool,
     raw_progs: Vec<OwnedFd>,
     objects: Vec<Object>,
     /// Relocated instructions of generic fentry/fexit programs.
@@ -193,19 +191,23 @@ impl Session {
         self.detach_counting(&std::sync::atomic::AtomicUsize::new(0));
     }
 
-    /// Detach, keeping `releasing` at the number of links still to go.
-    pub fn detach_counting(&mut self, releasing: &std::sync::atomic::AtomicUsize) {
+    /// Detach, keeping `releasing` at the number of links still to go;
+    /// true if the release ran with expedited grace periods.
+    pub fn detach_counting(&mut self, releasing: &std::sync::atomic::AtomicUsize) -> bool {
         use std::sync::atomic::Ordering;
         let links = std::mem::take(&mut self.links);
         let multi = std::mem::take(&mut self.multi_links);
         let raw = std::mem::take(&mut self.raw_links);
+        // (Nothing to release: a detach already ran, the drop's.)
+        let any = !(links.is_empty() && multi.is_empty() && raw.is_empty());
         let expedited = if kernel::worth_expediting(std::mem::take(&mut self.kprobe_links)) {
             kernel::Expedited::raise()
         } else {
-            kernel::Expedited::repair();
+            if any {
+                kernel::Expedited::repair();
+            }
             None
         };
-        self.expedited = expedited.is_some();
         releasing.store(links.len() + multi.len() + raw.len(), Ordering::SeqCst);
         let release = |fd: OwnedFd| {
             drop(fd);
@@ -240,9 +242,11 @@ impl Session {
                 });
             }
         });
+        let was_expedited = expedited.is_some();
         drop(expedited);
         self.raw_progs.clear();
         self.objects.clear();
+        was_expedited
     }
 
     fn record(&mut self, i: usize, r: Result<(), String>) {

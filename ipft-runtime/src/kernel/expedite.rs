@@ -56,9 +56,7 @@ impl Expedited {
             .write(true)
             .open(lock_path)
             .ok()?;
-        let mut lock = locked(file)?;
-        let mut left = String::new();
-        lock.read_to_string(&mut left).ok()?;
+        let (lock, left) = locked(file)?;
         let left = left.trim();
         if !left.is_empty() {
             std::fs::write(knob, left).ok()?;
@@ -82,9 +80,7 @@ impl Expedited {
             .mode(0o600)
             .open(lock_path)
             .ok()?;
-        let mut lock = locked(lock)?;
-        let mut left = String::new();
-        lock.read_to_string(&mut left).ok()?;
+        let (mut lock, left) = locked(lock)?;
         // A value left behind is what a killed holder raised the knob from.
         let original = match left.trim() {
             "" => std::fs::read_to_string(knob).ok()?.trim().to_string(),
@@ -108,12 +104,17 @@ impl Expedited {
     }
 }
 
-/// `file`, locked for this process alone; none while another ipft holds it
-/// (it is releasing its kprobes).
-fn locked(file: File) -> Option<File> {
+/// `file`, locked for this process alone, and the value a killed holder
+/// left in it (empty if none); none while another ipft holds it (it is
+/// releasing its kprobes).
+fn locked(mut file: File) -> Option<(File, String)> {
     // SAFETY: flock on a descriptor we own.
-    let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    (r == 0).then_some(file)
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return None;
+    }
+    let mut left = String::new();
+    file.read_to_string(&mut left).ok()?;
+    Some((file, left))
 }
 
 impl Drop for Expedited {
