@@ -252,7 +252,8 @@ impl Session {
         Ok(Ok(()))
     }
 
-    /// One copy of the generic object for one typed target.
+    /// One copy of the generic object for one module function or
+    /// tracepoint (vmlinux targets get instruction copies instead).
     fn load_typed_copy(
         &mut self,
         object: &[u8],
@@ -262,7 +263,7 @@ impl Session {
     ) -> Result<Result<(), String>, LoadError> {
         let graph = opts.config.graph != 0;
         let mut open = open(object, opts)?;
-        // Each tp_btf copy learns its probe index from its own rodata.
+        // Each copy learns its probe index from its own rodata.
         let config = Config {
             probe: id as u32,
             ..opts.config
@@ -306,32 +307,15 @@ impl Session {
             Err(err) if backend_unusable(&err) => return Err(load_error(err, &take_log(), &[])),
             Err(err) => return Ok(Err(format!("load: {}", reason(&err)))),
         };
+        // A module's target is found from the loaded program itself.
         if let Some(body) = &opts.pcap {
-            let target = e.module.is_none().then(|| e.name.to_string());
-            if let Err(why) = splice::reload_object(&obj, body, |_| target.clone()) {
+            if let Err(why) = splice::reload_object(&obj, body, |_| None) {
                 return Ok(Err(why));
             }
         }
         self.objects.push(obj);
-        let o = self.objects.len() - 1;
-        if e.backend != Backend::Fentry || !kernel::cookies().tracing {
-            return Ok(self.attach_one(o, e, id, graph));
-        }
-        // Generic fentry/fexit read their probe index from the cookie.
-        let mut progs = vec![(e.program, tracing_attach_type(e.program))];
-        if let Some(r) = ret {
-            progs.push((r, sys::BPF_TRACE_FEXIT));
-        }
-        for (pid, attach) in progs {
-            let Some(p) = Self::prog(&self.objects[o], pid) else {
-                return Ok(Err(format!("program {pid} missing")));
-            };
-            match raw::tracing_link(p.as_fd().as_raw_fd(), attach, id as u64) {
-                Ok(l) => self.raw_links.push(l),
-                Err(errno) => return Ok(Err(errno_text(errno))),
-            }
-        }
-        Ok(Ok(()))
+        // The copy reads its index from its rodata: linked as loaded.
+        Ok(self.attach_one(self.objects.len() - 1, e, id, graph))
     }
 }
 
